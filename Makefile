@@ -1,0 +1,46 @@
+VENV ?= .venv
+BIN := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: help setup test demo lint format bench lock clean
+
+help:
+	@echo "make demo   run the pipeline end to end on embedded defaults"
+	@echo "make test   run the test suite (sets itself up)"
+	@echo "make lint   ruff + mypy"
+	@echo "make bench  run the benchmarks"
+
+setup:
+	@scripts/bootstrap.sh
+
+# pytest's exit 5 ("no tests collected") fails the target like any other failure.
+test: setup
+	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests: failing" >&2; fi; exit $$rc
+
+demo: setup
+	$(BIN)/obflow demo
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: setup
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+bench: setup
+	$(BIN)/python -m benchmarks
+
+# Re-pin constraints.txt from a fresh resolve of pyproject.toml (apache-flink stays pinned there).
+lock:
+	rm -rf .lock-venv && python3 -m venv .lock-venv
+	.lock-venv/bin/pip install -q -e ".[dev]"
+	{ echo "# Exact versions for a fast, reproducible install (pip install -c constraints.txt ...)."; \
+	  echo "# Regenerate: make lock (after changing dependencies in pyproject.toml)."; \
+	  .lock-venv/bin/pip freeze --exclude-editable | grep -vE '^(obflow|pip|setuptools|wheel)=='; } > constraints.txt
+	rm -rf .lock-venv
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build *.egg-info

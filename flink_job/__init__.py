@@ -1,0 +1,1 @@
+"""The PyFlink job: DataHub change events to JSON, Parquet or CSV files, exactly once (issue 5)."""
