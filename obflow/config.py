@@ -1,0 +1,400 @@
+"""The one configuration model shared by every obflow component.
+
+A YAML file (R10.1) gives the values; every key can be overridden from the environment as
+``OBFLOW_<SECTION>__<KEY>`` (nested keys joined by ``__``, e.g. ``OBFLOW_OUTPUT__ROLLING__MAX_SIZE``)
+and the environment wins (R10.2). Validation (R10.3) reports every problem at once, each naming the
+dotted key, the bad value and what is allowed; components refuse to start on any problem (R10.4).
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
+
+from obflow.units import ByteSize, Duration
+
+_NAME_PART = re.compile(r"[A-Za-z_][\w$#]*")
+_DATAHUB_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+_HTTP_URL = re.compile(r"https?://[^\s/:]+(:\d{1,5})?(/\S*)?")
+
+
+def _table_name(value: str) -> str:
+    if not all(_NAME_PART.fullmatch(part) for part in value.split(".")) or value.count(".") > 1:
+        raise ValueError(
+            "expected TABLE or SCHEMA.TABLE, each part a letter or _ then letters, digits, _, $ or #"
+        )
+    return value
+
+
+def _datahub_name(value: str) -> str:
+    if not _DATAHUB_NAME.fullmatch(value) or not 3 <= len(value) <= 128:
+        raise ValueError("expected a DataHub name: 3 to 128 letters, digits or _, starting with a letter")
+    return value
+
+
+def _http_url(value: str) -> str:
+    if not _HTTP_URL.fullmatch(value):
+        raise ValueError("expected an http(s) URL such as http://127.0.0.1:8090")
+    return value.rstrip("/")
+
+
+TableName = Annotated[str, AfterValidator(_table_name)]
+DataHubName = Annotated[str, AfterValidator(_datahub_name)]
+HttpUrl = Annotated[str, AfterValidator(_http_url)]
+
+
+def field_error(field: str, message: str) -> ValueError:
+    """A cross-field error reported under ``<section>.<field>`` rather than the whole section."""
+    return ValueError(f"{field}: {message}")
+
+
+ENV_PREFIX = "OBFLOW_"
+ENV_NESTED_DELIMITER = "__"
+
+
+class Section(BaseModel):
+    """Base of every config section: unknown keys are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class TableConfig(Section):
+    """One captured table. In YAML a bare string ``"SCHEMA.TABLE"`` is shorthand for ``{name: ...}``."""
+
+    name: TableName
+    primary_key: list[str] = Field(
+        default_factory=list,
+        description="Primary key columns; empty means: read them from the database catalog.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _accept_bare_name(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+
+class SourceConfig(Section):
+    """The database whose changes are captured (R10.5)."""
+
+    engine: Literal["oceanbase", "mysql", "mariadb"] = "oceanbase"
+    mode: Literal["oracle", "mysql"] = Field(
+        "oracle", description="OceanBase tenant compatibility mode; mysql/mariadb engines are always mysql."
+    )
+    host: str = Field("127.0.0.1", min_length=1)
+    port: int = Field(2881, ge=1, le=65535)
+    user: str = Field("root", min_length=1)
+    tenant: str | None = Field(None, description="OceanBase tenant; the login becomes user@tenant.")
+    password: SecretStr = SecretStr("")
+    database: str = Field("obflow", min_length=1, description="Database (MySQL mode) or schema (Oracle).")
+    tables: list[TableConfig] = Field(default_factory=list)
+    connect_timeout: Duration = 10.0
+    heartbeat_interval: Duration = Field(10.0, gt=0, description="Keep-alive ping on the connection (R1.6).")
+    reconnect_max_backoff: Duration = Field(
+        5.0, gt=0, le=30, description="Cap of the reconnect backoff; at most 30s so R1.7 holds."
+    )
+
+    @model_validator(mode="after")
+    def _mode_fits_engine(self) -> SourceConfig:
+        if self.engine != "oceanbase" and self.mode == "oracle" and "mode" in self.model_fields_set:
+            raise field_error(
+                "mode", f"'oracle' exists only for engine 'oceanbase'; use mode: mysql for {self.engine}"
+            )
+        if self.engine != "oceanbase":
+            self.mode = "mysql"
+        return self
+
+
+class RetryConfig(Section):
+    attempts: int = Field(3, ge=1, le=100, description="Tries after the first failure (R1.5: 3).")
+    interval: Duration = Field(2.0, ge=0, description="Pause between tries (R1.5: 2s).")
+
+
+class DataHubConfig(Section):
+    """Where change events travel (R10.6)."""
+
+    endpoint: HttpUrl = "http://127.0.0.1:8090"
+    project: DataHubName = "obflow"
+    topic: DataHubName = "changes"
+    dead_letter_topic: DataHubName = "changes_dlq"
+    access_id: str = "obflow"
+    access_key: SecretStr = SecretStr("obflow-local-key")
+    shards: int = Field(4, ge=1, le=256)
+    protocol: Literal["pb", "json"] = "pb"
+    compression: Literal["lz4", "none"] = "lz4"
+    batch_size: int = Field(500, ge=1, le=1000, description="Records per put request.")
+    request_timeout: Duration = Field(30.0, gt=0)
+    retry: RetryConfig = Field(default_factory=RetryConfig)
+
+
+class CaptureConfig(Section):
+    method: Literal["changelog", "binlog"] = "changelog"
+    poll_interval: Duration = Field(0.2, gt=0)
+    batch_size: int = Field(1000, ge=1, le=100_000)
+    state_dir: Path = Path("state/capture")
+    snapshot: bool = Field(True, description="Snapshot the tables (op=r) on first start.")
+    gap_max_count: int = Field(10_000, ge=0, description="Open sequence gaps tracked at most.")
+    gap_max_age: Duration = Field(60.0, ge=0, description="How long an open gap is waited for.")
+    binlog_server_id: int = Field(8001, ge=1, le=2**32 - 1)
+    http_port: int = Field(9300, ge=0, le=65535, description="Health and metrics port; 0 picks a free one.")
+
+
+class FlinkConfig(Section):
+    parallelism: int = Field(2, ge=1, le=32768)
+    max_parallelism: int = Field(128, ge=1, le=32768)
+    execution_mode: Literal["thread", "process"] = "thread"
+    job_name: str = Field("obflow", min_length=1)
+    restart_attempts: int = Field(10, ge=0)
+    restart_delay: Duration = Field(10.0, ge=0)
+    dedup_window: Duration = Field(
+        86400.0, gt=0, description="How long an event_id is remembered for duplicate removal."
+    )
+
+    @model_validator(mode="after")
+    def _max_covers_parallelism(self) -> FlinkConfig:
+        if self.max_parallelism < self.parallelism:
+            raise field_error(
+                "max_parallelism",
+                f"must be at least parallelism ({self.parallelism}); raise it or lower parallelism",
+            )
+        return self
+
+
+class CheckpointConfig(Section):
+    """R10.8: interval and retention (R2.4: every 5 minutes, R4.4: latest 3 kept)."""
+
+    interval: Duration = Field(300.0, gt=0)
+    retained: int = Field(3, ge=1, le=100)
+    dir: str = Field("state/checkpoints", min_length=1, description="Path or URI of the state backend.")
+    savepoint_dir: str = Field("state/savepoints", min_length=1)
+    timeout: Duration = Field(600.0, gt=0)
+    tolerable_failures: int = Field(
+        2**31 - 1, ge=0, description="Failed checkpoints tolerated before the job fails (R2.5)."
+    )
+    mode: Literal["exactly_once", "at_least_once"] = "exactly_once"
+
+
+class RollingConfig(Section):
+    max_size: ByteSize = Field(1024**3, gt=0, description="Roll to a new file at this size (R3.4).")
+    max_span: Duration = Field(3600.0, gt=0, description="Roll once a file spans this long (R3.5).")
+    check_interval: Duration = Field(10.0, gt=0)
+
+
+class OutputConfig(Section):
+    """R10.7: output format and path."""
+
+    format: Literal["json", "parquet", "csv"] = "parquet"
+    path: str = Field("output", min_length=1)
+    rolling: RollingConfig = Field(default_factory=RollingConfig)
+    write_retries: int = Field(3, ge=0, le=100, description="Retries of a failed file write (R3.7).")
+    dead_letter_path: str = Field("output/_dead_letter", min_length=1)
+
+
+class LoggingConfig(Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["json", "text"] = "text"
+
+
+class ObflowConfig(BaseSettings):
+    """The whole configuration: one YAML file, overridden by ``OBFLOW_*`` environment variables."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=ENV_NESTED_DELIMITER,
+        extra="forbid",
+        validate_default=True,
+        case_sensitive=False,
+    )
+
+    source: SourceConfig = Field(default_factory=SourceConfig)
+    datahub: DataHubConfig = Field(default_factory=DataHubConfig)
+    capture: CaptureConfig = Field(default_factory=CaptureConfig)
+    flink: FlinkConfig = Field(default_factory=FlinkConfig)
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The file's values arrive as init arguments; sources listed first win, so env beats file.
+        return (env_settings, init_settings)
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    key: str
+    message: str
+    value: str | None = None
+    env_var: str | None = None
+
+    def __str__(self) -> str:
+        got = f" (got {self.value})" if self.value is not None else ""
+        origin = f" [from {self.env_var}]" if self.env_var else ""
+        return f"{self.key}: {self.message}{got}{origin}"
+
+
+class ConfigError(Exception):
+    """Every problem found in a configuration, each naming the key and the fix."""
+
+    def __init__(self, problems: list[ConfigProblem], origin: str = "configuration") -> None:
+        self.problems = problems
+        self.origin = origin
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"invalid {origin}: {len(problems)} problem(s)\n{lines}")
+
+
+def load_config(path: str | Path | None = None) -> ObflowConfig:
+    """The effective config: defaults < YAML file at ``path`` < ``OBFLOW_*`` environment variables.
+
+    Raises :class:`ConfigError` listing every problem.
+    """
+    origin = str(path) if path is not None else "configuration"
+    data = read_yaml(path) if path is not None else {}
+    try:
+        return ObflowConfig(**data)
+    except ValidationError as exc:
+        raise ConfigError(_problems_from(exc), origin) from None
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            [ConfigProblem("<file>", f"cannot read {file}: {exc.strerror}")], str(file)
+        ) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([ConfigProblem("<file>", f"not valid YAML{where}: {problem}")], str(file)) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            [
+                ConfigProblem(
+                    "<file>", f"the top level must be a mapping of sections, not {type(data).__name__}"
+                )
+            ],
+            str(file),
+        )
+    return data
+
+
+def env_overrides(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Dotted config keys set from the environment, each mapped to the variable that set it."""
+    env = os.environ if environ is None else environ
+    source = EnvSettingsSource(ObflowConfig, env_prefix=ENV_PREFIX, env_nested_delimiter=ENV_NESTED_DELIMITER)
+    overridden = {key for key, _ in _flatten(source())}
+    by_key: dict[str, str] = {}
+    for name in env:
+        if not name.upper().startswith(ENV_PREFIX):
+            continue
+        key = name[len(ENV_PREFIX) :].lower().replace(ENV_NESTED_DELIMITER, ".")
+        if any(key == k or k.startswith(key + ".") for k in overridden):
+            by_key[key] = name
+    return by_key
+
+
+def secret_keys(model: type[BaseModel] = ObflowConfig, prefix: str = "") -> set[str]:
+    """Dotted keys of every ``SecretStr`` field: their values are never shown."""
+    keys: set[str] = set()
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if annotation is SecretStr:
+            keys.add(prefix + name)
+        elif isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            keys |= secret_keys(annotation, f"{prefix}{name}.")
+    return keys
+
+
+def redacted_dump(config: ObflowConfig) -> dict[str, Any]:
+    """The config as plain data, durations and sizes as text, secrets as ``**********``."""
+    return config.model_dump(mode="json")
+
+
+def _flatten(data: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    for key, value in data.items():
+        if isinstance(value, Mapping):
+            yield from _flatten(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def _problems_from(exc: ValidationError) -> list[ConfigProblem]:
+    secrets = secret_keys()
+    env_vars = env_overrides()
+    problems = []
+    for error in exc.errors():
+        loc = [str(part) for part in error["loc"] if not str(part).startswith("function-")]
+        message = _message_for(error["type"], error["msg"], loc)
+        bad_input = error.get("input")
+        field, _, rest = message.partition(": ")
+        if rest and isinstance(bad_input, Mapping) and field in _known_keys(loc):
+            loc, message, bad_input = [*loc, field], rest, bad_input.get(field)
+        key = ".".join(loc) or "<root>"
+        value = None if key in secrets or error["type"] == "missing" else _short_repr(bad_input)
+        env_var = next((var for k, var in env_vars.items() if key == k or key.startswith(k + ".")), None)
+        problems.append(ConfigProblem(key, message, value, env_var))
+    return problems
+
+
+def _message_for(kind: str, pydantic_message: str, loc: list[str]) -> str:
+    if kind == "extra_forbidden":
+        known = _known_keys(loc[:-1])
+        close = difflib.get_close_matches(loc[-1], known, n=1)
+        hint = f"did you mean '{close[0]}'?" if close else f"known keys here: {', '.join(sorted(known))}"
+        return f"unknown key; {hint}"
+    message = pydantic_message.removeprefix("Value error, ")
+    return message[0].lower() + message[1:] if message else message
+
+
+def _known_keys(loc: list[str]) -> list[str]:
+    model: type[BaseModel] = ObflowConfig
+    for part in loc:
+        field = model.model_fields.get(part)
+        annotation = field.annotation if field else None
+        if part.isdigit():
+            continue
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            model = annotation
+        elif field is not None and getattr(annotation, "__args__", None):
+            inner = [a for a in annotation.__args__ if isinstance(a, type) and issubclass(a, BaseModel)]  # type: ignore[union-attr]
+            if inner:
+                model = inner[0]
+    return list(model.model_fields)
+
+
+def _short_repr(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def secret_values(config: ObflowConfig) -> list[str]:
+    """The plain values of every secret in ``config`` (to keep them out of logs)."""
+    values = []
+    for key in secret_keys():
+        node: Any = config
+        for part in key.split("."):
+            node = getattr(node, part)
+        values.append(node.get_secret_value())
+    return [v for v in values if v]
