@@ -45,6 +45,21 @@ def _version(args: argparse.Namespace) -> int:
     return 0
 
 
+def _datahub_emulator(args: argparse.Namespace) -> int:
+    from obflow.datahub.emulator import DataHubEmulator, Faults, serve
+
+    faults = Faults(
+        put_request_failure_rate=args.put_request_failure_rate,
+        put_record_failure_rate=args.put_record_failure_rate,
+        latency_ms=args.latency_ms,
+        seed=args.seed,
+    )
+    emulator = DataHubEmulator(
+        args.data_dir, args.host, args.port, args.access_id, args.access_key, faults=faults, fsync=args.fsync
+    )
+    return serve(emulator)
+
+
 def _demo(args: argparse.Namespace) -> int:
     from obflow.demo import run_demo
 
@@ -63,6 +78,24 @@ def build_parser() -> argparse.ArgumentParser:
     show = config_commands.add_parser("show", help="print the effective config, secrets redacted")
     show.add_argument("file")
     show.set_defaults(handler=_config_show)
+
+    emulator = commands.add_parser(
+        "datahub-emulator",
+        help="run a local DataHub-compatible server",
+        description="A DataHub-compatible endpoint the unmodified pydatahub SDK talks to (JSON and PB). "
+        "Faults can also be switched at run time: POST /_admin/faults, POST /_admin/outage.",
+    )
+    emulator.add_argument("--host", default="127.0.0.1")
+    emulator.add_argument("--port", type=int, default=8090, help="0 picks a free port")
+    emulator.add_argument("--data-dir", required=True, help="where records and offsets are kept")
+    emulator.add_argument("--access-id", default="obflow")
+    emulator.add_argument("--access-key", default="obflow-local-key")
+    emulator.add_argument("--fsync", action="store_true", help="fsync every put (survives machine crashes)")
+    emulator.add_argument("--put-request-failure-rate", type=float, default=0.0, metavar="P")
+    emulator.add_argument("--put-record-failure-rate", type=float, default=0.0, metavar="P")
+    emulator.add_argument("--latency-ms", type=float, default=0.0)
+    emulator.add_argument("--seed", type=int, default=None, help="seed of the injected failures")
+    emulator.set_defaults(handler=_datahub_emulator)
 
     demo = commands.add_parser("demo", help="run the pipeline end to end on embedded defaults")
     demo.add_argument("--rows", type=int, default=2000, help="changes to send through (default 2000)")

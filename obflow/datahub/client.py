@@ -1,0 +1,57 @@
+"""The pydatahub client as obflow configures it, and the change topic it writes to."""
+
+from __future__ import annotations
+
+import contextlib
+from importlib.metadata import version
+
+from datahub import DataHub
+from datahub.core import DatahubProtocolType
+from datahub.exceptions import ResourceExistException
+from datahub.models import CompressFormat, FieldType, RecordSchema
+
+from obflow.config import DataHubConfig
+from obflow.events import DATAHUB_FIELDS
+
+
+def make_client(config: DataHubConfig) -> DataHub:
+    """An SDK client for ``config``.
+
+    The user agent is always set: the SDK's default probes the local IP with a UDP connect to a
+    public address. Connection-level retries are off (``retry_times=0``) so the producer's retry
+    rule (R1.5) is the only one and its schedule is exactly what the config says.
+    """
+    return DataHub(
+        config.access_id,
+        config.access_key.get_secret_value(),
+        config.endpoint,
+        protocol_type=DatahubProtocolType.PB if config.protocol == "pb" else DatahubProtocolType.JSON,
+        compress_format=CompressFormat.LZ4 if config.compression == "lz4" else CompressFormat.NONE,
+        user_agent=f"obflow/{version('obflow')}",
+        retry_times=0,
+        conn_timeout=min(config.request_timeout, 10),
+        read_timeout=config.request_timeout,
+    )
+
+
+def change_topic_schema() -> RecordSchema:
+    """The TUPLE schema of change topics (docs/events.md)."""
+    names = [name for name, _ in DATAHUB_FIELDS]
+    types = [FieldType(kind.lower()) for _, kind in DATAHUB_FIELDS]
+    return RecordSchema.from_lists(names, types)
+
+
+def ensure_change_topic(client: DataHub, config: DataHubConfig, topic: str | None = None) -> None:
+    """Create the project and the change topic when missing; an existing one is left as it is."""
+    with contextlib.suppress(ResourceExistException):
+        client.create_project(config.project, "obflow change data")
+    with contextlib.suppress(ResourceExistException):
+        client.create_tuple_topic(
+            config.project,
+            topic or config.topic,
+            config.shards,
+            7,
+            change_topic_schema(),
+            "obflow change events",
+        )
+    client.wait_shards_ready(config.project, topic or config.topic)

@@ -1,0 +1,929 @@
+"""A DataHub-compatible HTTP endpoint for local runs, tests and benchmarks.
+
+The unmodified ``pydatahub`` client works against it in the JSON and the PB protocol, with or
+without LZ4 bodies. Requests are signed as on Alibaba Cloud (``Authorization: DATAHUB id:signature``)
+and a wrong id or key gets DataHub's ``Unauthorized`` error. Unknown resources and malformed bodies
+get DataHub's error codes. State lives in :class:`~obflow.datahub.emulator.store.Store`.
+
+Faults for tests are switched at start or at run time through ``/_admin/faults`` (see
+:class:`Faults`); ``/_admin/stats`` reports what happened to every put.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import hmac
+import logging
+import random
+import socket
+import struct
+import threading
+import time
+import uuid
+import zlib
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+import crcmod.predefined
+import lz4.block
+import orjson
+from cprotobuf.internal import encode_data
+from datahub.proto.datahub_record_proto_pb import (
+    GetRecordsRequest,
+    GetRecordsResponse,
+    PutRecordsRequest,
+    PutRecordsResponse,
+)
+
+from obflow.datahub.emulator.store import (
+    DataHubError,
+    Offset,
+    Shard,
+    Store,
+    StoredRecord,
+    Topic,
+    invalid,
+    validate_values,
+)
+
+log = logging.getLogger("obflow.datahub.emulator")
+
+MAX_GET_LIMIT = 1000
+MAX_RESPONSE_BYTES = 4 * 1024 * 1024
+PB_MAGIC = b"DHUB"
+HASH_SPACE = 1 << 128
+_CRC32C = crcmod.predefined.mkCrcFun("crc-32c")
+
+
+@dataclass
+class Faults:
+    """Injected failures; every field can be changed at run time through ``POST /_admin/faults``."""
+
+    put_request_failure_rate: float = 0.0
+    """Share of put requests answered with HTTP 500 InternalServerError (nothing stored)."""
+    put_record_failure_rate: float = 0.0
+    """Share of records in each put reported as failed (LimitExceeded), the rest stored."""
+    put_record_max_failures: int | None = None
+    """With a record failure rate: fail each record (same content) at most this many times."""
+    fail_next_puts: int = 0
+    """The next N put requests fail whole, whatever the rates."""
+    latency_ms: float = 0.0
+    """Added to every DataHub request."""
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        self.rng = random.Random(self.seed)
+        self.failures_by_record: dict[bytes, int] = {}
+        self.lock = threading.Lock()
+
+    def reject_record(self, values: list[str | None] | bytes) -> bool:
+        """Whether to fail this record now, by the rate and the per-record cap."""
+        if not self.put_record_failure_rate:
+            return False
+        with self.lock:
+            if self.rng.random() >= self.put_record_failure_rate:
+                return False
+            if self.put_record_max_failures is None:
+                return True
+            content = values if isinstance(values, bytes) else orjson.dumps(values)
+            digest = hashlib.blake2b(content, digest_size=16).digest()
+            count = self.failures_by_record.get(digest, 0)
+            if count >= self.put_record_max_failures:
+                return False
+            self.failures_by_record[digest] = count + 1
+            return True
+
+    def update(self, changes: dict[str, Any]) -> None:
+        for key, value in changes.items():
+            if key not in {f for f in self.__dataclass_fields__}:
+                raise invalid(f"unknown fault {key!r}; known: {', '.join(self.__dataclass_fields__)}")
+            setattr(self, key, value)
+        if "seed" in changes:
+            self.rng = random.Random(self.seed)
+        self.failures_by_record.clear()
+
+    def public(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+
+@dataclass
+class PutLogEntry:
+    time: float
+    shard_ids: list[str]
+    records: int
+    failed: int
+    whole_request_failed: bool
+
+
+@dataclass
+class Stats:
+    puts: deque[PutLogEntry] = field(default_factory=lambda: deque(maxlen=10_000))
+    records_stored: int = 0
+    records_read: int = 0
+    requests: int = 0
+
+
+class DataHubEmulator:
+    """The emulator: a store, an HTTP server on ``host:port`` and the fault switches."""
+
+    def __init__(
+        self,
+        data_dir: str,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        access_id: str = "obflow",
+        access_key: str = "obflow-local-key",
+        faults: Faults | None = None,
+        fsync: bool = False,
+    ) -> None:
+        self.store = Store(data_dir, fsync=fsync)
+        self.host = host
+        self.access_id = access_id
+        self.access_key = access_key
+        self.faults = faults or Faults()
+        self.stats = Stats()
+        self._port = port
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self._lifecycle = threading.Lock()
+        self._refusing_until = 0.0
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://{self.host}:{self._port}"
+
+    def start(self) -> DataHubEmulator:
+        with self._lifecycle:
+            self._server = _Server((self.host, self._port), _Handler, self)
+            self._port = self._server.server_address[1]
+            self._thread = threading.Thread(
+                target=self._server.serve_forever, args=(0.05,), name="datahub-emulator", daemon=True
+            )
+            self._thread.start()
+        log.info("DataHub emulator listening on %s (data in %s)", self.endpoint, self.store.data_dir)
+        return self
+
+    def stop(self) -> None:
+        with self._lifecycle:
+            self._stop_server()
+        self.store.close()
+
+    def serve_forever(self) -> None:
+        self.start()
+        try:
+            while True:
+                time.sleep(3600)
+        finally:
+            self.stop()
+
+    def refuse_connections(self, seconds: float) -> None:
+        """Close the port (new connections are refused, open ones dropped) for ``seconds``."""
+        log.warning("refusing connections for %.1fs", seconds, extra={"event": "emulator.outage"})
+        with self._lifecycle:
+            self._refusing_until = time.monotonic() + seconds
+            self._stop_server()
+        timer = threading.Timer(seconds, self._reopen_after_outage)
+        timer.daemon = True
+        timer.start()
+
+    def _reopen_after_outage(self) -> None:
+        with self._lifecycle:
+            if self._server is not None or time.monotonic() < self._refusing_until - 0.01:
+                return
+        self.start()
+
+    def _stop_server(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.shutdown()
+            server.drop_connections()
+            server.server_close()
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+
+    def __init__(self, address: tuple[str, int], handler: type[_Handler], emulator: DataHubEmulator) -> None:
+        self.emulator = emulator
+        self.connections: set[socket.socket] = set()
+        self.connections_lock = threading.Lock()
+        super().__init__(address, handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self.connections_lock:
+            self.connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self.connections_lock:
+            self.connections.discard(request)
+        super().shutdown_request(request)
+
+    def drop_connections(self) -> None:
+        with self.connections_lock:
+            for conn in list(self.connections):
+                with contextlib.suppress(OSError):
+                    conn.shutdown(socket.SHUT_RDWR)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s " + format, self.client_address[0], *args)
+
+    def do_GET(self) -> None:
+        self._serve("GET")
+
+    def do_POST(self) -> None:
+        self._serve("POST")
+
+    def do_PUT(self) -> None:
+        self._serve("PUT")
+
+    def do_DELETE(self) -> None:
+        self._serve("DELETE")
+
+    # ---- request plumbing -----------------------------------------------------------------
+
+    def _serve(self, method: str) -> None:
+        request_id = uuid.uuid4().hex
+        emulator = self.server.emulator
+        try:
+            body = self._read_body()
+            url = urlsplit(self.path)
+            if url.path.startswith("/_admin/") or url.path == "/healthz":
+                self._send_json(200, _admin(emulator, method, url.path, body), request_id)
+                return
+            emulator.stats.requests += 1
+            if emulator.faults.latency_ms:
+                time.sleep(emulator.faults.latency_ms / 1000)
+            self._authenticate(method, url.path, url.query)
+            request = _Request(method, url.path, body, self._is_pb(), self.headers)
+            status, payload = _route(emulator, request)
+            if isinstance(payload, bytes):
+                self._send(status, payload, "application/x-protobuf", request_id)
+            else:
+                self._send_json(status, payload, request_id)
+        except DataHubError as exc:
+            self._send_json(exc.status, {"ErrorCode": exc.code, "ErrorMessage": exc.message}, request_id)
+        except Exception as exc:
+            log.exception("emulator failed on %s %s", method, self.path)
+            error = {"ErrorCode": "InternalServerError", "ErrorMessage": f"{type(exc).__name__}: {exc}"}
+            self._send_json(500, error, request_id)
+
+    def _read_body(self) -> bytes:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        encoding = (self.headers.get("Content-Encoding") or "").lower()
+        if not raw or not encoding:
+            return raw
+        try:
+            if encoding == "lz4":
+                size = int(self.headers.get("x-datahub-content-raw-size") or 0)
+                return bytes(lz4.block.decompress(struct.pack("<I", size) + raw))
+            if encoding in ("deflate", "zlib"):
+                return zlib.decompress(raw)
+        except (lz4.block.LZ4BlockError, zlib.error, ValueError) as exc:
+            raise invalid(f"body does not decompress as {encoding}: {exc}") from None
+        raise invalid(f"unsupported Content-Encoding {encoding!r}")
+
+    def _is_pb(self) -> bool:
+        return (self.headers.get("Content-Type") or "").startswith("application/x-protobuf")
+
+    def _authenticate(self, method: str, path: str, query: str) -> None:
+        emulator = self.server.emulator
+        auth = self.headers.get("Authorization") or ""
+        scheme, _, credentials = auth.partition(" ")
+        access_id, _, signature = credentials.partition(":")
+        if scheme != "DATAHUB" or not signature:
+            raise DataHubError(401, "Unauthorized", "missing or malformed Authorization header")
+        if access_id != emulator.access_id:
+            raise DataHubError(401, "Unauthorized", f"AccessKeyId {access_id!r} is not found")
+        signed = {k.lower(): v for k, v in self.headers.items() if k.lower().startswith("x-datahub-")}
+        pairs = sorted(parse_qsl(unquote(query), keep_blank_values=True), key=lambda p: p[0])
+        canonical_query = "&".join(f"{k}={v}" if v else k for k, v in pairs)
+        lines = [method, self.headers.get("Content-Type") or "", self.headers.get("Date") or ""]
+        lines += [f"{k}:{signed[k]}" for k in sorted(signed)]
+        lines.append(unquote(path) + ("?" + canonical_query if canonical_query else ""))
+        digest = hmac.new(
+            emulator.access_key.encode("latin-1"), "\n".join(lines).encode("latin-1"), hashlib.sha1
+        )
+        if not hmac.compare_digest(base64.b64encode(digest.digest()).decode(), signature):
+            raise DataHubError(
+                401, "Unauthorized", "the request signature does not match (check the access key)"
+            )
+
+    def _send_json(self, status: int, payload: Any, request_id: str) -> None:
+        self._send(
+            status, orjson.dumps(payload) if payload is not None else b"", "application/json", request_id
+        )
+
+    def _send(self, status: int, body: bytes, content_type: str, request_id: str) -> None:
+        headers = {"Content-Type": content_type, "x-datahub-request-id": request_id}
+        if "lz4" in (self.headers.get("Accept-Encoding") or "").lower() and len(body) > 256:
+            compressed = lz4.block.compress(body, store_size=False)
+            if len(compressed) < len(body):
+                headers["Content-Encoding"] = "lz4"
+                headers["x-datahub-content-raw-size"] = str(len(body))
+                body = compressed
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@dataclass
+class _Request:
+    method: str
+    path: str
+    body: bytes
+    pb: bool
+    headers: Any
+
+    def json(self) -> dict[str, Any]:
+        if not self.body:
+            return {}
+        try:
+            data = orjson.loads(self.body)
+        except orjson.JSONDecodeError as exc:
+            raise invalid(f"request body is not valid JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise invalid("request body must be a JSON object")
+        return data
+
+    def pb_message(self) -> bytes:
+        if len(self.body) < 12 or self.body[:4] != PB_MAGIC:
+            raise invalid("protobuf body must start with the DHUB frame header")
+        length = struct.unpack(">I", self.body[8:12])[0]
+        payload = self.body[12:]
+        if length != len(payload):
+            raise invalid(f"protobuf frame says {length} bytes, body has {len(payload)}")
+        crc = struct.unpack(">I", self.body[4:8])[0]
+        if crc != _crc32c(payload):
+            raise invalid("protobuf frame checksum does not match")
+        return payload
+
+    def action(self) -> str:
+        header = self.headers.get("x-datahub-request-action")
+        if self.pb or header:
+            return str(header or "")
+        return str(self.json().get("Action", ""))
+
+
+def _route(emulator: DataHubEmulator, req: _Request) -> tuple[int, Any]:
+    parts = [unquote(p) for p in req.path.strip("/").split("/")]
+    store = emulator.store
+    if not parts or parts[0] != "projects":
+        raise DataHubError(400, "InvalidUriSpec", f"unknown resource {req.path!r}")
+    if len(parts) == 1:
+        if req.method == "GET":
+            return 200, {"ProjectNames": sorted(store.projects)}
+        raise _bad_method(req)
+    project = parts[1]
+    if len(parts) == 2:
+        return _project(store, req, project)
+    if parts[2] != "topics":
+        raise DataHubError(400, "InvalidUriSpec", f"unknown resource {req.path!r}")
+    if len(parts) == 3:
+        if req.method == "GET":
+            return 200, {"TopicNames": sorted(store.project(project).topics)}
+        raise _bad_method(req)
+    topic = parts[3]
+    if len(parts) == 4:
+        return _topic(store, req, project, topic)
+    if parts[4] == "shards" and len(parts) == 5:
+        return _shards(emulator, req, project, topic)
+    if parts[4] == "shards" and len(parts) == 6:
+        return _shard(emulator, req, project, topic, parts[5])
+    if parts[4] == "subscriptions" and len(parts) == 5:
+        return _subscriptions(store, req, project, topic)
+    if parts[4] == "subscriptions" and len(parts) == 6:
+        return _subscription(store, req, project, topic, parts[5])
+    if parts[4] == "subscriptions" and len(parts) == 7 and parts[6] == "offsets":
+        return _offsets(store, req, project, topic, parts[5])
+    raise DataHubError(400, "InvalidUriSpec", f"unknown resource {req.path!r}")
+
+
+def _bad_method(req: _Request) -> DataHubError:
+    return DataHubError(400, "InvalidUriSpec", f"{req.method} is not supported on {req.path}")
+
+
+def _unsupported(action: str, req: _Request) -> DataHubError:
+    return DataHubError(
+        400, "InvalidOperation", f"action {action!r} on {req.path} is not supported by the emulator"
+    )
+
+
+def _project(store: Store, req: _Request, name: str) -> tuple[int, Any]:
+    if req.method == "POST":
+        store.create_project(name, str(req.json().get("Comment", "")))
+        return 201, None
+    if req.method == "GET":
+        p = store.project(name)
+        return 200, {"Comment": p.comment, "CreateTime": p.create_time, "LastModifyTime": p.modify_time}
+    if req.method == "PUT":
+        store.update_project(name, str(req.json().get("Comment", "")))
+        return 200, None
+    store.delete_project(name)
+    return 200, None
+
+
+def _topic(store: Store, req: _Request, project: str, name: str) -> tuple[int, Any]:
+    if req.method == "POST":
+        body = req.json()
+        action = body.get("Action")
+        if action == "AppendField":
+            store.append_field(project, name, str(body.get("FieldName")), str(body.get("FieldType")))
+            return 200, None
+        if action:
+            raise _unsupported(str(action), req)
+        schema = body.get("RecordSchema")
+        if isinstance(schema, str):
+            try:
+                schema = orjson.loads(schema)
+            except orjson.JSONDecodeError:
+                raise DataHubError(400, "InvalidSchema", "RecordSchema is not valid JSON") from None
+        fields = schema.get("fields") if isinstance(schema, dict) else None
+        store.create_topic(
+            project,
+            name,
+            str(body.get("RecordType", "")),
+            fields,
+            body.get("ShardCount"),  # type: ignore[arg-type]
+            int(body.get("Lifecycle") or 7),
+            str(body.get("Comment", "")),
+        )
+        return 201, None
+    if req.method == "GET":
+        meta = store.topic(project, name).meta()
+        if meta["RecordSchema"] is not None:
+            meta["RecordSchema"] = orjson.dumps({"fields": meta["RecordSchema"]}).decode()
+        else:
+            del meta["RecordSchema"]
+        return 200, meta
+    if req.method == "PUT":
+        body = req.json()
+        store.update_topic(project, name, int(body.get("Lifecycle") or 7), str(body.get("Comment", "")))
+        return 200, None
+    store.delete_topic(project, name)
+    return 200, None
+
+
+def _shards(emulator: DataHubEmulator, req: _Request, project: str, topic_name: str) -> tuple[int, Any]:
+    topic = emulator.store.topic(project, topic_name)
+    if req.method == "GET":
+        return 200, {
+            "Shards": [_shard_info(topic, i) for i in range(topic.shard_count)],
+            "Protocol": "http1.1",
+            "Interval": 500,
+        }
+    action = req.action()
+    if req.method == "POST" and action == "pub":
+        return _put(emulator, req, topic, None)
+    raise _unsupported(action, req)
+
+
+def _shard_info(topic: Topic, index: int) -> dict[str, Any]:
+    width = HASH_SPACE // topic.shard_count
+    begin = index * width
+    end = HASH_SPACE if index == topic.shard_count - 1 else (index + 1) * width
+    return {
+        "ShardId": str(index),
+        "State": "ACTIVE",
+        "ClosedTime": "",
+        "BeginHashKey": f"{begin:032X}",
+        "EndHashKey": f"{end:032X}"[-32:] if end < HASH_SPACE else "F" * 32,
+        "ParentShardIds": [],
+        "LeftShardId": str(index - 1) if index else "4294967295",
+        "RightShardId": str(index + 1) if index + 1 < topic.shard_count else "4294967295",
+    }
+
+
+def _shard(
+    emulator: DataHubEmulator, req: _Request, project: str, topic_name: str, shard_id: str
+) -> tuple[int, Any]:
+    topic = emulator.store.topic(project, topic_name)
+    shard = topic.shard(shard_id)
+    action = req.action()
+    if req.method != "POST":
+        raise _bad_method(req)
+    if action == "cursor":
+        return 200, _cursor(emulator.store, topic, shard, req.json())
+    if action == "sub":
+        return _get(emulator, req, topic, shard)
+    if action == "pub":
+        return _put(emulator, req, topic, shard)
+    raise _unsupported(action, req)
+
+
+# ---- records -------------------------------------------------------------------------------
+
+
+def _route_record(
+    topic: Topic, shard_id: str | None, hash_key: str | None, partition_key: str | None
+) -> Shard:
+    if shard_id:
+        return topic.shard(shard_id)
+    if hash_key:
+        try:
+            point = int(hash_key, 16)
+        except ValueError:
+            raise invalid(f"HashKey {hash_key!r} is not hexadecimal") from None
+    elif partition_key:
+        point = int.from_bytes(hashlib.md5(partition_key.encode()).digest(), "big")
+    else:
+        point = random.getrandbits(128)
+    return topic.shards[min(point * topic.shard_count // HASH_SPACE, topic.shard_count - 1)]
+
+
+def _put(
+    emulator: DataHubEmulator, req: _Request, topic: Topic, fixed_shard: Shard | None
+) -> tuple[int, Any]:
+    faults = emulator.faults
+    incoming: list[tuple[Shard, StoredRecord]] = []
+    failures: list[tuple[int, str, str]] = []
+    now_ms = int(time.time() * 1000)
+    blob = topic.record_type == "BLOB"
+    if req.pb:
+        message = PutRecordsRequest()
+        try:
+            message.ParseFromString(req.pb_message())
+        except Exception as exc:  # cprotobuf raises plain exceptions on malformed input
+            raise invalid(f"malformed protobuf PutRecordsRequest: {exc}") from None
+        entries: list[tuple[Any, Any, Any, Any, Any]] = [
+            (
+                e.shard_id,
+                e.hash_key,
+                e.partition_key,
+                [d.__dict__.get("value") for d in e.data.data] if e.data else [],
+                {a.key: a.value for a in e.attributes.attributes} if e.attributes else None,
+            )
+            for e in message.records
+        ]
+    else:
+        records = req.json().get("Records")
+        if not isinstance(records, list):
+            raise invalid("Records must be a list")
+        entries = []
+        for r in records:
+            if not isinstance(r, dict):
+                raise DataHubError(400, "MalformedRecord", "each record must be a JSON object")
+            entries.append(
+                (
+                    r.get("ShardId"),
+                    r.get("HashKey"),
+                    r.get("PartitionKey"),
+                    r.get("Data"),
+                    r.get("Attributes"),
+                )
+            )
+    if not entries:
+        raise invalid("no records to put")
+    if faults.fail_next_puts > 0 or faults.rng.random() < faults.put_request_failure_rate:
+        faults.fail_next_puts = max(faults.fail_next_puts - 1, 0)
+        emulator.stats.puts.append(PutLogEntry(time.time(), [], len(entries), len(entries), True))
+        raise DataHubError(500, "InternalServerError", "injected fault: the whole put request failed")
+    for index, (shard_id, hash_key, partition_key, data, attributes) in enumerate(entries):
+        try:
+            shard = fixed_shard or _route_record(topic, shard_id, hash_key, partition_key)
+            values = _decode_values(data, blob, req.pb, topic)
+        except DataHubError as exc:
+            failures.append((index, exc.code, exc.message))
+            continue
+        if faults.reject_record(values):
+            failures.append((index, "LimitExceeded", "injected fault: record rejected, retry it"))
+            continue
+        incoming.append((shard, StoredRecord(now_ms, values, attributes or None)))
+    by_shard: dict[str, list[StoredRecord]] = {}
+    shards: dict[str, Shard] = {}
+    for shard, record in incoming:
+        by_shard.setdefault(shard.shard_id, []).append(record)
+        shards[shard.shard_id] = shard
+    for shard_id, records in by_shard.items():
+        emulator.store.append(shards[shard_id], records)
+    emulator.stats.records_stored += len(incoming)
+    emulator.stats.puts.append(PutLogEntry(time.time(), sorted(by_shard), len(entries), len(failures), False))
+    if fixed_shard is not None:
+        if failures:
+            raise DataHubError(400, failures[0][1], failures[0][2])
+        return 200, None
+    if req.pb:
+        response = {
+            "failed_count": len(failures),
+            "failed_records": [{"index": i, "error_code": c, "error_message": m} for i, c, m in failures],
+        }
+        return 200, _pb_frame(encode_data(PutRecordsResponse, response))
+    return 200, {
+        "FailedRecordCount": len(failures),
+        "FailedRecords": [{"Index": i, "ErrorCode": c, "ErrorMessage": m} for i, c, m in failures],
+    }
+
+
+def _decode_values(data: Any, blob: bool, pb: bool, topic: Topic) -> list[str | None] | bytes:
+    if blob:
+        if pb:
+            if not data or data[0] is None:
+                raise DataHubError(400, "MalformedRecord", "BLOB record without data")
+            return bytes(data[0])
+        if not isinstance(data, str):
+            raise DataHubError(400, "MalformedRecord", "BLOB record Data must be a base64 string")
+        try:
+            return base64.b64decode(data, validate=True)
+        except ValueError:
+            raise DataHubError(400, "MalformedRecord", "BLOB record Data is not valid base64") from None
+    if not isinstance(data, list):
+        raise DataHubError(400, "MalformedRecord", "TUPLE record Data must be a list of field values")
+    try:
+        values = [
+            None if v is None else (v.decode("utf-8") if isinstance(v, bytes) else str(v)) for v in data
+        ]
+    except UnicodeDecodeError:
+        raise DataHubError(400, "MalformedRecord", "TUPLE field value is not UTF-8") from None
+    assert topic.schema is not None
+    problem = validate_values(values, topic.schema)
+    if problem:
+        raise DataHubError(400, "MalformedRecord", problem)
+    return values
+
+
+def _cursor_text(shard: Shard, sequence: int) -> str:
+    check = zlib.crc32(f"{shard.path}:{sequence}".encode()) & 0xFFFFFFFF
+    return f"{sequence:016x}{check:08x}{0:08x}"
+
+
+def _parse_cursor(shard: Shard, cursor: Any) -> int:
+    if not isinstance(cursor, str) or len(cursor) != 32:
+        raise DataHubError(400, "InvalidCursor", "the cursor is malformed")
+    try:
+        sequence = int(cursor[:16], 16)
+    except ValueError:
+        raise DataHubError(400, "InvalidCursor", "the cursor is malformed") from None
+    if _cursor_text(shard, sequence) != cursor:
+        raise DataHubError(400, "InvalidCursor", "the cursor does not belong to this shard")
+    if sequence > shard.end:
+        raise DataHubError(400, "InvalidCursor", "the cursor points past the end of the shard")
+    return sequence
+
+
+def _cursor(store: Store, topic: Topic, shard: Shard, body: dict[str, Any]) -> dict[str, Any]:
+    kind = body.get("Type")
+    if kind == "OLDEST":
+        sequence = 0
+    elif kind == "LATEST":
+        sequence = max(shard.end - 1, 0)
+    elif kind == "SYSTEM_TIME":
+        at = body.get("SystemTime")
+        if not isinstance(at, int) or at < 0:
+            raise invalid("SystemTime must be a non-negative integer (ms)")
+        if at > int(time.time() * 1000) + 1000:
+            raise DataHubError(400, "SeekOutOfRange", f"SystemTime {at} is in the future")
+        sequence = store.first_at_or_after(shard, at)
+    elif kind == "SEQUENCE":
+        requested = body.get("Sequence")
+        if not isinstance(requested, int) or requested < 0:
+            raise invalid("Sequence must be a non-negative integer")
+        sequence = requested
+        if sequence > shard.end:
+            raise DataHubError(400, "SeekOutOfRange", f"sequence {sequence} is past the end ({shard.end})")
+    else:
+        raise invalid(f"cursor Type must be OLDEST, LATEST, SYSTEM_TIME or SEQUENCE, not {kind!r}")
+    record_time = shard.system_times[sequence] if sequence < shard.end else int(time.time() * 1000)
+    return {"Cursor": _cursor_text(shard, sequence), "RecordTime": record_time, "Sequence": sequence}
+
+
+def _get(emulator: DataHubEmulator, req: _Request, topic: Topic, shard: Shard) -> tuple[int, Any]:
+    if req.pb:
+        message = GetRecordsRequest()
+        try:
+            message.ParseFromString(req.pb_message())
+        except Exception as exc:
+            raise invalid(f"malformed protobuf GetRecordsRequest: {exc}") from None
+        cursor, limit = message.cursor, message.limit
+    else:
+        body = req.json()
+        cursor, limit = body.get("Cursor"), body.get("Limit", 1)
+    if not isinstance(limit, int) or limit < 1:
+        raise invalid("Limit must be a positive integer")
+    start = _parse_cursor(shard, cursor)
+    blob = topic.record_type == "BLOB"
+    records: list[tuple[int, StoredRecord]] = []
+    size = 0
+    with emulator.store.lock:
+        end = min(start + min(limit, MAX_GET_LIMIT), shard.end)
+        for sequence in range(start, end):
+            size += len(shard.lines[sequence])
+            records.append((sequence, shard.record(sequence, blob)))
+            if size >= MAX_RESPONSE_BYTES:
+                break
+    emulator.stats.records_read += len(records)
+    next_cursor = _cursor_text(shard, start + len(records))
+    if req.pb:
+        response = {
+            "next_cursor": next_cursor,
+            "record_count": len(records),
+            "start_sequence": start,
+            "records": [
+                {
+                    "sequence": seq,
+                    "system_time": r.system_time,
+                    "cursor": _cursor_text(shard, seq),
+                    "next_cursor": _cursor_text(shard, seq + 1),
+                    "data": {"data": _pb_values(r.data)},
+                    **(
+                        {
+                            "attributes": {
+                                "attributes": [{"key": k, "value": v} for k, v in r.attributes.items()]
+                            }
+                        }
+                        if r.attributes
+                        else {}
+                    ),
+                }
+                for seq, r in records
+            ],
+        }
+        return 200, _pb_frame(encode_data(GetRecordsResponse, response))
+    return 200, {
+        "NextCursor": next_cursor,
+        "RecordCount": len(records),
+        "StartSeq": start,
+        "Records": [
+            {
+                "Sequence": seq,
+                "SystemTime": r.system_time,
+                "Cursor": _cursor_text(shard, seq),
+                "NextCursor": _cursor_text(shard, seq + 1),
+                "Data": base64.b64encode(r.data).decode() if isinstance(r.data, bytes) else r.data,
+                **({"Attributes": r.attributes} if r.attributes else {}),
+            }
+            for seq, r in records
+        ],
+    }
+
+
+def _pb_values(data: list[str | None] | bytes) -> list[dict[str, bytes]]:
+    if isinstance(data, bytes):
+        return [{"value": data}]
+    return [{} if v is None else {"value": v.encode("utf-8")} for v in data]
+
+
+# ---- subscriptions -------------------------------------------------------------------------
+
+
+def _subscription_json(sub: Any) -> dict[str, Any]:
+    return {
+        "SubId": sub.sub_id,
+        "TopicName": sub.topic,
+        "Comment": sub.comment,
+        "CreateTime": sub.create_time,
+        "LastModifyTime": sub.modify_time,
+        "IsOwner": True,
+        "State": sub.state,
+        "Type": 0,
+    }
+
+
+def _subscriptions(store: Store, req: _Request, project: str, topic: str) -> tuple[int, Any]:
+    body = req.json()
+    action = body.get("Action")
+    if req.method == "POST" and action == "create":
+        return 201, {"SubId": store.create_subscription(project, topic, str(body.get("Comment", "")))}
+    if req.method == "POST" and action == "list":
+        store.topic(project, topic)
+        subs = [s for s in store.project(project).subscriptions.values() if s.topic == topic]
+        search = body.get("Search")
+        if search:
+            subs = [s for s in subs if search in s.comment or search in s.sub_id]
+        page, size = int(body.get("PageIndex") or 1), int(body.get("PageSize") or 10)
+        chosen = subs[(page - 1) * size : page * size]
+        return 200, {"TotalCount": len(subs), "Subscriptions": [_subscription_json(s) for s in chosen]}
+    raise _unsupported(str(action), req)
+
+
+def _subscription(store: Store, req: _Request, project: str, topic: str, sub_id: str) -> tuple[int, Any]:
+    sub = store.subscription(project, topic, sub_id)
+    if req.method == "GET":
+        return 200, _subscription_json(sub)
+    if req.method == "DELETE":
+        store.delete_subscription(project, topic, sub_id)
+        return 200, None
+    if req.method == "PUT":
+        body = req.json()
+        with store.lock:
+            if "State" in body:
+                if body["State"] not in (0, 1):
+                    raise invalid("State must be 0 (INACTIVE) or 1 (ACTIVE)")
+                sub.state = body["State"]
+            if "Comment" in body:
+                sub.comment = str(body["Comment"])
+            sub.modify_time = int(time.time())
+            store.save()
+        return 200, None
+    raise _unsupported(str(req.json().get("Action")), req)
+
+
+def _offsets(store: Store, req: _Request, project: str, topic_name: str, sub_id: str) -> tuple[int, Any]:
+    sub = store.subscription(project, topic_name, sub_id)
+    topic = store.topic(project, topic_name)
+    body = req.json()
+    action = body.get("Action")
+    with store.lock:
+        if req.method == "POST" and action in ("open", "get"):
+            shard_ids = body.get("ShardIds") or [s.shard_id for s in topic.shards]
+            if not isinstance(shard_ids, list):
+                raise invalid("ShardIds must be a list")
+            result = {}
+            for shard_id in shard_ids:
+                topic.shard(str(shard_id))
+                offset = sub.offsets.setdefault(str(shard_id), Offset())
+                if action == "open":
+                    offset.session_id = store.new_session()
+                result[str(shard_id)] = {
+                    "Sequence": offset.sequence,
+                    "Timestamp": offset.timestamp,
+                    "Version": offset.version,
+                    "SessionId": offset.session_id,
+                    "BatchIndex": 0,
+                }
+            if action == "open":
+                store.save()
+            return 200, {"Offsets": result}
+        if req.method == "PUT" and action in ("commit", "reset"):
+            offsets = body.get("Offsets")
+            if not isinstance(offsets, dict) or not offsets:
+                raise invalid("Offsets must be a non-empty object keyed by shard id")
+            if action == "commit" and sub.state != 1:
+                raise DataHubError(400, "SubscriptionOffline", f"subscription {sub_id} is inactive")
+            for shard_id, value in offsets.items():
+                topic.shard(shard_id)
+                if not isinstance(value, dict):
+                    raise invalid(f"offset of shard {shard_id} must be an object")
+                current = sub.offsets.setdefault(shard_id, Offset())
+                if action == "commit":
+                    if value.get("Version", 0) != current.version:
+                        raise DataHubError(
+                            400, "OffsetReseted", f"offset of shard {shard_id} was reset; open it again"
+                        )
+                    if current.session_id is None or str(value.get("SessionId")) != str(current.session_id):
+                        raise DataHubError(
+                            400,
+                            "OffsetSessionChanged",
+                            f"offset session of shard {shard_id} changed; open it again",
+                        )
+                    current.sequence = int(value.get("Sequence", -1))
+                    current.timestamp = int(value.get("Timestamp", -1))
+                else:
+                    current.sequence = int(value.get("Sequence", -1))
+                    current.timestamp = int(value.get("Timestamp", -1))
+                    current.version += 1
+                    current.session_id = None
+            store.save()
+            return 200, None
+    raise _unsupported(str(action), req)
+
+
+# ---- admin ---------------------------------------------------------------------------------
+
+
+def _admin(emulator: DataHubEmulator, method: str, path: str, body: bytes) -> Any:
+    if path == "/healthz":
+        return {"status": "ok"}
+    if path == "/_admin/faults":
+        if method == "POST":
+            emulator.faults.update(orjson.loads(body or b"{}"))
+        return emulator.faults.public()
+    if path == "/_admin/outage" and method == "POST":
+        seconds = float(orjson.loads(body or b"{}").get("seconds", 1))
+        threading.Timer(0.05, emulator.refuse_connections, args=(seconds,)).start()
+        return {"refusing_for": seconds}
+    if path == "/_admin/stats":
+        return {
+            "requests": emulator.stats.requests,
+            "records_stored": emulator.stats.records_stored,
+            "records_read": emulator.stats.records_read,
+            "puts": [asdict(p) for p in emulator.stats.puts],
+        }
+    raise DataHubError(404, "InvalidUriSpec", f"unknown admin resource {path!r}")
+
+
+def _pb_frame(payload: bytes) -> bytes:
+    return PB_MAGIC + struct.pack(">I", _crc32c(payload)) + struct.pack(">I", len(payload)) + payload
+
+
+def _crc32c(data: bytes) -> int:
+    return int(_CRC32C(data)) & 0xFFFFFFFF

@@ -1,0 +1,130 @@
+"""Fixtures: a DataHub emulator (in-process or as a real `obflow datahub-emulator` process) and
+SDK clients for both wire protocols."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from datahub import DataHub
+from datahub.core import DatahubProtocolType
+from datahub.models import CompressFormat
+
+from obflow.config import DataHubConfig, RetryConfig
+from obflow.datahub.client import ensure_change_topic
+from obflow.datahub.emulator import DataHubEmulator
+
+ACCESS_ID = "test-id"
+ACCESS_KEY = "test-key-123"
+
+
+def sdk(
+    endpoint: str, protocol: str = "pb", key: str = ACCESS_KEY, access_id: str = ACCESS_ID, lz4: bool = True
+) -> DataHub:
+    return DataHub(
+        access_id,
+        key,
+        endpoint,
+        protocol_type=DatahubProtocolType.PB if protocol == "pb" else DatahubProtocolType.JSON,
+        compress_format=CompressFormat.LZ4 if lz4 else CompressFormat.NONE,
+        user_agent="obflow-tests",
+        retry_times=0,
+    )
+
+
+def datahub_config(
+    endpoint: str, protocol: str = "pb", shards: int = 4, interval: float = 2.0
+) -> DataHubConfig:
+    return DataHubConfig(
+        endpoint=endpoint,
+        access_id=ACCESS_ID,
+        access_key=ACCESS_KEY,
+        shards=shards,
+        protocol=protocol,
+        retry=RetryConfig(attempts=3, interval=interval),
+    )
+
+
+@pytest.fixture
+def emulator(tmp_path: Path) -> Iterator[DataHubEmulator]:
+    emu = DataHubEmulator(str(tmp_path / "datahub"), access_id=ACCESS_ID, access_key=ACCESS_KEY).start()
+    yield emu
+    emu.stop()
+
+
+@pytest.fixture(params=["json", "pb"])
+def protocol(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def change_topic(emulator: DataHubEmulator, protocol: str) -> DataHubConfig:
+    config = datahub_config(emulator.endpoint, protocol)
+    ensure_change_topic(sdk(emulator.endpoint, protocol), config)
+    return config
+
+
+def set_faults(endpoint: str, **faults: object) -> None:
+    httpx.post(f"{endpoint}/_admin/faults", json=faults, timeout=5).raise_for_status()
+
+
+def put_log(endpoint: str) -> list[dict[str, object]]:
+    puts: list[dict[str, object]] = httpx.get(f"{endpoint}/_admin/stats", timeout=5).json()["puts"]
+    return puts
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class EmulatorProcess:
+    """`obflow datahub-emulator` as a separate process that tests can kill and restart."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.proc: subprocess.Popen[str] | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> EmulatorProcess:
+        cmd = [sys.executable, "-m", "obflow.cli", "datahub-emulator", "--port", str(self.port)]
+        cmd += ["--data-dir", str(self.data_dir), "--access-id", ACCESS_ID, "--access-key", ACCESS_KEY]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.endpoint}/healthz", timeout=1).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                time.sleep(0.05)
+        raise RuntimeError("the emulator did not become ready within 30s")
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def terminate(self) -> int:
+        assert self.proc is not None
+        self.proc.terminate()
+        return self.proc.wait(10)
+
+
+@pytest.fixture
+def emulator_process(tmp_path: Path) -> Iterator[EmulatorProcess]:
+    proc = EmulatorProcess(tmp_path / "datahub-proc")
+    yield proc
+    proc.kill()

@@ -1,0 +1,343 @@
+"""The DataHub emulator, driven by the unmodified pydatahub SDK in both protocols."""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from datahub.exceptions import (
+    AuthorizationFailedException,
+    DatahubException,
+    InvalidOperationException,
+    InvalidParameterException,
+    ResourceExistException,
+    ResourceNotFoundException,
+    SeekOutOfRangeException,
+)
+from datahub.models import BlobRecord, CursorType, FieldType, RecordSchema, TupleRecord
+
+from obflow.datahub.emulator import DataHubEmulator
+from tests.datahub.conftest import ACCESS_ID, ACCESS_KEY, EmulatorProcess, sdk, set_faults
+
+SCHEMA = RecordSchema.from_lists(
+    ["name", "qty", "price", "ok", "at", "note"],
+    [
+        FieldType.STRING,
+        FieldType.BIGINT,
+        FieldType.DOUBLE,
+        FieldType.BOOLEAN,
+        FieldType.TIMESTAMP,
+        FieldType.STRING,
+    ],
+)
+
+
+def tuple_record(i: int, shard: str = "0") -> TupleRecord:
+    record = TupleRecord(
+        schema=SCHEMA, values=[f"item-{i}", i, i + 0.5, i % 2 == 0, 1_700_000_000_000_000 + i, None]
+    )
+    record.shard_id = shard
+    record.attributes = {"trace": f"t{i}"}
+    return record
+
+
+@pytest.mark.parametrize("lz4", [True, False], ids=["lz4", "plain"])
+def test_full_round_trip_through_the_sdk_R1_4(emulator: DataHubEmulator, protocol: str, lz4: bool) -> None:
+    client = sdk(emulator.endpoint, protocol, lz4=lz4)
+    # given a project and a TUPLE topic
+    client.create_project("shop", "test project")
+    client.create_tuple_topic("shop", "orders", 3, 7, SCHEMA, "orders")
+    client.wait_shards_ready("shop", "orders")
+    assert client.list_project().project_names == ["shop"]
+    assert client.list_topic("shop").topic_names == ["orders"]
+    topic = client.get_topic("shop", "orders")
+    assert topic.shard_count == 3
+    assert [f.name for f in topic.record_schema.field_list] == [f.name for f in SCHEMA.field_list]
+    assert [s.shard_id for s in client.list_shard("shop", "orders").shards] == ["0", "1", "2"]
+    # when records are put and read back
+    result = client.put_records("shop", "orders", [tuple_record(i) for i in range(50)])
+    assert result.failed_record_count == 0
+    cursor = client.get_cursor("shop", "orders", "0", CursorType.OLDEST).cursor
+    got = client.get_tuple_records("shop", "orders", "0", SCHEMA, cursor, 20)
+    # then values, NULLs, attributes and sequences come back as written
+    assert got.record_count == 20
+    # NULL travels as an empty FieldData in PB; the SDK's PB decoder turns it into '' (its proto default).
+    null = None if protocol == "json" else ""
+    assert got.records[3].values == ("item-3", 3, 3.5, False, 1_700_000_000_000_003, null)
+    assert got.records[3].attributes == {"trace": "t3"}
+    assert [r.sequence for r in got.records] == list(range(20))
+    rest = client.get_tuple_records("shop", "orders", "0", SCHEMA, got.next_cursor, 1000)
+    assert [r.sequence for r in rest.records] == list(range(20, 50))
+    empty = client.get_tuple_records("shop", "orders", "0", SCHEMA, rest.next_cursor, 10)
+    assert empty.record_count == 0
+
+
+def test_cursor_types(emulator: DataHubEmulator, protocol: str) -> None:
+    client = sdk(emulator.endpoint, protocol)
+    client.create_project("shop", "")
+    client.create_tuple_topic("shop", "orders", 1, 7, SCHEMA, "")
+    client.put_records("shop", "orders", [tuple_record(i) for i in range(5)])
+    time.sleep(0.01)
+    middle = int(time.time() * 1000)
+    time.sleep(0.01)
+    client.put_records("shop", "orders", [tuple_record(i) for i in range(5, 10)])
+    assert client.get_cursor("shop", "orders", "0", CursorType.OLDEST).sequence == 0
+    assert client.get_cursor("shop", "orders", "0", CursorType.LATEST).sequence == 9
+    assert client.get_cursor("shop", "orders", "0", CursorType.SEQUENCE, 7).sequence == 7
+    assert client.get_cursor("shop", "orders", "0", CursorType.SYSTEM_TIME, middle).sequence == 5
+    with pytest.raises(SeekOutOfRangeException):
+        client.get_cursor("shop", "orders", "0", CursorType.SEQUENCE, 11)
+    with pytest.raises(SeekOutOfRangeException):
+        client.get_cursor("shop", "orders", "0", CursorType.SYSTEM_TIME, int(time.time() * 1000) + 3_600_000)
+
+
+def test_blob_topics(emulator: DataHubEmulator, protocol: str) -> None:
+    client = sdk(emulator.endpoint, protocol)
+    client.create_project("raw", "")
+    client.create_blob_topic("raw", "bytes", 2, 7, "")
+    payloads = [bytes([i]) * (i + 1) + b"\x00\xff" for i in range(10)]
+    records = []
+    for payload in payloads:
+        record = BlobRecord(blob_data=payload)
+        record.shard_id = "1"
+        records.append(record)
+    assert client.put_records("raw", "bytes", records).failed_record_count == 0
+    cursor = client.get_cursor("raw", "bytes", "1", CursorType.OLDEST).cursor
+    got = client.get_blob_records("raw", "bytes", "1", cursor, 100)
+    assert [r.blob_data for r in got.records] == payloads
+
+
+def test_put_reports_failures_per_record(emulator: DataHubEmulator, protocol: str) -> None:
+    client = sdk(emulator.endpoint, protocol)
+    client.create_project("shop", "")
+    client.create_tuple_topic("shop", "orders", 2, 7, SCHEMA, "")
+    records = [tuple_record(0), tuple_record(1, shard="7"), tuple_record(2, shard="1")]
+    result = client.put_records("shop", "orders", records)
+    assert result.failed_record_count == 1
+    (failed,) = result.failed_records
+    assert (failed.index, failed.error_code) == (1, "NoSuchShard")
+
+
+def test_routing_by_hash_and_partition_key(emulator: DataHubEmulator) -> None:
+    client = sdk(emulator.endpoint)
+    client.create_project("shop", "")
+    client.create_tuple_topic("shop", "orders", 4, 7, SCHEMA, "")
+    by_hash = TupleRecord(schema=SCHEMA, values=["h", 1, 1.0, True, 1, None])
+    by_hash.hash_key = "C" + "0" * 31  # three quarters into the hash space: shard 3
+    by_key = [TupleRecord(schema=SCHEMA, values=["p", i, 1.0, True, 1, None]) for i in range(20)]
+    for record in by_key:
+        record.partition_key = "same-row"
+    assert client.put_records("shop", "orders", [by_hash, *by_key]).failed_record_count == 0
+    counts = {}
+    for shard in "0123":
+        cursor = client.get_cursor("shop", "orders", shard, CursorType.OLDEST).cursor
+        counts[shard] = client.get_tuple_records("shop", "orders", shard, SCHEMA, cursor, 100).record_count
+    assert counts["3"] >= 1
+    assert sorted(counts.values())[-1] >= 20  # one partition key, one shard
+
+
+def test_subscription_offsets_with_sessions_and_reset(emulator: DataHubEmulator, protocol: str) -> None:
+    client = sdk(emulator.endpoint, protocol)
+    client.create_project("shop", "")
+    client.create_tuple_topic("shop", "orders", 2, 7, SCHEMA, "")
+    sub_id = client.create_subscription("shop", "orders", "flink").sub_id
+    # (the SDK's get_subscription parses no answer in 2.29: GetSubscriptionResult lacks an argument)
+    listed = client.list_subscription("shop", "orders", "", 1, 10)
+    assert listed.total_count == 1
+    assert (listed.subscriptions[0].sub_id, listed.subscriptions[0].comment) == (sub_id, "flink")
+    # open a session, commit
+    offsets = client.init_and_get_subscription_offset("shop", "orders", sub_id, ["0", "1"]).offsets
+    assert offsets["0"].sequence == -1
+    offsets["0"].sequence, offsets["0"].timestamp = 41, 1000
+    client.update_subscription_offset("shop", "orders", sub_id, {"0": offsets["0"]})
+    assert client.get_subscription_offset("shop", "orders", sub_id, ["0"]).offsets["0"].sequence == 41
+    # a second consumer opens the offsets: the first one's session is stale
+    client.init_and_get_subscription_offset("shop", "orders", sub_id, ["0"])
+    offsets["0"].sequence = 50
+    with pytest.raises(InvalidOperationException, match="session"):
+        client.update_subscription_offset("shop", "orders", sub_id, {"0": offsets["0"]})
+    # a reset bumps the version: commits from before it are refused
+    fresh = client.init_and_get_subscription_offset("shop", "orders", sub_id, ["0"]).offsets["0"]
+    client.reset_subscription_offset("shop", "orders", sub_id, {"0": {"Sequence": 5, "Timestamp": 0}})
+    fresh.sequence = 60
+    with pytest.raises(InvalidOperationException):
+        client.update_subscription_offset("shop", "orders", sub_id, {"0": fresh})
+    after_reset = client.init_and_get_subscription_offset("shop", "orders", sub_id, ["0"]).offsets["0"]
+    assert (after_reset.sequence, after_reset.version) == (5, 1)
+    client.delete_subscription("shop", "orders", sub_id)
+    assert client.list_subscription("shop", "orders", "", 1, 10).total_count == 0
+    with pytest.raises(DatahubException) as gone:
+        client.get_subscription_offset("shop", "orders", sub_id, ["0"])
+    assert gone.value.error_code == "NoSuchSubscription"
+
+
+@pytest.mark.parametrize(("access_id", "key"), [(ACCESS_ID, "wrong-key"), ("nobody", ACCESS_KEY)])
+def test_wrong_credentials_are_rejected(
+    emulator: DataHubEmulator, protocol: str, access_id: str, key: str
+) -> None:
+    client = sdk(emulator.endpoint, protocol, key=key, access_id=access_id)
+    with pytest.raises(AuthorizationFailedException):
+        client.list_project()
+
+
+def test_unknown_resources_get_datahub_errors(emulator: DataHubEmulator, protocol: str) -> None:
+    client = sdk(emulator.endpoint, protocol)
+    with pytest.raises(ResourceNotFoundException, match="project 'nope'"):
+        client.get_project("nope")
+    client.create_project("shop", "")
+    with pytest.raises(ResourceExistException):
+        client.create_project("shop", "")
+    with pytest.raises(ResourceNotFoundException, match="topic"):
+        client.list_shard("shop", "nope")
+    client.create_tuple_topic("shop", "orders", 1, 7, SCHEMA, "")
+    with pytest.raises(ResourceNotFoundException, match="shard"):
+        client.get_cursor("shop", "orders", "5", CursorType.OLDEST)
+    with pytest.raises(DatahubException, match="cursor"):
+        client.get_tuple_records("shop", "orders", "0", SCHEMA, "0" * 32, 10)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "headers", "code"),
+    [
+        ("POST", "/projects/proj", b"{not json", {}, "InvalidParameter"),
+        (
+            "POST",
+            "/projects/proj/topics/tpc/shards",
+            b"\x00\x01",
+            {"Content-Type": "application/x-protobuf"},
+            None,
+        ),
+        ("GET", "/elsewhere", b"", {}, "InvalidUriSpec"),
+        (
+            "POST",
+            "/projects/proj",
+            b"garbage",
+            {"Content-Encoding": "lz4", "x-datahub-content-raw-size": "99"},
+            None,
+        ),
+    ],
+)
+def test_malformed_requests_get_clean_errors(
+    emulator: DataHubEmulator, method: str, path: str, body: bytes, headers: dict[str, str], code: str | None
+) -> None:
+    client = sdk(emulator.endpoint)
+    client.create_project("proj", "")
+    client.create_tuple_topic("proj", "tpc", 1, 7, SCHEMA, "")
+    # a raw request signed the way the SDK signs, so only the body is wrong
+    response = client._datahub_impl._rest_client._session.request(
+        method, emulator.endpoint + path, data=body, headers=headers, timeout=5
+    )
+    assert 400 <= response.status_code < 500
+    error = response.json()
+    assert set(error) == {"ErrorCode", "ErrorMessage"}
+    assert code is None or error["ErrorCode"] in (code, "Unauthorized")
+
+
+def test_signed_malformed_bodies_are_invalid_parameters(emulator: DataHubEmulator) -> None:
+    client = sdk(emulator.endpoint, "json")
+    rest = client._datahub_impl._rest_client
+    with pytest.raises(InvalidParameterException, match="not valid JSON"):
+        rest.post("/projects/proj", data="{oops")
+    client.create_project("proj", "")
+    client.create_tuple_topic("proj", "tpc", 1, 7, SCHEMA, "")
+    with pytest.raises(InvalidParameterException, match="Records must be a list"):
+        rest.post("/projects/proj/topics/tpc/shards", data='{"Action": "pub", "Records": 5}')
+    pb = sdk(emulator.endpoint, "pb")._datahub_impl._rest_client
+    with pytest.raises(InvalidParameterException, match="DHUB frame"):
+        pb.post(
+            "/projects/proj/topics/tpc/shards",
+            data=b"not a frame",
+            headers={"x-datahub-request-action": "pub", "Content-Type": "application/x-protobuf"},
+        )
+
+
+def test_records_and_offsets_survive_a_killed_emulator(
+    emulator_process: EmulatorProcess, protocol: str
+) -> None:
+    emulator_process.start()
+    client = sdk(emulator_process.endpoint, protocol)
+    client.create_project("shop", "")
+    client.create_tuple_topic("shop", "orders", 2, 7, SCHEMA, "")
+    client.put_records("shop", "orders", [tuple_record(i) for i in range(100)])
+    sub_id = client.create_subscription("shop", "orders", "s").sub_id
+    offset = client.init_and_get_subscription_offset("shop", "orders", sub_id, ["0"]).offsets["0"]
+    offset.sequence = 42
+    client.update_subscription_offset("shop", "orders", sub_id, {"0": offset})
+    # when the process is killed without warning and started again on the same data
+    emulator_process.kill()
+    emulator_process.start()
+    client = sdk(emulator_process.endpoint, protocol)
+    # then every acknowledged record and offset is there, and writing continues after them
+    cursor = client.get_cursor("shop", "orders", "0", CursorType.OLDEST).cursor
+    got = client.get_tuple_records("shop", "orders", "0", SCHEMA, cursor, 1000)
+    assert [r.values[1] for r in got.records] == list(range(100))
+    assert client.get_subscription_offset("shop", "orders", sub_id, ["0"]).offsets["0"].sequence == 42
+    client.put_records("shop", "orders", [tuple_record(100)])
+    assert client.get_cursor("shop", "orders", "0", CursorType.LATEST).sequence == 100
+    assert emulator_process.terminate() == 0
+
+
+def test_a_torn_last_line_is_cut_off_at_start(tmp_path: Path) -> None:
+    emu = DataHubEmulator(str(tmp_path), access_id=ACCESS_ID, access_key=ACCESS_KEY).start()
+    client = sdk(emu.endpoint)
+    client.create_project("shop", "")
+    client.create_tuple_topic("shop", "orders", 1, 7, SCHEMA, "")
+    client.put_records("shop", "orders", [tuple_record(i) for i in range(3)])
+    emu.stop()
+    with (tmp_path / "shop" / "orders" / "0.log").open("ab") as log:
+        log.write(b'[1700000000000,["half')  # a crash in the middle of a write
+    emu = DataHubEmulator(str(tmp_path), access_id=ACCESS_ID, access_key=ACCESS_KEY).start()
+    client = sdk(emu.endpoint)
+    client.put_records("shop", "orders", [tuple_record(3)])
+    cursor = client.get_cursor("shop", "orders", "0", CursorType.OLDEST).cursor
+    got = client.get_tuple_records("shop", "orders", "0", SCHEMA, cursor, 10)
+    emu.stop()
+    assert [r.values[1] for r in got.records] == [0, 1, 2, 3]
+
+
+def test_faults_switch_at_run_time(emulator: DataHubEmulator) -> None:
+    client = sdk(emulator.endpoint)
+    client.create_project("shop", "")
+    client.create_tuple_topic("shop", "orders", 1, 7, SCHEMA, "")
+    # whole-request failures
+    set_faults(emulator.endpoint, fail_next_puts=1)
+    with pytest.raises(DatahubException):
+        client.put_records("shop", "orders", [tuple_record(0)])
+    assert client.put_records("shop", "orders", [tuple_record(0)]).failed_record_count == 0
+    # a share of records fails
+    set_faults(emulator.endpoint, put_record_failure_rate=0.5, seed=3)
+    result = client.put_records("shop", "orders", [tuple_record(i) for i in range(200)])
+    assert 60 < result.failed_record_count < 140
+    assert {f.error_code for f in result.failed_records} == {"LimitExceeded"}
+    # added latency
+    set_faults(emulator.endpoint, put_record_failure_rate=0.0, latency_ms=300)
+    started = time.monotonic()
+    client.list_project()
+    assert time.monotonic() - started >= 0.3
+    set_faults(emulator.endpoint, latency_ms=0)
+    with pytest.raises(httpx.HTTPStatusError):
+        set_faults(emulator.endpoint, no_such_fault=1)
+
+
+def test_outage_refuses_connections_then_recovers(emulator: DataHubEmulator) -> None:
+    client = sdk(emulator.endpoint)
+    client.create_project("shop", "")
+    httpx.post(f"{emulator.endpoint}/_admin/outage", json={"seconds": 2.0}, timeout=5)
+    time.sleep(0.5)
+    with (
+        pytest.raises(ConnectionRefusedError),
+        socket.create_connection(("127.0.0.1", emulator.port), timeout=1),
+    ):
+        pass
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            assert client.list_project().project_names == ["shop"]
+            break
+        except Exception:
+            time.sleep(0.1)
+    else:
+        pytest.fail("the emulator did not come back after the outage")

@@ -1,0 +1,55 @@
+"""Builders of realistic change-event streams for tests and benchmarks."""
+
+from __future__ import annotations
+
+import random
+
+from obflow.events import ChangeEvent, SourceInfo
+
+
+def change_stream(
+    count: int,
+    rows: int,
+    table: str = "ORDERS",
+    first_position: int = 1,
+    seed: int = 7,
+    commit_ts_ms: int = 1_795_686_000_000,
+) -> list[ChangeEvent]:
+    """``count`` changes in commit order over ``rows`` rows: inserts, updates with both images, deletes.
+
+    With ``rows >= count`` every change is the insert of a new row (one change per row).
+    """
+    rng = random.Random(seed)
+    live: dict[int, dict[str, object]] = {}
+    events: list[ChangeEvent] = []
+    for offset in range(count):
+        position = first_position + offset
+        row_id = offset if rows >= count else rng.randrange(rows)
+        source = SourceInfo(
+            method="changelog",
+            database="trade",
+            db_schema="TRADE",
+            table=table,
+            position=str(position),
+            txid=str(position // 3),
+            commit_ts_ms=commit_ts_ms + offset,
+        )
+        old = live.get(row_id)
+        if old is None:
+            new = {
+                "ID": row_id,
+                "STATUS": "NEW",
+                "AMOUNT": round(rng.uniform(1, 1000), 2),
+                "NOTE": None,
+                "V": 1,
+            }
+            live[row_id] = new
+            events.append(ChangeEvent.create("c", key={"ID": row_id}, after=new, source=source))
+        elif rng.random() < 0.15:
+            del live[row_id]
+            events.append(ChangeEvent.create("d", key={"ID": row_id}, before=old, source=source))
+        else:
+            new = {**old, "STATUS": rng.choice(["PAID", "SHIPPED", "DONE"]), "V": int(str(old["V"])) + 1}
+            live[row_id] = new
+            events.append(ChangeEvent.create("u", key={"ID": row_id}, before=old, after=new, source=source))
+    return events
