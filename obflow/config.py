@@ -114,7 +114,7 @@ class SourceConfig(Section):
 
 
 class RetryConfig(Section):
-    attempts: int = Field(3, ge=1, le=100, description="Tries after the first failure (R1.5: 3).")
+    attempts: int = Field(3, ge=0, le=100, description="Retries after the first failure (R1.5: 3).")
     interval: Duration = Field(2.0, ge=0, description="Pause between tries (R1.5: 2s).")
 
 

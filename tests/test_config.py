@@ -94,7 +94,7 @@ def test_source_datahub_output_and_checkpoint_sections_R10_5_R10_6_R10_7_R10_8(t
         ({"datahub": {"endpoint": "ftp://x"}}, "datahub.endpoint", "http(s) URL"),
         ({"datahub": {"project": "9x"}}, "datahub.project", "DataHub name"),
         ({"datahub": {"shards": 0}}, "datahub.shards", "greater than or equal to 1"),
-        ({"datahub": {"retry": {"attempts": 0}}}, "datahub.retry.attempts", "greater than or equal to 1"),
+        ({"datahub": {"retry": {"attempts": -1}}}, "datahub.retry.attempts", "greater than or equal to 0"),
         ({"capture": {"method": "magic"}}, "capture.method", "'changelog' or 'binlog'"),
         (
             {"flink": {"parallelism": 8, "max_parallelism": 4}},

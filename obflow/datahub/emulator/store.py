@@ -99,6 +99,10 @@ class Topic:
     create_time: int
     modify_time: int
     shards: list[Shard] = field(default_factory=list)
+    checks: list[FieldCheck] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.checks = field_checks(self.schema) if self.schema else []
 
     def meta(self) -> dict[str, Any]:
         return {
@@ -146,14 +150,32 @@ class Project:
     subscriptions: dict[str, Subscription] = field(default_factory=dict)
 
 
-def validate_values(values: list[str | None], schema: list[dict[str, Any]]) -> str | None:
-    """Why ``values`` (field texts) do not fit ``schema``, or None when they do."""
-    if len(values) != len(schema):
-        return f"record has {len(values)} values, the topic schema has {len(schema)} fields"
-    for value, spec in zip(values, schema, strict=True):
-        name, kind = spec["name"], spec["type"].lower()
+@dataclass(frozen=True)
+class FieldCheck:
+    index: int
+    name: str
+    kind: str
+    notnull: bool
+
+
+def field_checks(schema: list[dict[str, Any]]) -> list[FieldCheck]:
+    """The checks a record of ``schema`` needs: STRING fields that allow NULL need none."""
+    checks = []
+    for index, spec in enumerate(schema):
+        kind, notnull = spec["type"].lower(), bool(spec.get("notnull"))
+        if kind != "string" or notnull:
+            checks.append(FieldCheck(index, spec["name"], kind, notnull))
+    return checks
+
+
+def validate_values(values: list[str | None], width: int, checks: list[FieldCheck]) -> str | None:
+    """Why ``values`` (field texts) do not fit the schema, or None when they do."""
+    if len(values) != width:
+        return f"record has {len(values)} values, the topic schema has {width} fields"
+    for check in checks:
+        value, name, kind = values[check.index], check.name, check.kind
         if value is None:
-            if spec.get("notnull"):
+            if check.notnull:
                 return f"field {name!r} is not nullable"
             continue
         try:
@@ -285,6 +307,7 @@ class Store:
             if field_type.lower() not in FIELD_TYPES:
                 raise DataHubError(400, "InvalidSchema", f"unknown field type {field_type!r}")
             topic.schema.append({"name": field_name, "type": field_type.lower(), "comment": ""})
+            topic.checks = field_checks(topic.schema)
             self._save_meta()
 
     # ---- records --------------------------------------------------------------------------
