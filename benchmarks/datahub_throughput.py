@@ -35,7 +35,7 @@ from obflow.datahub.client import change_topic_schema, ensure_change_topic, make
 from obflow.datahub.consumer import ShardReader, decode_events, decode_payloads
 from obflow.datahub.emulator.server import DataHubEmulator, dispatch
 from obflow.events import ChangeEvent
-from tests.factories import change_stream
+from obflow.sample import change_stream
 
 BATCH = 500
 

@@ -1,55 +1,155 @@
 """``obflow demo``: the largest real slice of the pipeline that exists so far, end to end.
 
-Today that is the configuration model and the change-event envelope: the demo loads the embedded
-default configuration, builds a stream of INSERT/UPDATE/DELETE envelopes, serialises them to the
-DataHub TUPLE layout, decodes them back and checks that every change survived with its id. Capture,
-DataHub and Flink join the demo as their issues land (the summary says what ran).
+Today that slice is: change envelopes (a realistic INSERT/UPDATE/DELETE stream) → the producer →
+the DataHub emulator, running as its own process and speaking DataHub's protocol to the unmodified
+pydatahub SDK, with injected put failures → the consumer reading every shard back → a check that
+every change arrived exactly once and in per-row commit order. The database capture and the Flink
+job join the demo as their issues land; the summary says what ran.
 """
 
 from __future__ import annotations
 
-import random
+import os
+import signal
+import socket
+import subprocess
+import sys
 import time
+from collections import Counter, defaultdict
 from pathlib import Path
 
-from obflow.config import load_config
-from obflow.events import PAYLOAD_INDEX, ChangeEvent, SourceInfo
+import httpx
+
+from obflow.config import RetryConfig, load_config
+from obflow.datahub.client import ensure_change_topic, make_client
+from obflow.datahub.consumer import ShardReader, decode_events
+from obflow.datahub.producer import Producer
+from obflow.events import ChangeEvent
+from obflow.log import setup_logging
+from obflow.sample import change_stream
+
+BATCH = 500
+DEMO_RETRY_INTERVAL = 0.2
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _start_emulator(data_dir: Path, log_path: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = _free_port()
+    cmd = [
+        sys.executable,
+        "-m",
+        "obflow.cli",
+        "datahub-emulator",
+        "--port",
+        str(port),
+        "--data-dir",
+        str(data_dir),
+    ]
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the DataHub emulator exited with {proc.returncode}; see {log_path}")
+        try:
+            httpx.get(f"{endpoint}/healthz", timeout=1).raise_for_status()
+            return proc, endpoint
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError(f"the DataHub emulator did not become ready within 30s; see {log_path}")
+
+
+def _row_histories(events: list[ChangeEvent]) -> dict[tuple[str, str], list[str]]:
+    rows: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for event in events:
+        rows[(event.source.qualified_table, event.key_json)].append(event.event_id)
+    return rows
+
+
+def _send(producer: Producer, events: list[ChangeEvent]) -> tuple[float, int]:
+    """Send ``events`` in batches with a progress bar; (seconds, retries)."""
+    started = time.perf_counter()
+    retries = 0
+    for start in range(0, len(events), BATCH):
+        retries += producer.send(events[start : start + BATCH]).retries
+        done = min(start + BATCH, len(events))
+        bar = "#" * (30 * done // len(events))
+        print(f"\r  sending  [{bar:30}] {done}/{len(events)} changes, {retries} retries", end="", flush=True)
+    print()
+    return time.perf_counter() - started, retries
+
+
+def _read_back(producer: Producer) -> tuple[list[ChangeEvent], float]:
+    started = time.perf_counter()
+    received: list[ChangeEvent] = []
+    for shard in producer.shard_ids:
+        for batch in ShardReader(producer.client, producer.project, producer.topic, shard).read_all():
+            received += decode_events(batch.records)
+    return received, time.perf_counter() - started
+
+
+def _verify(sent: list[ChangeEvent], received: list[ChangeEvent]) -> dict[str, bool]:
+    ids = [e.event_id for e in received]
+    return {
+        "exactly once": sorted(ids) == sorted(e.event_id for e in sent) and len(set(ids)) == len(ids),
+        "per-row commit order": _row_histories(received) == _row_histories(sent),
+        "content intact": {e.event_id: e for e in received} == {e.event_id: e for e in sent},
+    }
 
 
 def run_demo(rows: int = 2000, shards: int = 4, out_dir: str | Path | None = None) -> int:
-    config = load_config(None)
-    rng = random.Random(7)
-    started = time.perf_counter()
-    events: list[ChangeEvent] = []
-    live: dict[int, dict[str, int]] = {}
-    for seq in range(1, rows + 1):
-        row_id = rng.randrange(max(rows // 4, 1))
-        source = SourceInfo(
-            method="changelog",
-            database="demo",
-            db_schema="DEMO",
-            table="ORDERS",
-            position=str(seq),
-            commit_ts_ms=int(time.time() * 1000),
-        )
-        old = live.get(row_id)
-        if old is None:
-            live[row_id] = new = {"ID": row_id, "QTY": 1}
-            events.append(ChangeEvent.create("c", key={"ID": row_id}, after=new, source=source))
-        elif rng.random() < 0.2:
-            del live[row_id]
-            events.append(ChangeEvent.create("d", key={"ID": row_id}, before=old, source=source))
-        else:
-            live[row_id] = new = {**old, "QTY": old["QTY"] + 1}
-            events.append(ChangeEvent.create("u", key={"ID": row_id}, before=old, after=new, source=source))
-    decoded = [ChangeEvent.from_json(e.to_datahub_values()[PAYLOAD_INDEX]) for e in events]
-    elapsed = time.perf_counter() - started
-    assert decoded == events
-    assert len({e.event_id for e in decoded}) == len(events)
-    counts = {op: sum(e.op == op for e in events) for op in "cud"}
-    print("obflow demo — what ran: configuration model + change-event envelope (DataHub TUPLE layout).")
-    print("Not yet part of the demo: capture agent, DataHub emulator, Flink job (issues 3-6).")
-    print(f"config: checkpoint every {config.checkpoint.interval:.0f}s, output {config.output.format}")
-    print(f"changes: {len(events)} (insert {counts['c']}, update {counts['u']}, delete {counts['d']})")
-    print(f"encoded and decoded back unchanged, unique event ids: {len(events)} in {elapsed:.2f}s")
-    return 0
+    out = Path(out_dir or "demo-output").resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    data_dir = out / f"datahub-{int(time.time())}"
+    emulator_log = out / "datahub-emulator.log"
+    base = load_config(None)
+    log_file = (out / "demo.log").open("a", encoding="utf-8")
+    setup_logging("INFO", "json", log_file)
+    print("obflow demo: change envelopes -> producer -> DataHub emulator (own process, real SDK) -> consumer")
+    print("Not yet in the demo: database capture (issue 4), the Flink job and files (issue 5); see README.")
+    proc, endpoint = _start_emulator(data_dir, emulator_log)
+    try:
+        # Retries 0.2s apart instead of the default 2s (R1.5), so the demo finishes quickly.
+        retry = RetryConfig(attempts=3, interval=DEMO_RETRY_INTERVAL)
+        config = base.datahub.model_copy(update={"endpoint": endpoint, "shards": shards, "retry": retry})
+        client = make_client(config)
+        ensure_change_topic(client, config)
+        # DataHub rejects 10 % of records, each at most twice: the producer's retries must recover all.
+        faults = {"put_record_failure_rate": 0.1, "put_record_max_failures": 2, "seed": 1}
+        httpx.post(f"{endpoint}/_admin/faults", json=faults, timeout=5).raise_for_status()
+
+        events = change_stream(rows, rows=max(rows // 5, 1), commit_ts_ms=int(time.time() * 1000))
+        producer = Producer(client, config.project, config.topic, config.retry, batch_size=BATCH)
+        send_seconds, retries = _send(producer, events)
+        received, read_seconds = _read_back(producer)
+        checks = _verify(events, received)
+
+        ops = Counter(e.op for e in events)
+        pauses = retries * DEMO_RETRY_INTERVAL
+        read_rate = len(received) / read_seconds
+        mix = f"{ops['c']} inserts, {ops['u']} updates (before+after), {ops['d']} deletes"
+        print(f"changes  {len(events)}: {mix}")
+        print(f"sent     in {send_seconds:.1f}s to {shards} shards; {retries} retries ({pauses:.1f}s paused)")
+        print(f"read     {len(received)} back in {read_seconds:.2f}s ({read_rate:,.0f}/s)")
+        print("checks   " + ", ".join(f"{name}: {'yes' if ok else 'NO'}" for name, ok in checks.items()))
+        print(f"data     {data_dir}")
+        print(f"logs     {out / 'demo.log'} (a datahub.put_failed event per retry), {emulator_log}")
+        return 0 if all(checks.values()) else 1
+    except KeyboardInterrupt:
+        print("\ninterrupted: stopping")
+        return 130
+    finally:
+        os.kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        setup_logging()
+        log_file.close()

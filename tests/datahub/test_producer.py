@@ -17,8 +17,8 @@ from obflow.datahub.emulator import DataHubEmulator
 from obflow.datahub.producer import RECORDS_SENT, DeliveryError, Producer, shard_index
 from obflow.events import ChangeEvent
 from obflow.log import setup_logging
+from obflow.sample import change_stream
 from tests.datahub.conftest import datahub_config, put_log, sdk, set_faults
-from tests.factories import change_stream
 
 
 def producer(config: DataHubConfig, interval: float | None = None, batch_size: int = 500) -> Producer:

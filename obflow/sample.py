@@ -1,4 +1,4 @@
-"""Builders of realistic change-event streams for tests and benchmarks."""
+"""Realistic change-event streams: the demo's load, and the input of tests and benchmarks."""
 
 from __future__ import annotations
 
