@@ -106,9 +106,7 @@ def _emulator_capacity(protocol: str, records: list[TupleRecord]) -> tuple[float
         emulator.store.create_topic("obflow", "changes", "TUPLE", fields, 4, 7, "")
         params = PutPBRecordsRequestParams if protocol == "pb" else PutRecordsRequestParams
         headers = (
-            {"Content-Type": "application/x-protobuf", "x-datahub-request-action": "pub"}
-            if protocol == "pb"
-            else {}
+            {"Content-Type": "application/x-protobuf", "x-datahub-request-action": "pub"} if protocol == "pb" else {}
         )
         bodies = []
         for start in range(0, len(records), BATCH):
@@ -177,12 +175,8 @@ def run(count: int) -> list[Row]:
                 )
 
                 put_seconds, get_seconds = _emulator_capacity(protocol, records)
-                rows.append(
-                    Row(f"emulator put handling, in-process ({protocol})", count, put_seconds, payload_mb)
-                )
-                rows.append(
-                    Row(f"emulator get handling, in-process ({protocol})", count, get_seconds, payload_mb)
-                )
+                rows.append(Row(f"emulator put handling, in-process ({protocol})", count, put_seconds, payload_mb))
+                rows.append(Row(f"emulator get handling, in-process ({protocol})", count, get_seconds, payload_mb))
 
                 started = time.perf_counter()
                 for start in range(0, count, BATCH):
@@ -218,9 +212,7 @@ def run(count: int) -> list[Row]:
             rows.append(Row("decode payloads, orjson", count, time.perf_counter() - started, payload_mb))
             started = time.perf_counter()
             decode_events(fetched)
-            rows.append(
-                Row("decode + validate, ChangeEvent", count, time.perf_counter() - started, payload_mb)
-            )
+            rows.append(Row("decode + validate, ChangeEvent", count, time.perf_counter() - started, payload_mb))
         finally:
             os.kill(proc.pid, signal.SIGTERM)
             proc.wait(10)

@@ -60,6 +60,32 @@ def _datahub_emulator(args: argparse.Namespace) -> int:
     return serve(emulator)
 
 
+def _capture_ddl(args: argparse.Namespace) -> int:
+    from capture_agent.install import apply_ddl, change_log_ddl
+    from obflow.runtime import start_component
+
+    config = start_component("capture", args.config)
+    try:
+        statements = change_log_ddl(config, remove=args.capture_command == "uninstall")
+    except Exception as exc:
+        print(f"obflow capture {args.capture_command}: {exc}", file=sys.stderr)
+        return 2
+    if args.print:
+        print(";\n\n".join(statements) + ";")
+        return 0
+    apply_ddl(config, statements)
+    verb = "removed from" if args.capture_command == "uninstall" else "installed on"
+    print(f"change capture {verb} {len(config.source.tables)} table(s) ({len(statements)} statements)")
+    return 0
+
+
+def _capture_run(args: argparse.Namespace) -> int:
+    from capture_agent.agent import run_agent
+    from obflow.runtime import start_component
+
+    return run_agent(start_component("capture", args.config))
+
+
 def _demo(args: argparse.Namespace) -> int:
     from obflow.demo import run_demo
 
@@ -96,6 +122,17 @@ def build_parser() -> argparse.ArgumentParser:
     emulator.add_argument("--latency-ms", type=float, default=0.0)
     emulator.add_argument("--seed", type=int, default=None, help="seed of the injected failures")
     emulator.set_defaults(handler=_datahub_emulator)
+
+    capture = commands.add_parser("capture", help="capture database changes to DataHub")
+    capture_commands = capture.add_subparsers(dest="capture_command", required=True, metavar="ACTION")
+    for action, text in (("install", "create change logs and triggers"), ("uninstall", "remove them")):
+        ddl = capture_commands.add_parser(action, help=text)
+        ddl.add_argument("--config", required=True)
+        ddl.add_argument("--print", action="store_true", help="print the DDL instead of applying it")
+        ddl.set_defaults(handler=_capture_ddl)
+    run = capture_commands.add_parser("run", help="run the capture agent until SIGTERM")
+    run.add_argument("--config", required=True)
+    run.set_defaults(handler=_capture_run)
 
     demo = commands.add_parser("demo", help="run the pipeline end to end on embedded defaults")
     demo.add_argument("--rows", type=int, default=2000, help="changes to send through (default 2000)")

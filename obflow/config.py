@@ -29,9 +29,7 @@ _HTTP_URL = re.compile(r"https?://[^\s/:]+(:\d{1,5})?(/\S*)?")
 
 def _table_name(value: str) -> str:
     if not all(_NAME_PART.fullmatch(part) for part in value.split(".")) or value.count(".") > 1:
-        raise ValueError(
-            "expected TABLE or SCHEMA.TABLE, each part a letter or _ then letters, digits, _, $ or #"
-        )
+        raise ValueError("expected TABLE or SCHEMA.TABLE, each part a letter or _ then letters, digits, _, $ or #")
     return value
 
 
@@ -105,9 +103,7 @@ class SourceConfig(Section):
     @model_validator(mode="after")
     def _mode_fits_engine(self) -> SourceConfig:
         if self.engine != "oceanbase" and self.mode == "oracle" and "mode" in self.model_fields_set:
-            raise field_error(
-                "mode", f"'oracle' exists only for engine 'oceanbase'; use mode: mysql for {self.engine}"
-            )
+            raise field_error("mode", f"'oracle' exists only for engine 'oceanbase'; use mode: mysql for {self.engine}")
         if self.engine != "oceanbase":
             self.mode = "mysql"
         return self
@@ -276,9 +272,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     try:
         text = file.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError(
-            [ConfigProblem("<file>", f"cannot read {file}: {exc.strerror}")], str(file)
-        ) from None
+        raise ConfigError([ConfigProblem("<file>", f"cannot read {file}: {exc.strerror}")], str(file)) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -290,11 +284,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(
-            [
-                ConfigProblem(
-                    "<file>", f"the top level must be a mapping of sections, not {type(data).__name__}"
-                )
-            ],
+            [ConfigProblem("<file>", f"the top level must be a mapping of sections, not {type(data).__name__}")],
             str(file),
         )
     return data

@@ -44,9 +44,7 @@ class SourceInfo(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
-    method: Literal["changelog", "binlog", "snapshot", "logproxy"] = Field(
-        description="How the change was captured."
-    )
+    method: Literal["changelog", "binlog", "snapshot", "logproxy"] = Field(description="How the change was captured.")
     database: str = Field(description="Database, or OceanBase tenant, the change came from.")
     db_schema: str = Field(alias="schema", description="Schema (Oracle mode) or database (MySQL mode).")
     table: str
@@ -81,18 +79,12 @@ class ChangeEvent(BaseModel):
         needs_before = self.op in ("u", "d")
         needs_after = self.op in ("c", "u", "r")
         if needs_before != (self.before is not None):
-            raise ValueError(
-                f"op '{self.op}' ({OPS[self.op]}) {'needs' if needs_before else 'has no'} before"
-            )
+            raise ValueError(f"op '{self.op}' ({OPS[self.op]}) {'needs' if needs_before else 'has no'} before")
         if needs_after != (self.after is not None):
             raise ValueError(f"op '{self.op}' ({OPS[self.op]}) {'needs' if needs_after else 'has no'} after")
-        expected = make_event_id(
-            self.source.database, self.source.db_schema, self.source.table, self.source.position
-        )
+        expected = make_event_id(self.source.database, self.source.db_schema, self.source.table, self.source.position)
         if self.event_id != expected:
-            raise ValueError(
-                f"event_id {self.event_id} does not match the source position (expected {expected})"
-            )
+            raise ValueError(f"event_id {self.event_id} does not match the source position (expected {expected})")
         return self
 
     @classmethod

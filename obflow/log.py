@@ -106,15 +106,11 @@ def setup_logging(level: str = "INFO", fmt: str = "text", stream: TextIO | None 
     root.setLevel(level)
 
 
-def log_event(
-    logger: logging.Logger, event: str, message: str, level: int = logging.INFO, **fields: Any
-) -> None:
+def log_event(logger: logging.Logger, event: str, message: str, level: int = logging.INFO, **fields: Any) -> None:
     """Log ``message`` with a stable ``event`` name and structured fields."""
     logger.log(level, message, extra={"event": event, **fields})
 
 
-def log_fault(
-    logger: logging.Logger, fault: Fault, message: str, level: int = logging.WARNING, **fields: Any
-) -> None:
+def log_fault(logger: logging.Logger, fault: Fault, message: str, level: int = logging.WARNING, **fields: Any) -> None:
     """Log a fault event (R4.6): always carries ``event=<fault name>`` and ``fault=True``."""
     logger.log(level, message, extra={"event": fault.value, "fault": True, **fields})

@@ -22,9 +22,7 @@ def clean_obflow_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
 
 
-def run_cli(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """Run ``obflow ARGS`` in a fresh interpreter, as a user would."""
     full_env = {k: v for k, v in os.environ.items() if not k.upper().startswith("OBFLOW_")}
     full_env.update(env or {})

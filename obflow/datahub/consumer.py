@@ -46,9 +46,7 @@ class Batch:
 class ShardReader:
     """Sequential reader of one shard of a change topic."""
 
-    def __init__(
-        self, client: DataHub, project: str, topic: str, shard_id: str, next_sequence: int = 0
-    ) -> None:
+    def __init__(self, client: DataHub, project: str, topic: str, shard_id: str, next_sequence: int = 0) -> None:
         self.client = client
         self.project = project
         self.topic = topic
@@ -81,9 +79,7 @@ class ShardReader:
             result = self.client.get_tuple_records(
                 self.project, self.topic, self.shard_id, self._schema, self._cursor, limit
             )
-        records = [
-            FetchedRecord(int(r.sequence), int(r.system_time), tuple(r.values)) for r in result.records
-        ]
+        records = [FetchedRecord(int(r.sequence), int(r.system_time), tuple(r.values)) for r in result.records]
         if records:
             self.next_sequence = records[-1].sequence + 1
         self._cursor = str(result.next_cursor)

@@ -40,9 +40,7 @@ def sdk(
     )
 
 
-def datahub_config(
-    endpoint: str, protocol: str = "pb", shards: int = 4, interval: float = 2.0
-) -> DataHubConfig:
+def datahub_config(endpoint: str, protocol: str = "pb", shards: int = 4, interval: float = 2.0) -> DataHubConfig:
     return DataHubConfig(
         endpoint=endpoint,
         access_id=ACCESS_ID,

@@ -11,9 +11,7 @@ from obflow.sample import change_stream
 
 def test_reader_resumes_from_a_stored_sequence_without_skip_or_repeat(change_topic: DataHubConfig) -> None:
     client = make_client(change_topic)
-    Producer(client, change_topic.project, change_topic.topic, change_topic.retry).send(
-        change_stream(900, rows=900)
-    )
+    Producer(client, change_topic.project, change_topic.topic, change_topic.retry).send(change_stream(900, rows=900))
     for shard in ("0", "1", "2", "3"):
         whole = [
             r.event_id
@@ -23,9 +21,7 @@ def test_reader_resumes_from_a_stored_sequence_without_skip_or_repeat(change_top
         # read a first part, keep next_sequence (as a checkpoint would), then resume with a new reader
         first = ShardReader(client, change_topic.project, change_topic.topic, shard)
         part = first.fetch(limit=37)
-        resumed = ShardReader(
-            client, change_topic.project, change_topic.topic, shard, next_sequence=part.next_sequence
-        )
+        resumed = ShardReader(client, change_topic.project, change_topic.topic, shard, next_sequence=part.next_sequence)
         rest = [r.event_id for b in resumed.read_all(limit=50) for r in b.records]
         assert [r.event_id for r in part.records] + rest == whole
         assert part.next_sequence == 37 and len(whole) > 100
@@ -33,9 +29,7 @@ def test_reader_resumes_from_a_stored_sequence_without_skip_or_repeat(change_top
 
 def test_fetch_is_bounded_and_reports_the_resume_point(change_topic: DataHubConfig) -> None:
     client = make_client(change_topic)
-    Producer(client, change_topic.project, change_topic.topic, change_topic.retry).send(
-        change_stream(400, rows=400)
-    )
+    Producer(client, change_topic.project, change_topic.topic, change_topic.retry).send(change_stream(400, rows=400))
     reader = ShardReader(client, change_topic.project, change_topic.topic, "0")
     batch = reader.fetch(limit=10)
     assert len(batch.records) == 10
@@ -62,7 +56,5 @@ def test_an_empty_shard_yields_empty_batches_then_new_records(change_topic: Data
     client = make_client(change_topic)
     reader = ShardReader(client, change_topic.project, change_topic.topic, "2")
     assert reader.fetch().records == []
-    Producer(client, change_topic.project, change_topic.topic, change_topic.retry).send(
-        change_stream(200, rows=200)
-    )
+    Producer(client, change_topic.project, change_topic.topic, change_topic.retry).send(change_stream(200, rows=200))
     assert len(reader.fetch().records) > 0

@@ -36,9 +36,7 @@ SCHEMA = RecordSchema.from_lists(
 
 
 def tuple_record(i: int, shard: str = "0") -> TupleRecord:
-    record = TupleRecord(
-        schema=SCHEMA, values=[f"item-{i}", i, i + 0.5, i % 2 == 0, 1_700_000_000_000_000 + i, None]
-    )
+    record = TupleRecord(schema=SCHEMA, values=[f"item-{i}", i, i + 0.5, i % 2 == 0, 1_700_000_000_000_000 + i, None])
     record.shard_id = shard
     record.attributes = {"trace": f"t{i}"}
     return record
@@ -175,9 +173,7 @@ def test_subscription_offsets_with_sessions_and_reset(emulator: DataHubEmulator,
 
 
 @pytest.mark.parametrize(("access_id", "key"), [(ACCESS_ID, "wrong-key"), ("nobody", ACCESS_KEY)])
-def test_wrong_credentials_are_rejected(
-    emulator: DataHubEmulator, protocol: str, access_id: str, key: str
-) -> None:
+def test_wrong_credentials_are_rejected(emulator: DataHubEmulator, protocol: str, access_id: str, key: str) -> None:
     client = sdk(emulator.endpoint, protocol, key=key, access_id=access_id)
     with pytest.raises(AuthorizationFailedException):
         client.list_project()
@@ -254,9 +250,7 @@ def test_signed_malformed_bodies_are_invalid_parameters(emulator: DataHubEmulato
         )
 
 
-def test_records_and_offsets_survive_a_killed_emulator(
-    emulator_process: EmulatorProcess, protocol: str
-) -> None:
+def test_records_and_offsets_survive_a_killed_emulator(emulator_process: EmulatorProcess, protocol: str) -> None:
     emulator_process.start()
     client = sdk(emulator_process.endpoint, protocol)
     client.create_project("shop", "")

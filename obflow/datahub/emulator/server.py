@@ -317,18 +317,12 @@ class _Handler(BaseHTTPRequestHandler):
         lines = [method, self.headers.get("Content-Type") or "", self.headers.get("Date") or ""]
         lines += [f"{k}:{signed[k]}" for k in sorted(signed)]
         lines.append(unquote(path) + ("?" + canonical_query if canonical_query else ""))
-        digest = hmac.new(
-            emulator.access_key.encode("latin-1"), "\n".join(lines).encode("latin-1"), hashlib.sha1
-        )
+        digest = hmac.new(emulator.access_key.encode("latin-1"), "\n".join(lines).encode("latin-1"), hashlib.sha1)
         if not hmac.compare_digest(base64.b64encode(digest.digest()).decode(), signature):
-            raise DataHubError(
-                401, "Unauthorized", "the request signature does not match (check the access key)"
-            )
+            raise DataHubError(401, "Unauthorized", "the request signature does not match (check the access key)")
 
     def _send_json(self, status: int, payload: Any, request_id: str) -> None:
-        self._send(
-            status, orjson.dumps(payload) if payload is not None else b"", "application/json", request_id
-        )
+        self._send(status, orjson.dumps(payload) if payload is not None else b"", "application/json", request_id)
 
     def _send(self, status: int, body: bytes, content_type: str, request_id: str) -> None:
         headers = {"Content-Type": content_type, "x-datahub-request-id": request_id}
@@ -433,9 +427,7 @@ def _bad_method(req: _Request) -> DataHubError:
 
 
 def _unsupported(action: str, req: _Request) -> DataHubError:
-    return DataHubError(
-        400, "InvalidOperation", f"action {action!r} on {req.path} is not supported by the emulator"
-    )
+    return DataHubError(400, "InvalidOperation", f"action {action!r} on {req.path} is not supported by the emulator")
 
 
 def _project(store: Store, req: _Request, name: str) -> tuple[int, Any]:
@@ -523,9 +515,7 @@ def _shard_info(topic: Topic, index: int) -> dict[str, Any]:
     }
 
 
-def _shard(
-    emulator: DataHubEmulator, req: _Request, project: str, topic_name: str, shard_id: str
-) -> tuple[int, Any]:
+def _shard(emulator: DataHubEmulator, req: _Request, project: str, topic_name: str, shard_id: str) -> tuple[int, Any]:
     topic = emulator.store.topic(project, topic_name)
     shard = topic.shard(shard_id)
     action = req.action()
@@ -543,9 +533,7 @@ def _shard(
 # ---- records -------------------------------------------------------------------------------
 
 
-def _route_record(
-    topic: Topic, shard_id: str | None, hash_key: str | None, partition_key: str | None
-) -> Shard:
+def _route_record(topic: Topic, shard_id: str | None, hash_key: str | None, partition_key: str | None) -> Shard:
     if shard_id:
         return topic.shard(shard_id)
     if hash_key:
@@ -560,9 +548,7 @@ def _route_record(
     return topic.shards[min(point * topic.shard_count // HASH_SPACE, topic.shard_count - 1)]
 
 
-def _put(
-    emulator: DataHubEmulator, req: _Request, topic: Topic, fixed_shard: Shard | None
-) -> tuple[int, Any]:
+def _put(emulator: DataHubEmulator, req: _Request, topic: Topic, fixed_shard: Shard | None) -> tuple[int, Any]:
     faults = emulator.faults
     incoming: list[tuple[Shard, StoredRecord]] = []
     failures: list[tuple[int, str, str]] = []
@@ -658,9 +644,7 @@ def _decode_values(data: Any, blob: bool, pb: bool, topic: Topic) -> list[str | 
     if not isinstance(data, list):
         raise DataHubError(400, "MalformedRecord", "TUPLE record Data must be a list of field values")
     try:
-        values = [
-            None if v is None else (v.decode("utf-8") if isinstance(v, bytes) else str(v)) for v in data
-        ]
+        values = [None if v is None else (v.decode("utf-8") if isinstance(v, bytes) else str(v)) for v in data]
     except UnicodeDecodeError:
         raise DataHubError(400, "MalformedRecord", "TUPLE field value is not UTF-8") from None
     assert topic.schema is not None
@@ -754,11 +738,7 @@ def _get(emulator: DataHubEmulator, req: _Request, topic: Topic, shard: Shard) -
                     "next_cursor": _cursor_text(shard, seq + 1),
                     "data": {"data": _pb_values(r.data)},
                     **(
-                        {
-                            "attributes": {
-                                "attributes": [{"key": k, "value": v} for k, v in r.attributes.items()]
-                            }
-                        }
+                        {"attributes": {"attributes": [{"key": k, "value": v} for k, v in r.attributes.items()]}}
                         if r.attributes
                         else {}
                     ),
@@ -885,9 +865,7 @@ def _offsets(store: Store, req: _Request, project: str, topic_name: str, sub_id:
                 current = sub.offsets.setdefault(shard_id, Offset())
                 if action == "commit":
                     if value.get("Version", 0) != current.version:
-                        raise DataHubError(
-                            400, "OffsetReseted", f"offset of shard {shard_id} was reset; open it again"
-                        )
+                        raise DataHubError(400, "OffsetReseted", f"offset of shard {shard_id} was reset; open it again")
                     if current.session_id is None or str(value.get("SessionId")) != str(current.session_id):
                         raise DataHubError(
                             400,

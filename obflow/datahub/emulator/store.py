@@ -263,11 +263,7 @@ class Store:
         if record_type == "TUPLE":
             if not schema:
                 raise DataHubError(400, "InvalidSchema", "a TUPLE topic needs a RecordSchema with fields")
-            bad = [
-                f
-                for f in schema
-                if not isinstance(f, dict) or str(f.get("type", "")).lower() not in FIELD_TYPES
-            ]
+            bad = [f for f in schema if not isinstance(f, dict) or str(f.get("type", "")).lower() not in FIELD_TYPES]
             if bad:
                 raise DataHubError(400, "InvalidSchema", f"unknown field type in {bad[0]!r}")
         with self.lock:
@@ -319,9 +315,7 @@ class Store:
             first = shard.end
             lines = []
             for record in records:
-                data = (
-                    base64.b64encode(record.data).decode() if isinstance(record.data, bytes) else record.data
-                )
+                data = base64.b64encode(record.data).decode() if isinstance(record.data, bytes) else record.data
                 lines.append(orjson.dumps([record.system_time, data, record.attributes]))
             shard.file.write(b"".join(line + b"\n" for line in lines))
             shard.file.flush()

@@ -1,0 +1,239 @@
+"""The capture agent: poll the source, ship to DataHub, commit the position, repeat.
+
+Delivery rule (R9.1): the position is persisted only after DataHub accepted every event before it.
+A crash at any point therefore resumes from a committed position and replays what followed it, with
+the same event ids (R9.6) — at-least-once, the copies removable downstream by id.
+
+``/healthz`` (the process is alive), ``/readyz`` (connected to the database, and DataHub accepted
+the last batch or none was due) and ``/metrics`` (Prometheus) are served on ``capture.http_port``
+(R7.8). SIGTERM finishes the batch in flight, commits its position and exits 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from functools import partial
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+
+from capture_agent.changelog import ChangeLogCapture
+from capture_agent.db import ConnectionLostError, Database
+from capture_agent.method import Captured, CaptureMethod, TableNotFoundError, discover_tables
+from capture_agent.state import PositionStore
+from obflow.config import ObflowConfig
+from obflow.datahub.client import ensure_change_topic, make_client
+from obflow.datahub.producer import DeliveryError, Producer
+from obflow.log import Fault, log_event, log_fault
+
+log = logging.getLogger("obflow.capture")
+
+CHANGES = Counter("obflow_capture_changes", "Changes accepted by DataHub", ["table", "op"])
+LAG = Histogram(
+    "obflow_capture_lag_seconds",
+    "Commit in the database to acceptance by DataHub",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300),
+)
+BACKLOG = Gauge("obflow_capture_backlog", "Changes in the change log not yet shipped", ["table"])
+POSITION = Gauge("obflow_capture_position", "Committed change-log high-water mark", ["table"])
+LAST_COMMIT = Gauge("obflow_capture_last_commit_timestamp_seconds", "When a position was last committed")
+
+
+def build_method(config: ObflowConfig, db: Database) -> CaptureMethod:
+    tables = discover_tables(db, config)
+    if config.capture.method == "binlog":
+        from capture_agent.binlog import BinlogCapture
+
+        return BinlogCapture(config, db, tables)
+    return ChangeLogCapture(config, db, tables)
+
+
+class CaptureAgent:
+    def __init__(self, config: ObflowConfig) -> None:
+        self.config = config
+        self.db = Database(config.source)
+        self.positions = PositionStore(config.capture.state_dir)
+        self.stop_event = threading.Event()
+        self.datahub_ok = False
+        self.http: ThreadingHTTPServer | None = None
+        self.method: CaptureMethod | None = None
+        self.producer: Producer | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.db.connected and self.datahub_ok
+
+    # ---- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Connect to both ends and serve the health endpoints; raises when either end is unusable."""
+        self._serve_http()
+        try:
+            self.db.connect()
+        except Exception as exc:
+            log_fault(log, Fault.DB_CONNECTION_LOST, f"database not reachable at start: {exc}")
+            if not self.db.reconnect(self.stop_event):
+                raise _StoppedError() from None
+        client = make_client(self.config.datahub)
+        ensure_change_topic(client, self.config.datahub)
+        self.producer = Producer(
+            client,
+            self.config.datahub.project,
+            self.config.datahub.topic,
+            self.config.datahub.retry,
+            batch_size=self.config.datahub.batch_size,
+        )
+        self.datahub_ok = True
+        self.method = build_method(self.config, self.db)
+
+    def run(self) -> int:
+        """Capture until :meth:`stop`; returns the process exit code."""
+        assert self.method is not None and self.producer is not None
+        method = self.method
+        position = self.positions.load()
+        if position is None:
+            position = self._with_db(method.initial_position)
+            self.positions.save(position)
+            log_event(
+                log,
+                "capture.started_fresh",
+                "no committed position: starting from the beginning",
+                position=position,
+            )
+        while not self.stop_event.is_set():
+            try:
+                captured: Captured = self._with_db(partial(method.poll, position))
+            except _StoppedError:
+                break
+            if captured.events and not self._deliver(captured):
+                continue
+            position = captured.position
+            self.positions.save(position)
+            LAST_COMMIT.set_to_current_time()
+            self._record(captured)
+            try:
+                self._with_db(partial(method.acknowledge, position))
+            except _StoppedError:
+                break
+            if not captured.events:
+                self.stop_event.wait(self.config.capture.poll_interval)
+                try:
+                    self._with_db(self.db.heartbeat)
+                except _StoppedError:
+                    break
+        log_event(log, "capture.stopped", "capture agent stopped; position committed", position=position)
+        return 0
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    def close(self) -> None:
+        if self.method is not None:
+            self.method.close()
+        self.db.close()
+        if self.http is not None:
+            self.http.shutdown()
+            self.http.server_close()
+
+    # ---- steps ----------------------------------------------------------------------------
+
+    def _deliver(self, captured: Captured) -> bool:
+        assert self.producer is not None
+        try:
+            self.producer.send(captured.events)
+        except DeliveryError as exc:
+            self.datahub_ok = False
+            log_fault(
+                log,
+                Fault.DATAHUB_UNREACHABLE,
+                f"batch not accepted, position held; retrying the batch: {exc}",
+                level=logging.ERROR,
+                events=len(captured.events),
+            )
+            self.stop_event.wait(max(self.config.datahub.retry.interval, 1.0))
+            return False
+        self.datahub_ok = True
+        now = time.time()
+        for event in captured.events:
+            CHANGES.labels(event.source.qualified_table, event.op).inc()
+            if event.op != "r":
+                LAG.observe(max(now - event.source.commit_ts_ms / 1000, 0))
+        return True
+
+    def _record(self, captured: Captured) -> None:
+        for table, backlog in captured.backlog.items():
+            BACKLOG.labels(table).set(backlog)
+        for table, entry in captured.position.get("tables", {}).items():
+            if "hw" in entry:
+                POSITION.labels(table).set(entry["hw"])
+
+    def _with_db(self, action: Any) -> Any:
+        """Run ``action``; on a lost connection reconnect (R1.7) and run it again."""
+        while True:
+            try:
+                return action()
+            except ConnectionLostError:
+                if not self.db.reconnect(self.stop_event):
+                    raise _StoppedError() from None
+
+    def _serve_http(self) -> None:
+        agent = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                if self.path == "/healthz":
+                    self._send(200, b"ok\n", "text/plain")
+                elif self.path == "/readyz":
+                    ready = agent.ready
+                    database = "up" if agent.db.connected else "down"
+                    body = f"database={database} datahub={'up' if agent.datahub_ok else 'down'}\n"
+                    self._send(200 if ready else 503, body.encode(), "text/plain")
+                elif self.path == "/metrics":
+                    self._send(200, generate_latest(), CONTENT_TYPE_LATEST)
+                else:
+                    self._send(404, b"not found\n", "text/plain")
+
+            def _send(self, status: int, body: bytes, content_type: str) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.http = ThreadingHTTPServer(("0.0.0.0", self.config.capture.http_port), Handler)
+        self.http.daemon_threads = True
+        threading.Thread(target=self.http.serve_forever, args=(0.2,), name="capture-http", daemon=True).start()
+        log_event(log, "capture.http", f"health and metrics on port {self.http.server_address[1]}")
+
+    @property
+    def http_port(self) -> int:
+        assert self.http is not None
+        return int(self.http.server_address[1])
+
+
+class _StoppedError(Exception):
+    """Stop was requested while waiting for the database."""
+
+
+def run_agent(config: ObflowConfig) -> int:
+    """``obflow capture run``: start, capture until SIGTERM/SIGINT, exit 0."""
+    agent = CaptureAgent(config)
+    signal.signal(signal.SIGTERM, lambda signum, frame: agent.stop())
+    signal.signal(signal.SIGINT, lambda signum, frame: agent.stop())
+    try:
+        agent.start()
+    except TableNotFoundError as exc:
+        log_fault(log, Fault.CONFIG_INVALID, f"capture agent refuses to start: {exc}", level=logging.ERROR)
+        agent.close()
+        return 2
+    try:
+        return agent.run()
+    finally:
+        agent.close()

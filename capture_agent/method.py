@@ -1,0 +1,78 @@
+"""The small interface every capture method implements, and table discovery shared by them.
+
+A method turns "changes after position P" into a :class:`Captured` batch: envelopes in commit
+order plus the position right after them. The agent sends the envelopes, and only once DataHub has
+accepted them all does it persist the new position and call :meth:`CaptureMethod.acknowledge`.
+Positions are plain JSON-serialisable dicts owned by the method.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+from capture_agent.db import Database
+from capture_agent.dialects import Column, Dialect, TableInfo, catalog_queries
+from obflow.config import ObflowConfig
+from obflow.events import ChangeEvent
+
+Position = dict[str, Any]
+
+
+@dataclass
+class Captured:
+    events: list[ChangeEvent]
+    position: Position
+    backlog: dict[str, int] = field(default_factory=dict)
+    """Changes known to be waiting per table (for the backlog metric)."""
+
+
+class CaptureMethod(ABC):
+    name: str
+
+    @abstractmethod
+    def initial_position(self) -> Position:
+        """Where to start when no position was ever committed (may plan a snapshot)."""
+
+    @abstractmethod
+    def poll(self, position: Position) -> Captured:
+        """The next changes after ``position``, bounded by ``capture.batch_size``; may be empty."""
+
+    def acknowledge(self, position: Position) -> None:  # noqa: B027 - optional hook
+        """Called after ``position`` was committed: release what is no longer needed (e.g. purge)."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release resources."""
+
+
+class TableNotFoundError(Exception):
+    pass
+
+
+def dialect_of(config: ObflowConfig) -> Dialect:
+    return "oracle" if config.source.mode == "oracle" else "mysql"
+
+
+def discover_tables(db: Database, config: ObflowConfig) -> list[TableInfo]:
+    """Columns and primary keys of every configured table, from the catalog (or the config's key)."""
+    columns_sql, key_sql = catalog_queries(dialect_of(config))
+    tables = []
+    for spec in config.source.tables:
+        schema, _, name = spec.name.rpartition(".")
+        schema = schema or config.source.database
+        columns = tuple(Column(str(n), str(t)) for n, t in db.query(columns_sql, (schema, name)))
+        if not columns:
+            raise TableNotFoundError(
+                f"source.tables: table {schema}.{name} does not exist or is not visible to {config.source.user}"
+            )
+        key = tuple(spec.primary_key) or tuple(str(r[0]) for r in db.query(key_sql, (schema, name)))
+        if not key:
+            raise TableNotFoundError(
+                f"source.tables: {schema}.{name} has no primary key; add one or set primary_key for it in the config"
+            )
+        unknown = [k for k in key if k not in {c.name for c in columns}]
+        if unknown:
+            raise TableNotFoundError(f"source.tables: primary_key {unknown} not among the columns of {schema}.{name}")
+        tables.append(TableInfo(schema, name, columns, key))
+    return tables

@@ -1,0 +1,202 @@
+"""Real database engines for the capture tests, started by the tests themselves.
+
+* seekdb: a real OceanBase engine (MySQL mode), the ``seekdb`` server bundled in the PyPI wheel.
+* MariaDB: Debian's ``mariadbd`` in a private data directory with row-based binlog.
+
+Both are session-scoped and can be killed and restarted on the same port and data (for the
+reconnect tests). Each test works in a database of its own.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pylibseekdb
+import pymysql
+import pytest
+from datahub.exceptions import ResourceNotFoundException
+
+from capture_agent.agent import CaptureAgent
+from obflow.config import ObflowConfig
+from obflow.datahub.client import make_client
+from obflow.datahub.consumer import ShardReader, decode_events
+from obflow.datahub.emulator import DataHubEmulator
+from obflow.events import ChangeEvent
+from tests.datahub.conftest import ACCESS_ID, ACCESS_KEY, free_port
+
+MARIADBD = "/usr/sbin/mariadbd"
+
+
+class Engine:
+    """A database server process the tests control."""
+
+    def __init__(self, kind: str, base_dir: Path) -> None:
+        self.kind = kind
+        self.base_dir = base_dir
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def _command(self) -> list[str]:
+        if self.kind == "seekdb":
+            binary = Path(pylibseekdb.__file__).parent / "seekdb"
+            return [str(binary), "--nodaemon", "--port", str(self.port), "--base-dir", str(self.base_dir)]
+        return [
+            MARIADBD, "--no-defaults", f"--datadir={self.base_dir / 'data'}", f"--socket={self.base_dir / 'sock'}",
+            f"--port={self.port}", "--bind-address=127.0.0.1", "--user=root", "--skip-name-resolve",
+            f"--log-bin={self.base_dir / 'data' / 'binlog'}", "--binlog-format=ROW",
+            "--binlog-row-image=FULL", "--binlog-row-metadata=FULL",
+            "--server-id=1", "--innodb-buffer-pool-size=64M", "--max-connections=200",
+        ]  # fmt: skip
+
+    def start(self) -> Engine:
+        self.base_dir.mkdir(parents=True, exist_ok=True)
+        if self.kind == "mariadb" and not (self.base_dir / "data" / "mysql").exists():
+            subprocess.run(
+                ["mariadb-install-db", "--no-defaults", f"--datadir={self.base_dir / 'data'}", "--user=root",
+                 "--auth-root-authentication-method=normal", "--skip-test-db"],
+                check=True, capture_output=True,
+            )  # fmt: skip
+        log = (self.base_dir / "server.log").open("ab")
+        self.proc = subprocess.Popen(self._command(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                self.connect().close()
+                return self
+            except pymysql.err.OperationalError:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"{self.kind} exited; see {self.base_dir / 'server.log'}") from None
+                time.sleep(0.2)
+        raise RuntimeError(f"{self.kind} did not accept connections within 60s")
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(30)
+        # the port must be free before a restart
+        time.sleep(0.5)
+
+    def connect(self, database: str | None = None) -> Any:
+        return pymysql.connect(
+            host="127.0.0.1",
+            port=self.port,
+            user="root",
+            password="",
+            database=database,
+            autocommit=True,
+            connect_timeout=5,
+        )
+
+
+@pytest.fixture(scope="session")
+def seekdb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
+    engine = Engine("seekdb", tmp_path_factory.mktemp("seekdb")).start()
+    yield engine
+    engine.kill()
+
+
+@pytest.fixture(scope="session")
+def mariadb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
+    if not Path(MARIADBD).exists() or shutil.which("mariadb-install-db") is None:
+        pytest.skip("MariaDB is not installed (scripts/bootstrap.sh installs mariadb-server)")
+    engine = Engine("mariadb", tmp_path_factory.mktemp("mariadb")).start()
+    yield engine
+    engine.kill()
+
+
+@pytest.fixture(params=["seekdb", "mariadb"])
+def engine(request: pytest.FixtureRequest) -> Engine:
+    engine: Engine = request.getfixturevalue(str(request.param))
+    if engine.proc is None or engine.proc.poll() is not None:
+        engine.start()  # a previous test killed it
+    return engine
+
+
+_counter = itertools.count()
+
+ORDERS_DDL = (
+    "CREATE TABLE orders (id BIGINT PRIMARY KEY, status VARCHAR(20) NOT NULL, amount DECIMAL(12,2), "
+    "note VARCHAR(100) NULL, created DATETIME(6), paid_at TIMESTAMP(6) NULL)"
+)
+LINES_DDL = (
+    "CREATE TABLE order_lines (order_id BIGINT, line_no INT, sku VARCHAR(20), qty INT, PRIMARY KEY (order_id, line_no))"
+)
+
+
+@pytest.fixture
+def database(engine: Engine) -> str:
+    """A fresh database with the sample tables."""
+    name = f"t{next(_counter)}_{uuid.uuid4().hex[:6]}"
+    with engine.connect() as conn, conn.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {name}")
+        cur.execute(f"USE {name}")
+        cur.execute(ORDERS_DDL)
+        cur.execute(LINES_DDL)
+    return name
+
+
+def capture_config(engine: Engine, database: str, state_dir: Path, endpoint: str, **capture: Any) -> ObflowConfig:
+    return ObflowConfig(
+        source={"engine": "oceanbase" if engine.kind == "seekdb" else "mariadb", "mode": "mysql",
+                "host": "127.0.0.1", "port": engine.port, "user": "root", "database": database,
+                "tables": ["orders", "order_lines"], "reconnect_max_backoff": "2s", "heartbeat_interval": "1s"},
+        datahub={"endpoint": endpoint, "access_id": ACCESS_ID, "access_key": ACCESS_KEY, "shards": 2,
+                 "topic": f"cdc_{database}", "retry": {"attempts": 3, "interval": "200ms"}},
+        capture={"state_dir": str(state_dir), "poll_interval": "50ms", "http_port": 0, **capture},
+    )  # fmt: skip
+
+
+@pytest.fixture
+def datahub(tmp_path: Path) -> Iterator[DataHubEmulator]:
+    emu = DataHubEmulator(str(tmp_path / "datahub"), access_id=ACCESS_ID, access_key=ACCESS_KEY).start()
+    yield emu
+    emu.stop()
+
+
+class RunningAgent:
+    """A capture agent running in a thread of the test process."""
+
+    def __init__(self, config: ObflowConfig) -> None:
+        self.config = config
+        self.agent = CaptureAgent(config)
+        self.agent.start()
+        self.thread = threading.Thread(target=self.agent.run, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.agent.stop()
+        self.thread.join(30)
+        self.agent.close()
+
+
+def read_topic(config: ObflowConfig) -> list[ChangeEvent]:
+    client = make_client(config.datahub)
+    events: list[ChangeEvent] = []
+    try:
+        shards = [s.shard_id for s in client.list_shard(config.datahub.project, config.datahub.topic).shards]
+    except ResourceNotFoundException:
+        return []  # the agent has not created the topic yet
+    for shard in shards:
+        for batch in ShardReader(client, config.datahub.project, config.datahub.topic, shard).read_all():
+            events += decode_events(batch.records)
+    return events
+
+
+def wait_for(predicate: Any, timeout: float = 30, interval: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s")
