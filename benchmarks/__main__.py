@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import sys
 
-from benchmarks import datahub_throughput
+from benchmarks import capture_throughput, datahub_throughput
 
 
 def main() -> int:
-    return datahub_throughput.main(sys.argv[1:])
+    datahub_throughput.main([])
+    print()
+    return capture_throughput.main([])
 
 
 if __name__ == "__main__":

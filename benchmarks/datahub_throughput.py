@@ -12,16 +12,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
 
-import httpx
 import orjson
 from datahub.models import TupleRecord
 from datahub.models.params import (
@@ -30,6 +26,7 @@ from datahub.models.params import (
     PutRecordsRequestParams,
 )
 
+from benchmarks.common import machine, start_emulator
 from obflow.config import DataHubConfig, RetryConfig
 from obflow.datahub.client import change_topic_schema, ensure_change_topic, make_client
 from obflow.datahub.consumer import ShardReader, decode_events, decode_payloads
@@ -54,35 +51,6 @@ class Row:
     @property
     def mb_rate(self) -> float:
         return self.megabytes / self.seconds
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _start_emulator(data_dir: str) -> tuple[subprocess.Popen[bytes], str]:
-    port = _free_port()
-    cmd = [
-        sys.executable,
-        "-m",
-        "obflow.cli",
-        "datahub-emulator",
-        "--port",
-        str(port),
-        "--data-dir",
-        data_dir,
-    ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    endpoint = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            httpx.get(f"{endpoint}/healthz", timeout=1)
-            return proc, endpoint
-        except httpx.TransportError:
-            time.sleep(0.05)
-    raise RuntimeError("emulator did not start")
 
 
 def _records(events: list[ChangeEvent]) -> list[TupleRecord]:
@@ -147,7 +115,7 @@ def run(count: int) -> list[Row]:
     payload_mb = sum(len(e.to_json()) for e in events) / 1e6
     rows: list[Row] = []
     with tempfile.TemporaryDirectory() as data_dir:
-        proc, endpoint = _start_emulator(data_dir)
+        proc, endpoint = start_emulator(data_dir)
         try:
             for protocol in ("json", "pb"):
                 config = DataHubConfig(
@@ -221,8 +189,7 @@ def run(count: int) -> list[Row]:
 
 def report(rows: list[Row], count: int) -> None:
     print(f"DataHub throughput: {count} change envelopes, {BATCH} per put, 4 shards, emulator as a process")
-    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
-    print(f"machine: {machine}, {platform.platform()}")
+    print(f"machine: {machine()}")
     baseline = {r.name.split("(")[-1]: r.rate for r in rows if r.name.startswith("SDK client side")}
     print(f"{'stage':48} {'records/s':>11} {'MB/s':>7} {'µs/record':>10} {'vs client':>10}")
     for r in rows:

@@ -134,6 +134,8 @@ class CaptureAgent:
     def close(self) -> None:
         if self.method is not None:
             self.method.close()
+        if self.producer is not None:
+            self.producer.close()
         self.db.close()
         if self.http is not None:
             self.http.shutdown()

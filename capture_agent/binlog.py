@@ -17,15 +17,18 @@ and changes committed between it and the snapshot's start may be seen twice (at-
 from __future__ import annotations
 
 import base64
+import queue
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
 from typing import Any
 
+import pymysql
 from pymysqlreplication import BinLogStreamReader
 from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
 
-from capture_agent.db import Database
+from capture_agent.db import ConnectionLostError, Database, is_connection_error
 from capture_agent.dialects import BINARY_TYPES, TableInfo, snapshot_begin, snapshot_end
 from capture_agent.method import Captured, CaptureMethod, Position
 from capture_agent.snapshot import Method, read_snapshot_chunk, snapshot_pending
@@ -34,6 +37,58 @@ from obflow.config import ObflowConfig
 from obflow.events import ChangeEvent, SourceInfo
 
 _OPS = {WriteRowsEvent: "c", UpdateRowsEvent: "u", DeleteRowsEvent: "d"}
+
+
+class _StreamReader:
+    """One open binlog stream, read by a thread into a bounded queue.
+
+    ``handed_out`` is the position after the last event given to the agent: the stream continues
+    from there, so polls need not reconnect.
+    """
+
+    def __init__(self, stream: BinLogStreamReader, start: tuple[str, int]) -> None:
+        self.stream = stream
+        self.handed_out = start
+        self.error: BaseException | None = None
+        self.queue: queue.Queue[tuple[Any, str]] = queue.Queue(maxsize=10_000)
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="binlog-reader", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            for event in self.stream:
+                while not self.stopping.is_set():
+                    try:
+                        self.queue.put((event, self.stream.log_file), timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+                if self.stopping.is_set():
+                    return
+        except Exception as exc:
+            if not self.stopping.is_set():
+                self.error = exc
+        finally:
+            self.stopping.set()
+
+    def take(self, limit: int, wait: float) -> Iterator[tuple[Any, str]]:
+        """Events (with their binlog file) until ``limit`` rows or nothing new within ``wait``."""
+        rows = 0
+        timeout = wait
+        while rows < limit:
+            try:
+                event, log_file = self.queue.get(timeout=timeout)
+            except queue.Empty:
+                return
+            rows += len(event.rows)
+            timeout = 0.005  # drain what is there, do not wait for more
+            yield event, log_file
+
+    def close(self) -> None:
+        self.stopping.set()
+        self.stream.close()
+        self.thread.join(5)
 
 
 class BinlogCapture(CaptureMethod):
@@ -52,6 +107,7 @@ class BinlogCapture(CaptureMethod):
         self.clock = clock
         self.database = config.source.tenant or config.source.database
         self._snapshot_session: int | None = None
+        self._reader: _StreamReader | None = None
 
     def initial_position(self) -> Position:
         if self.config.capture.snapshot:
@@ -92,8 +148,38 @@ class BinlogCapture(CaptureMethod):
         return self._stream(new_position)
 
     def _stream(self, position: Position) -> Captured:
+        where = (position["log_file"], int(position["log_pos"]))
+        if self._reader is None or self._reader.handed_out != where:
+            # first poll, or the agent is back at its committed position after a failed delivery
+            self._close_reader()
+            try:
+                self._reader = _StreamReader(self._open_stream(*where), where)
+            except (pymysql.err.Error, OSError) as exc:
+                if not is_connection_error(exc):
+                    raise
+                raise ConnectionLostError(f"binlog stream cannot be opened: {exc}") from exc
+        events: list[ChangeEvent] = []
+        now_ms = int(self.clock() * 1000)
+        for binlog_event, log_file in self._reader.take(
+            self.config.capture.batch_size, self.config.capture.poll_interval
+        ):
+            table = self.tables.get((binlog_event.schema, binlog_event.table))
+            if table is not None:
+                end = f"{log_file}:{binlog_event.packet.log_pos}"
+                op = _OPS[type(binlog_event)]
+                commit_ms = int(binlog_event.timestamp) * 1000
+                for index, row in enumerate(binlog_event.rows):
+                    events.append(self._event(table, op, row, f"{end}:{index}", commit_ms, now_ms))
+            position["log_file"], position["log_pos"] = log_file, binlog_event.packet.log_pos
+        self._reader.handed_out = (position["log_file"], int(position["log_pos"]))
+        if self._reader.error is not None:
+            error, self._reader = self._reader.error, None
+            raise ConnectionLostError(f"binlog stream failed: {error}")
+        return Captured(events, position)
+
+    def _open_stream(self, log_file: str, log_pos: int) -> BinLogStreamReader:
         source = self.config.source
-        stream = BinLogStreamReader(
+        return BinLogStreamReader(
             connection_settings={
                 "host": source.host,
                 "port": source.port,
@@ -101,31 +187,23 @@ class BinlogCapture(CaptureMethod):
                 "passwd": source.password.get_secret_value(),
             },
             server_id=self.config.capture.binlog_server_id,
-            log_file=position["log_file"],
-            log_pos=position["log_pos"],
+            log_file=log_file,
+            log_pos=log_pos,
             resume_stream=True,
-            blocking=False,
+            blocking=True,
+            slave_heartbeat=1.0,
             only_events=list(_OPS),
             only_schemas=sorted({schema for schema, _ in self.tables}),
             only_tables=sorted({name for _, name in self.tables}),
         )
-        events: list[ChangeEvent] = []
-        now_ms = int(self.clock() * 1000)
-        try:
-            for binlog_event in stream:
-                table = self.tables.get((binlog_event.schema, binlog_event.table))
-                if table is not None:
-                    end = f"{stream.log_file}:{binlog_event.packet.log_pos}"
-                    op = _OPS[type(binlog_event)]
-                    commit_ms = int(binlog_event.timestamp) * 1000
-                    for index, row in enumerate(binlog_event.rows):
-                        events.append(self._event(table, op, row, f"{end}:{index}", commit_ms, now_ms))
-                position["log_file"], position["log_pos"] = stream.log_file, binlog_event.packet.log_pos
-                if len(events) >= self.config.capture.batch_size:
-                    break
-        finally:
-            stream.close()
-        return Captured(events, position)
+
+    def _close_reader(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+
+    def close(self) -> None:
+        self._close_reader()
 
     def _event(
         self, table: TableInfo, op: str, row: dict[str, Any], position: str, commit_ms: int, now_ms: int

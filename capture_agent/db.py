@@ -150,6 +150,7 @@ class Database:
         """
         if self._down_since is None:
             self._down_since = time.monotonic()
+        self.close()
         delay, attempt = 0.1, 0
         while not stop.is_set():
             attempt += 1

@@ -10,7 +10,8 @@ import pytest
 from obflow.config import ObflowConfig
 from obflow.datahub.emulator import DataHubEmulator
 from obflow.events import ChangeEvent
-from tests.capture.conftest import Engine, RunningAgent, capture_config, read_topic, wait_for
+from obflow.localdb import Engine
+from tests.capture.conftest import RunningAgent, capture_config, read_topic, wait_for
 
 
 @pytest.fixture

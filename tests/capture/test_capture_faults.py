@@ -20,7 +20,8 @@ from capture_agent.install import apply_ddl, change_log_ddl
 from obflow.config import ObflowConfig
 from obflow.datahub.emulator import DataHubEmulator
 from obflow.events import ChangeEvent
-from tests.capture.conftest import Engine, RunningAgent, capture_config, read_topic, wait_for
+from obflow.localdb import Engine
+from tests.capture.conftest import RunningAgent, capture_config, read_topic, wait_for
 from tests.datahub.conftest import ACCESS_KEY, free_port, put_log, set_faults
 
 

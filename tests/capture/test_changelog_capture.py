@@ -9,7 +9,8 @@ from capture_agent.install import apply_ddl, change_log_ddl
 from obflow.config import ObflowConfig
 from obflow.datahub.emulator import DataHubEmulator
 from obflow.events import ChangeEvent
-from tests.capture.conftest import Engine, RunningAgent, capture_config, read_topic, wait_for
+from obflow.localdb import Engine
+from tests.capture.conftest import RunningAgent, capture_config, read_topic, wait_for
 
 NULLS = {"amount": None, "note": None, "created": None, "paid_at": None}
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import yaml
 
-from tests.capture.conftest import Engine, capture_config
+from obflow.localdb import Engine
+from tests.capture.conftest import capture_config
 
 
 def cli(engine: Engine, database: str, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -178,3 +178,18 @@ def test_connection_refused_is_retried_until_datahub_is_back_R1_5(
     report = sender.send(change_stream(50, rows=50))
     assert report.records == 50
     assert 1 <= report.retries <= 3
+
+
+def test_fast_records_encode_exactly_like_validated_ones() -> None:
+    from datahub.models import TupleRecord
+    from datahub.models.params import PutPBRecordsRequestParams, PutRecordsRequestParams
+
+    from obflow.datahub.client import change_topic_schema
+    from obflow.datahub.producer import _tuple_record
+
+    schema = change_topic_schema()
+    values = [e.to_datahub_values() for e in change_stream(50, rows=10)]
+    fast = [_tuple_record(schema, v) for v in values]
+    checked = [TupleRecord(schema=schema, values=v) for v in values]
+    for params in (PutPBRecordsRequestParams, PutRecordsRequestParams):
+        assert params(fast).content() == params(checked).content()
