@@ -21,7 +21,6 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
-from functools import partial
 from typing import Any
 
 import pymysql
@@ -29,12 +28,12 @@ from pymysqlreplication import BinLogStreamReader
 from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
 
 from capture_agent.db import ConnectionLostError, Database, is_connection_error
-from capture_agent.dialects import BINARY_TYPES, TableInfo, snapshot_begin, snapshot_end
-from capture_agent.method import Captured, CaptureMethod, Position
-from capture_agent.snapshot import Method, read_snapshot_chunk, snapshot_pending
+from capture_agent.dialects import BINARY_TYPES, TableInfo
+from capture_agent.method import Captured, Position
+from capture_agent.snapshot import SnapshotThenStream, copy_position
 from capture_agent.values import normalize
 from obflow.config import ObflowConfig
-from obflow.events import ChangeEvent, SourceInfo
+from obflow.events import ChangeEvent
 
 _OPS = {WriteRowsEvent: "c", UpdateRowsEvent: "u", DeleteRowsEvent: "d"}
 
@@ -91,61 +90,34 @@ class _StreamReader:
         self.thread.join(5)
 
 
-class BinlogCapture(CaptureMethod):
+class BinlogCapture(SnapshotThenStream):
     name = "binlog"
 
     def __init__(
-        self,
-        config: ObflowConfig,
-        db: Database,
-        tables: list[TableInfo],
-        clock: Callable[[], float] = time.time,
+        self, config: ObflowConfig, db: Database, tables: list[TableInfo], clock: Callable[[], float] = time.time
     ) -> None:
-        self.config = config
-        self.db = db
-        self.tables = {(t.schema, t.name): t for t in tables}
-        self.clock = clock
-        self.database = config.source.tenant or config.source.database
-        self._snapshot_session: int | None = None
+        super().__init__(config, db, tables, clock)
+        self.by_name = {(t.schema, t.name): t for t in tables}
         self._reader: _StreamReader | None = None
 
     def initial_position(self) -> Position:
         if self.config.capture.snapshot:
-            for statement in snapshot_begin("mysql"):
-                self.db.execute(statement)
-            self._snapshot_session = self.db.session
+            self.begin_snapshot()
         status = dict(self.db.query("SHOW STATUS LIKE 'binlog_snapshot_%'"))
         if status.get("binlog_snapshot_file"):
             log_file, log_pos = str(status["binlog_snapshot_file"]), int(status["binlog_snapshot_position"])
         else:
             row = self.db.query("SHOW MASTER STATUS")[0]
             log_file, log_pos = str(row[0]), int(row[1])
-        tables: dict[str, Any] = {t.qualified: {} for t in self.tables.values()}
+        tables: dict[str, Any] = {t.qualified: {} for t in self.tables}
         if self.config.capture.snapshot:
             for entry in tables.values():
                 entry["snapshot"] = {"hw": f"{log_file}:{log_pos}", "after": None, "done": False}
         return {"method": self.name, "log_file": log_file, "log_pos": log_pos, "tables": tables}
 
     def poll(self, position: Position) -> Captured:
-        new_position: Position = {**position, "tables": {k: dict(v) for k, v in position["tables"].items()}}
-        for table in self.tables.values():
-            entry = new_position["tables"].setdefault(table.qualified, {})
-            if entry.get("snapshot") and not entry["snapshot"]["done"]:
-                entry["snapshot"] = dict(entry["snapshot"])
-                if self._snapshot_session != self.db.session:
-                    for statement in snapshot_begin("mysql"):
-                        self.db.execute(statement)
-                    self._snapshot_session = self.db.session
-                chunk = read_snapshot_chunk(
-                    self.db, "mysql", table, entry["snapshot"], self.config.capture.batch_size,
-                    partial(self._source, table), int(self.clock() * 1000),
-                )  # fmt: skip
-                if not snapshot_pending(new_position):
-                    for statement in snapshot_end("mysql"):
-                        self.db.execute(statement)
-                    self._snapshot_session = None
-                return Captured(chunk, new_position)
-        return self._stream(new_position)
+        new_position = copy_position(position)
+        return self.snapshot_step(new_position) or self._stream(new_position)
 
     def _stream(self, position: Position) -> Captured:
         where = (position["log_file"], int(position["log_pos"]))
@@ -163,7 +135,7 @@ class BinlogCapture(CaptureMethod):
         for binlog_event, log_file in self._reader.take(
             self.config.capture.batch_size, self.config.capture.poll_interval
         ):
-            table = self.tables.get((binlog_event.schema, binlog_event.table))
+            table = self.by_name.get((binlog_event.schema, binlog_event.table))
             if table is not None:
                 end = f"{log_file}:{binlog_event.packet.log_pos}"
                 op = _OPS[type(binlog_event)]
@@ -193,8 +165,8 @@ class BinlogCapture(CaptureMethod):
             blocking=True,
             slave_heartbeat=1.0,
             only_events=list(_OPS),
-            only_schemas=sorted({schema for schema, _ in self.tables}),
-            only_tables=sorted({name for _, name in self.tables}),
+            only_schemas=sorted({schema for schema, _ in self.by_name}),
+            only_tables=sorted({name for _, name in self.by_name}),
         )
 
     def _close_reader(self) -> None:
@@ -212,7 +184,7 @@ class BinlogCapture(CaptureMethod):
         after = self._image(table, row.get("after_values") if op == "u" else row.get("values") if op == "c" else None)
         image = after or before or {}
         key = {k: image[k] for k in table.primary_key}
-        source = self._source(table, position, commit_ms, None, "binlog")
+        source = self.source(table, position, commit_ms, None, "binlog")
         return ChangeEvent.create(op, key=key, before=before, after=after, source=source, ts_ms=now_ms)  # type: ignore[arg-type]
 
     @staticmethod
@@ -229,16 +201,3 @@ class BinlogCapture(CaptureMethod):
                 value = base64.b64encode(value).decode("ascii")
             image[column.name] = normalize(column.data_type, value)
         return image
-
-    def _source(
-        self, table: TableInfo, position: str, commit_ts_ms: int, txid: str | None, method: Method
-    ) -> SourceInfo:
-        return SourceInfo(
-            method=method,
-            database=self.database,
-            db_schema=table.schema,
-            table=table.name,
-            position=position,
-            txid=txid,
-            commit_ts_ms=commit_ts_ms,
-        )

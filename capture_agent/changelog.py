@@ -25,28 +25,15 @@ not purged until every snapshot has finished.
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 import orjson
 
-from capture_agent.db import Database
-from capture_agent.dialects import (
-    TableInfo,
-    gap_query,
-    log_query,
-    max_seq_query,
-    purge_statement,
-    snapshot_begin,
-    snapshot_end,
-)
-from capture_agent.method import Captured, CaptureMethod, Position, dialect_of
-from capture_agent.snapshot import read_snapshot_chunk, snapshot_pending
+from capture_agent.dialects import TableInfo, gap_query, log_query, max_seq_query, purge_statement
+from capture_agent.method import Captured, Position
+from capture_agent.snapshot import SnapshotThenStream, copy_position, snapshot_pending
 from capture_agent.values import normalize
-from obflow.config import ObflowConfig
-from obflow.events import ChangeEvent, SourceInfo
+from obflow.events import ChangeEvent
 from obflow.log import Fault, log_fault
 
 log = logging.getLogger("obflow.capture.changelog")
@@ -97,39 +84,14 @@ def _split(low: int, high: int, first_seen: float, seen: set[int]) -> list[Gap]:
     return parts
 
 
-class ChangeLogCapture(CaptureMethod):
+class ChangeLogCapture(SnapshotThenStream):
     name = "changelog"
-
-    def __init__(
-        self,
-        config: ObflowConfig,
-        db: Database,
-        tables: list[TableInfo],
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.config = config
-        self.db = db
-        self.tables = tables
-        self.dialect = dialect_of(config)
-        self.clock = clock
-        self.database = config.source.tenant or config.source.database
-        self._snapshot_session: int | None = None
-
-    def _begin_snapshot(self) -> None:
-        for statement in snapshot_begin(self.dialect):
-            self.db.execute(statement)
-        self._snapshot_session = self.db.session
-
-    def _end_snapshot(self) -> None:
-        for statement in snapshot_end(self.dialect):
-            self.db.execute(statement)
-        self._snapshot_session = None
 
     # ---- positions ------------------------------------------------------------------------
 
     def initial_position(self) -> Position:
         if self.config.capture.snapshot:
-            self._begin_snapshot()
+            self.begin_snapshot()
         tables: dict[str, Any] = {}
         for table in self.tables:
             high_water = int(self.db.query(max_seq_query(self.dialect, table))[0][0])
@@ -155,25 +117,15 @@ class ChangeLogCapture(CaptureMethod):
         return {"method": self.name, "tables": tables}
 
     def poll(self, position: Position) -> Captured:
-        new_position: Position = orjson.loads(orjson.dumps(position))
-        for table in self.tables:
-            entry = new_position["tables"].setdefault(table.qualified, {"hw": 0, "gaps": []})
-            snapshot = entry.get("snapshot")
-            if snapshot and not snapshot["done"]:
-                if self._snapshot_session != self.db.session:
-                    self._begin_snapshot()  # first chunk after a restart or a reconnect
-                chunk = read_snapshot_chunk(
-                    self.db, self.dialect, table, snapshot, self.config.capture.batch_size,
-                    partial(self._source, table), int(self.clock() * 1000),
-                )  # fmt: skip
-                if not snapshot_pending(new_position):
-                    self._end_snapshot()
-                return Captured(chunk, new_position)
+        new_position = copy_position(position)
+        step = self.snapshot_step(new_position)
+        if step is not None:
+            return step
         events: list[ChangeEvent] = []
         backlog: dict[str, int] = {}
         budget = self.config.capture.batch_size
         for table in self.tables:
-            entry = new_position["tables"][table.qualified]
+            entry = new_position["tables"].setdefault(table.qualified, {"hw": 0, "gaps": []})
             table_events = self._stream(table, entry, budget)
             events += table_events
             budget = max(budget - len(table_events), 1)
@@ -235,16 +187,5 @@ class ChangeLogCapture(CaptureMethod):
             return {k: normalize(types.get(k, ""), v) for k, v in orjson.loads(text).items()}
 
         key = image(pk) or {}
-        source = self._source(table, str(seq), int(commit_ts_ms), None if txid is None else str(txid), "changelog")
+        source = self.source(table, str(seq), int(commit_ts_ms), None if txid is None else str(txid), "changelog")
         return ChangeEvent.create(op, key=key, before=image(before), after=image(after), source=source, ts_ms=now_ms)
-
-    def _source(self, table: TableInfo, position: str, commit_ts_ms: int, txid: str | None, method: str) -> SourceInfo:
-        return SourceInfo(
-            method=method,
-            database=self.database,
-            db_schema=table.schema,
-            table=table.name,
-            position=position,
-            txid=txid,
-            commit_ts_ms=commit_ts_ms,
-        )

@@ -97,33 +97,28 @@ class Database:
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Rows of ``sql``; raises :class:`ConnectionLostError` when the connection is gone."""
-        if self._conn is None:
-            raise ConnectionLostError("not connected")
-        try:
-            with self._conn.cursor() as cursor:
-                cursor.execute(sql, tuple(params) or None)
-                rows = list(cursor.fetchall())
-        except (pymysql.err.Error, OSError) as exc:
-            if not is_connection_error(exc):
-                raise
-            self._lost(exc)
-            raise ConnectionLostError(str(exc)) from exc
-        self._last_used = time.monotonic()
+        rows: list[tuple[Any, ...]] = self._run(sql, params, fetch=True)
         return rows
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Rows affected by ``sql``; raises :class:`ConnectionLostError` when the connection is gone."""
+        count: int = self._run(sql, params, fetch=False)
+        return count
+
+    def _run(self, sql: str, params: Sequence[Any], fetch: bool) -> Any:
         if self._conn is None:
             raise ConnectionLostError("not connected")
         try:
             with self._conn.cursor() as cursor:
                 count = int(cursor.execute(sql, tuple(params) or None))
+                result = list(cursor.fetchall()) if fetch else count
         except (pymysql.err.Error, OSError) as exc:
             if not is_connection_error(exc):
                 raise
             self._lost(exc)
             raise ConnectionLostError(str(exc)) from exc
         self._last_used = time.monotonic()
-        return count
+        return result
 
     def heartbeat(self) -> None:
         """Ping when the connection has been idle for ``heartbeat_interval`` (keeps it alive, finds it dead)."""

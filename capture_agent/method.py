@@ -56,6 +56,10 @@ def dialect_of(config: ObflowConfig) -> Dialect:
 
 def discover_tables(db: Database, config: ObflowConfig) -> list[TableInfo]:
     """Columns and primary keys of every configured table, from the catalog (or the config's key)."""
+    if not config.source.tables:
+        raise TableNotFoundError(
+            "source.tables: no table configured; list the tables to capture (TABLE or SCHEMA.TABLE)"
+        )
     columns_sql, key_sql = catalog_queries(dialect_of(config))
     tables = []
     for spec in config.source.tables:

@@ -7,12 +7,18 @@ A snapshot's state lives in the committed position: ``{"hw": <where streaming re
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any, Literal
 
+import orjson
+
 from capture_agent.db import Database
-from capture_agent.dialects import Dialect, TableInfo, snapshot_query
+from capture_agent.dialects import Dialect, TableInfo, snapshot_begin, snapshot_end, snapshot_query
+from capture_agent.method import Captured, CaptureMethod, Position, dialect_of
 from capture_agent.values import normalize_row
+from obflow.config import ObflowConfig
 from obflow.events import ChangeEvent, SourceInfo, canonical_json
 
 Method = Literal["changelog", "binlog", "snapshot", "logproxy"]
@@ -48,3 +54,64 @@ def read_snapshot_chunk(
         snapshot["after"] = [v if isinstance(v, int | str) else str(v) for v in rows[-1][width:]]
     snapshot["done"] = len(rows) < chunk
     return events
+
+
+class SnapshotThenStream(CaptureMethod):
+    """Base of the methods that snapshot the tables before streaming: holds the connection, runs the
+    snapshot transaction (restarted after a reconnect) and builds the events' source coordinates."""
+
+    def __init__(
+        self, config: ObflowConfig, db: Database, tables: list[TableInfo], clock: Callable[[], float] = time.time
+    ) -> None:
+        self.config = config
+        self.db = db
+        self.tables = tables
+        self.dialect = dialect_of(config)
+        self.clock = clock
+        self.database = config.source.tenant or config.source.database
+        self._snapshot_session: int | None = None
+
+    def begin_snapshot(self) -> None:
+        for statement in snapshot_begin(self.dialect):
+            self.db.execute(statement)
+        self._snapshot_session = self.db.session
+
+    def end_snapshot(self) -> None:
+        for statement in snapshot_end(self.dialect):
+            self.db.execute(statement)
+        self._snapshot_session = None
+
+    def snapshot_step(self, position: Position) -> Captured | None:
+        """The next snapshot chunk (``position`` updated in place), or None once every table is done."""
+        for table in self.tables:
+            snapshot = position["tables"].setdefault(table.qualified, {}).get("snapshot")
+            if snapshot and not snapshot["done"]:
+                if self._snapshot_session != self.db.session:
+                    self.begin_snapshot()  # first chunk after a restart or a reconnect
+                chunk = read_snapshot_chunk(
+                    self.db, self.dialect, table, snapshot, self.config.capture.batch_size,
+                    partial(self.source, table), int(self.clock() * 1000),
+                )  # fmt: skip
+                if not snapshot_pending(position):
+                    self.end_snapshot()
+                return Captured(chunk, position)
+        return None
+
+    def source(
+        self, table: TableInfo, position: str, commit_ts_ms: int, txid: str | None, method: Method
+    ) -> SourceInfo:
+        return SourceInfo(
+            method=method,
+            database=self.database,
+            db_schema=table.schema,
+            table=table.name,
+            position=position,
+            txid=txid,
+            commit_ts_ms=commit_ts_ms,
+        )
+
+
+def copy_position(position: Position) -> Position:
+    """A deep copy, so a poll never changes the position the agent has committed."""
+    copied: Position = orjson.loads(orjson.dumps(position))
+    return copied

@@ -22,6 +22,7 @@ import pytest
 from datahub.exceptions import ResourceNotFoundException
 
 from capture_agent.agent import CaptureAgent
+from capture_agent.install import apply_ddl, change_log_ddl
 from obflow.config import ObflowConfig
 from obflow.datahub.client import make_client
 from obflow.datahub.consumer import ShardReader, decode_events
@@ -133,3 +134,12 @@ def wait_for(predicate: Any, timeout: float = 30, interval: float = 0.05) -> Any
             return value
         time.sleep(interval)
     raise AssertionError(f"condition not met within {timeout}s")
+
+
+def start_capture(
+    engine: Engine, database: str, datahub: DataHubEmulator, tmp_path: Path, **capture: Any
+) -> tuple[ObflowConfig, RunningAgent]:
+    """Change capture installed on the sample tables and an agent streaming them (no snapshot)."""
+    config = capture_config(engine, database, tmp_path / "state", datahub.endpoint, **{"snapshot": False, **capture})
+    apply_ddl(config, change_log_ddl(config))
+    return config, RunningAgent(config)

@@ -21,7 +21,7 @@ from obflow.config import ObflowConfig
 from obflow.datahub.emulator import DataHubEmulator
 from obflow.events import ChangeEvent
 from obflow.localdb import Engine
-from tests.capture.conftest import RunningAgent, capture_config, read_topic, wait_for
+from tests.capture.conftest import capture_config, read_topic, start_capture, wait_for
 from tests.datahub.conftest import ACCESS_KEY, free_port, put_log, set_faults
 
 
@@ -83,9 +83,7 @@ def assert_exactly_the_table(engine: Engine, database: str, config: ObflowConfig
 def test_database_restart_mid_stream_reconnects_within_30s_and_loses_nothing_R1_6_R1_7(
     engine: Engine, database: str, datahub: DataHubEmulator, tmp_path: Path
 ) -> None:
-    config = capture_config(engine, database, tmp_path / "state", datahub.endpoint, snapshot=False)
-    apply_ddl(config, change_log_ddl(config))
-    agent = RunningAgent(config)
+    config, agent = start_capture(engine, database, datahub, tmp_path)
     try:
         session = agent.agent.db.session
         with Writer(engine, database):
@@ -146,9 +144,7 @@ def test_agent_killed_mid_batch_and_restarted_loses_nothing_R9_1_R9_6(
 def test_datahub_failures_hold_the_position_and_lose_nothing_R1_5(
     engine: Engine, database: str, datahub: DataHubEmulator, tmp_path: Path
 ) -> None:
-    config = capture_config(engine, database, tmp_path / "state", datahub.endpoint, snapshot=False)
-    apply_ddl(config, change_log_ddl(config))
-    agent = RunningAgent(config)
+    config, agent = start_capture(engine, database, datahub, tmp_path)
     position_file = tmp_path / "state" / "position.json"
     try:
         with engine.connect(database) as conn, conn.cursor() as cur:
@@ -173,9 +169,7 @@ def test_datahub_failures_hold_the_position_and_lose_nothing_R1_5(
 def test_health_readiness_and_metrics_endpoints_R7_8(
     engine: Engine, database: str, datahub: DataHubEmulator, tmp_path: Path
 ) -> None:
-    config = capture_config(engine, database, tmp_path / "state", datahub.endpoint, snapshot=False)
-    apply_ddl(config, change_log_ddl(config))
-    agent = RunningAgent(config)
+    config, agent = start_capture(engine, database, datahub, tmp_path)
     try:
         base = f"http://127.0.0.1:{agent.agent.http_port}"
         with engine.connect(database) as conn, conn.cursor() as cur:

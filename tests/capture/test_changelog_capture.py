@@ -10,7 +10,7 @@ from obflow.config import ObflowConfig
 from obflow.datahub.emulator import DataHubEmulator
 from obflow.events import ChangeEvent
 from obflow.localdb import Engine
-from tests.capture.conftest import RunningAgent, capture_config, read_topic, wait_for
+from tests.capture.conftest import RunningAgent, capture_config, read_topic, start_capture, wait_for
 
 NULLS = {"amount": None, "note": None, "created": None, "paid_at": None}
 
@@ -31,9 +31,7 @@ def changes_of(config: ObflowConfig, table: str, count: int, timeout: float = 10
 def test_insert_update_delete_reach_datahub_within_5s_with_images_R1_1_R1_2_R1_3_R1_4(
     engine: Engine, database: str, datahub: DataHubEmulator, tmp_path: Path
 ) -> None:
-    config = capture_config(engine, database, tmp_path / "state", datahub.endpoint, snapshot=False)
-    install(config)
-    agent = RunningAgent(config)
+    config, agent = start_capture(engine, database, datahub, tmp_path)
     try:
         with engine.connect(database) as conn, conn.cursor() as cur:
             started = time.time()
@@ -77,9 +75,7 @@ def test_insert_update_delete_reach_datahub_within_5s_with_images_R1_1_R1_2_R1_3
 
 
 def test_composite_keys_and_many_rows(engine: Engine, database: str, datahub: DataHubEmulator, tmp_path: Path) -> None:
-    config = capture_config(engine, database, tmp_path / "state", datahub.endpoint, snapshot=False)
-    install(config)
-    agent = RunningAgent(config)
+    config, agent = start_capture(engine, database, datahub, tmp_path)
     try:
         with engine.connect(database) as conn, conn.cursor() as cur:
             cur.executemany(
@@ -97,9 +93,7 @@ def test_composite_keys_and_many_rows(engine: Engine, database: str, datahub: Da
 def test_a_late_committing_transaction_is_not_lost(
     engine: Engine, database: str, datahub: DataHubEmulator, tmp_path: Path
 ) -> None:
-    config = capture_config(engine, database, tmp_path / "state", datahub.endpoint, snapshot=False)
-    install(config)
-    agent = RunningAgent(config)
+    config, agent = start_capture(engine, database, datahub, tmp_path)
     try:
         slow = engine.connect(database)
         fast = engine.connect(database)
