@@ -86,6 +86,13 @@ def _capture_run(args: argparse.Namespace) -> int:
     return run_agent(start_component("capture", args.config))
 
 
+def _job_run(args: argparse.Namespace) -> int:
+    from flink_job.job import run
+    from obflow.runtime import start_component
+
+    return run(args.config, start_component("flink", args.config))
+
+
 def _demo(args: argparse.Namespace) -> int:
     from obflow.demo import run_demo
 
@@ -133,6 +140,12 @@ def build_parser() -> argparse.ArgumentParser:
     run = capture_commands.add_parser("run", help="run the capture agent until SIGTERM")
     run.add_argument("--config", required=True)
     run.set_defaults(handler=_capture_run)
+
+    job = commands.add_parser("job", help="the Flink job")
+    job_commands = job.add_subparsers(dest="job_command", required=True, metavar="ACTION")
+    job_run = job_commands.add_parser("run", help="run the job in a local mini-cluster until stopped")
+    job_run.add_argument("--config", required=True)
+    job_run.set_defaults(handler=_job_run)
 
     demo = commands.add_parser("demo", help="run the pipeline end to end on embedded defaults")
     demo.add_argument("--rows", type=int, default=2000, help="changes to send through (default 2000)")

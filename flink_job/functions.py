@@ -1,0 +1,108 @@
+"""The job's Python functions: the checkpointed shard poller and the per-table router."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from pyflink.common import Types
+from pyflink.common.time import Time
+from pyflink.datastream import KeyedProcessFunction, OutputTag, ProcessFunction, RuntimeContext
+from pyflink.datastream.state import MapStateDescriptor, StateTtlConfig, ValueStateDescriptor
+
+from obflow.config import load_config
+from obflow.datahub.client import make_client
+from obflow.datahub.consumer import ShardReader
+from obflow.events import DATAHUB_FIELDS
+
+log = logging.getLogger("obflow.flink")
+
+TABLE_INDEX = [name for name, _ in DATAHUB_FIELDS].index("table_name")
+FETCH_LIMIT = 1000
+
+
+class ShardPoller(KeyedProcessFunction):  # type: ignore[misc]
+    """Keyed by shard id: on every tick reads the next batch of that shard from DataHub.
+
+    State per shard, checkpointed with everything else: the next sequence to read, and the event ids
+    seen within ``flink.dedup_window`` (expired by TTL, which bounds the state). Emits one
+    ``(table, newline-joined payloads)`` element per table and batch: per-record framework cost is what
+    limits PyFlink, so the data moves in batches.
+    """
+
+    def __init__(self, config_path: str) -> None:
+        self.config_path = config_path
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        config = load_config(self.config_path)
+        self.project, self.topic = config.datahub.project, config.datahub.topic
+        self.client = make_client(config.datahub)
+        self.readers: dict[str, ShardReader] = {}
+        self.next_sequence = runtime_context.get_state(ValueStateDescriptor("next_sequence", Types.LONG()))
+        seen = MapStateDescriptor("seen_event_ids", Types.STRING(), Types.BOOLEAN())
+        ttl = StateTtlConfig.new_builder(Time.milliseconds(int(config.flink.dedup_window * 1000))).build()
+        seen.enable_time_to_live(ttl)
+        self.seen = runtime_context.get_map_state(seen)
+        self.fault = _FaultHook.from_env()
+
+    def process_element(self, value: Any, ctx: KeyedProcessFunction.Context) -> Iterator[tuple[str, str]]:
+        shard = str(ctx.get_current_key())
+        start = self.next_sequence.value() or 0
+        reader = self.readers.get(shard)
+        if reader is None or reader.next_sequence != start:  # first tick, or restored from a checkpoint
+            reader = self.readers[shard] = ShardReader(self.client, self.project, self.topic, shard, start)
+        batch = reader.fetch(FETCH_LIMIT)
+        if not batch.records:
+            return
+        by_table: dict[str, list[str]] = {}
+        for record in batch.records:
+            if self.seen.contains(record.event_id):
+                continue
+            self.seen.put(record.event_id, True)
+            by_table.setdefault(str(record.values[TABLE_INDEX]), []).append(record.payload)
+        self.next_sequence.update(batch.next_sequence)
+        self.fault.count(len(batch.records))
+        for table, payloads in by_table.items():
+            yield table, "\n".join(payloads)
+
+
+class TableRouter(ProcessFunction):  # type: ignore[misc]
+    """Sends each table's batch to that table's side output; unknown tables to the dead letters."""
+
+    def __init__(self, tags: dict[str, OutputTag], dead_letters: OutputTag) -> None:
+        self.tags = tags
+        self.dead_letters = dead_letters
+
+    def process_element(self, value: tuple[str, str], ctx: ProcessFunction.Context) -> Iterator[Any]:
+        table, payloads = value
+        tag = self.tags.get(table)
+        if tag is None:
+            yield self.dead_letters, payloads
+        else:
+            yield tag, payloads
+
+
+class _FaultHook:
+    """Fails the job once, after a number of records, when the test hook is set (see job.FAULT_ENV)."""
+
+    def __init__(self, marker: Path | None, after: int) -> None:
+        self.marker, self.after, self.seen = marker, after, 0
+
+    @classmethod
+    def from_env(cls) -> _FaultHook:
+        spec = os.environ.get("OBFLOW_FLINK_FAIL_ONCE", "")
+        if not spec:
+            return cls(None, 0)
+        marker, _, after = spec.rpartition(":")
+        return cls(Path(marker), int(after))
+
+    def count(self, records: int) -> None:
+        if self.marker is None:
+            return
+        self.seen += records
+        if self.seen >= self.after and not self.marker.exists():
+            self.marker.write_text("failed once")
+            raise RuntimeError(f"injected fault after {self.seen} records (test hook)")
