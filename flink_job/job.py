@@ -13,18 +13,25 @@ Data path (no Python source exists in PyFlink, so the source is built from parts
    dead-letter sink); finished files appear only when a checkpoint completes, so after a crash and
    restore each change is in the committed files exactly once (R9.2).
 
-Run: ``obflow job run --config F`` (a local mini-cluster), or ``flink run -py flink_job/job.py -- F``.
+Run: ``obflow job run --config F [--from-savepoint PATH]`` (a local mini-cluster; SIGTERM stops it with a
+savepoint), or ``flink run -py flink_job/job.py -- F`` on a cluster.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import signal
 import site
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
 from obflow.config import ObflowConfig, load_config
+from obflow.log import Fault, log_event, log_fault
+
+log = logging.getLogger("obflow.flink")
 
 FAULT_ENV = "OBFLOW_FLINK_FAIL_ONCE"
 """Test hook ``<marker file>:<records>``: fail the job once after that many records, then never again."""
@@ -99,8 +106,9 @@ def build(env: Any, config: ObflowConfig, config_path: str, shard_ids: list[str]
         routed.get_side_output(tag).sink_to(sink).uid(f"obflow-sink-{table}").name(f"files: {table}")
 
 
-def environment(config: ObflowConfig) -> Any:
-    """A StreamExecutionEnvironment configured from ``config`` (checkpoints, restarts, parallelism)."""
+def environment(config: ObflowConfig, from_savepoint: str | None = None) -> Any:
+    """A StreamExecutionEnvironment configured from ``config`` (checkpoints, restarts, parallelism),
+    restoring from ``from_savepoint`` when given."""
     from pyflink.common import Configuration
     from pyflink.datastream import CheckpointingMode, StreamExecutionEnvironment
 
@@ -118,6 +126,8 @@ def environment(config: ObflowConfig) -> Any:
     conf.set_string("execution.checkpointing.tolerable-failed-checkpoints", str(config.checkpoint.tolerable_failures))
     conf.set_string("execution.checkpointing.timeout", f"{int(config.checkpoint.timeout * 1000)} ms")
     conf.set_string("execution.checkpointing.externalized-checkpoint-retention", "RETAIN_ON_CANCELLATION")
+    if from_savepoint:
+        conf.set_string("execution.state-recovery.path", from_savepoint)
     env = StreamExecutionEnvironment.get_execution_environment(conf)
     env.set_parallelism(config.flink.parallelism)
     env.set_max_parallelism(config.flink.max_parallelism)
@@ -136,19 +146,49 @@ def shard_ids_of(config: ObflowConfig) -> list[str]:
     return [str(s.shard_id) for s in client.list_shard(config.datahub.project, config.datahub.topic).shards]
 
 
-def submit(config_path: str, config: ObflowConfig | None = None) -> Any:
-    """Start the job without waiting; returns Flink's JobClient."""
-    config = config or load_config(config_path)
-    env = environment(config)
+def submit(config_path: str, config: ObflowConfig, from_savepoint: str | None = None) -> tuple[Any, int]:
+    """Start the job without waiting; returns Flink's JobClient and the parallelism it runs with."""
+    env = environment(config, from_savepoint)
     build(env, config, config_path, shard_ids_of(config))
-    return env.execute_async(config.flink.job_name)
+    return env.execute_async(config.flink.job_name), int(env.get_parallelism())
 
 
-def run(config_path: str, config: ObflowConfig) -> int:
-    """``obflow job run``: run the job until it is cancelled or fails for good."""
-    env = environment(config)
-    build(env, config, config_path, shard_ids_of(config))
-    env.execute(config.flink.job_name)
+def latest_savepoint_file(config: ObflowConfig) -> Path:
+    return Path(config.checkpoint.savepoint_dir) / "LATEST"
+
+
+def stop_with_savepoint(client: Any, target: str) -> str:
+    """Stop the job with a savepoint in ``target``; returns the savepoint's path.
+
+    PyFlink 2.3's ``JobClient.stop_with_savepoint`` calls a Java signature that no longer exists (the
+    method now also takes a ``SavepointFormatType``), so the Java client is called directly.
+    """
+    from pyflink.java_gateway import get_gateway
+
+    format_type = get_gateway().jvm.org.apache.flink.core.execution.SavepointFormatType.DEFAULT
+    return str(client._j_job_client.stopWithSavepoint(False, target, format_type).get())
+
+
+def run(config_path: str, config: ObflowConfig, from_savepoint: str | None = None) -> int:
+    """``obflow job run``: run until SIGTERM/SIGINT, then stop with a savepoint (its path is written to
+    ``<checkpoint.savepoint_dir>/LATEST``) and exit 0; exit 1 if the job fails for good."""
+    client, parallelism = submit(config_path, config, from_savepoint)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    log_event(
+        log, "job.started", f"job {client.get_job_id()} running", parallelism=parallelism, restored_from=from_savepoint
+    )
+    while not stop.wait(1.0):
+        status = client.get_job_status().result()
+        if status.is_globally_terminal_state():
+            log_fault(log, Fault.COMPONENT_CRASHED, f"job ended as {status}", level=logging.ERROR)
+            return 1
+    target = Path(config.checkpoint.savepoint_dir).resolve().as_uri()
+    savepoint = stop_with_savepoint(client, target)
+    latest_savepoint_file(config).parent.mkdir(parents=True, exist_ok=True)
+    latest_savepoint_file(config).write_text(savepoint)
+    log_event(log, "job.stopped", f"job stopped with savepoint {savepoint}", savepoint=savepoint)
     return 0
 
 

@@ -90,7 +90,7 @@ def _job_run(args: argparse.Namespace) -> int:
     from flink_job.job import run
     from obflow.runtime import start_component
 
-    return run(args.config, start_component("flink", args.config))
+    return run(args.config, start_component("flink", args.config), args.from_savepoint)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -145,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     job_commands = job.add_subparsers(dest="job_command", required=True, metavar="ACTION")
     job_run = job_commands.add_parser("run", help="run the job in a local mini-cluster until stopped")
     job_run.add_argument("--config", required=True)
+    job_run.add_argument("--from-savepoint", default=None, help="restore from this savepoint or checkpoint")
     job_run.set_defaults(handler=_job_run)
 
     demo = commands.add_parser("demo", help="run the pipeline end to end on embedded defaults")

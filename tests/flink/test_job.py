@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -69,11 +70,13 @@ def committed_lines(output: Path) -> list[dict[str, object]]:
     return lines
 
 
-def run_job(config_path: Path, tmp_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+def run_job(
+    config_path: Path, tmp_path: Path, env: dict[str, str] | None = None, args: list[str] | None = None
+) -> subprocess.Popen[bytes]:
     full_env = {**os.environ, "OBFLOW_DATAHUB__ACCESS_KEY": ACCESS_KEY, **(env or {})}
     log = (tmp_path / "job.log").open("ab")
     return subprocess.Popen(
-        [sys.executable, "-m", "obflow.cli", "job", "run", "--config", str(config_path)],
+        [sys.executable, "-m", "obflow.cli", "job", "run", "--config", str(config_path), *(args or [])],
         stdout=log, stderr=log, env=full_env, start_new_session=True,
     )  # fmt: skip
 
@@ -93,13 +96,16 @@ def wait_for_lines(
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to the runner alone (as Kubernetes sends it): it stops the job with a savepoint."""
     if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
+        proc.send_signal(signal.SIGTERM)
         try:
-            proc.wait(30)
+            proc.wait(60)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)  # the gateway JVM, if it outlived the runner
 
 
 def test_every_change_is_committed_exactly_once_despite_replays_and_a_task_failure_R2_1_R4_1_R9_2_R9_3(
@@ -125,3 +131,32 @@ def test_every_change_is_committed_exactly_once_despite_replays_and_a_task_failu
             event = orjson.loads(line)
             by_row.setdefault(orjson.dumps(event["key"]).decode(), []).append(int(event["source"]["position"]))
     assert all(positions == sorted(positions) for positions in by_row.values())
+
+
+def test_stop_with_savepoint_and_restart_at_parallelism_10_exactly_once_R2_2_R2_6_R6_3(
+    emulator: DataHubEmulator, tmp_path: Path
+) -> None:
+    config, path = job_config(tmp_path, emulator.endpoint, parallelism=2)
+    events = change_stream(3000, rows=500)
+    send(config, events[:1500])
+    proc = run_job(path, tmp_path)
+    try:
+        wait_for_lines(tmp_path / "out", 1500, proc)
+    finally:
+        stop(proc)
+    assert proc.returncode == 0
+    savepoint = (tmp_path / "sp" / "LATEST").read_text()
+    assert savepoint
+    # more changes (and a replay of old ones) arrive while the job is down
+    send(config, events[1500:])
+    send(config, events[1000:1200])
+    proc = run_job(path, tmp_path, {"OBFLOW_FLINK__PARALLELISM": "10"}, ["--from-savepoint", savepoint])
+    try:
+        lines = wait_for_lines(tmp_path / "out", 3000, proc)
+    finally:
+        stop(proc)
+    ids = [str(line["event_id"]) for line in lines]
+    assert len(ids) == len(set(ids)) == 3000
+    log = (tmp_path / "job.log").read_text()
+    assert "parallelism=2 restored_from=None" in log
+    assert f"parallelism=10 restored_from={savepoint}" in log
