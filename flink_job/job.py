@@ -28,6 +28,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from flink_job.convert import Converter
 from obflow.config import ObflowConfig, load_config
 from obflow.log import Fault, log_event, log_fault
 
@@ -173,6 +174,10 @@ def run(config_path: str, config: ObflowConfig, from_savepoint: str | None = Non
     """``obflow job run``: run until SIGTERM/SIGINT, then stop with a savepoint (its path is written to
     ``<checkpoint.savepoint_dir>/LATEST``) and exit 0; exit 1 if the job fails for good."""
     client, parallelism = submit(config_path, config, from_savepoint)
+    converter = None
+    if config.output.format != "json":
+        converter = Converter(Path(config.output.path), config.output.format, config.output.rolling.check_interval)
+        converter.start()
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
@@ -183,11 +188,15 @@ def run(config_path: str, config: ObflowConfig, from_savepoint: str | None = Non
         status = client.get_job_status().result()
         if status.is_globally_terminal_state():
             log_fault(log, Fault.COMPONENT_CRASHED, f"job ended as {status}", level=logging.ERROR)
+            if converter is not None:
+                converter.stop()
             return 1
     target = Path(config.checkpoint.savepoint_dir).resolve().as_uri()
     savepoint = stop_with_savepoint(client, target)
     latest_savepoint_file(config).parent.mkdir(parents=True, exist_ok=True)
     latest_savepoint_file(config).write_text(savepoint)
+    if converter is not None:
+        converter.stop()
     log_event(log, "job.stopped", f"job stopped with savepoint {savepoint}", savepoint=savepoint)
     return 0
 

@@ -13,9 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from flink_job.convert import SCHEMA, rows_of
 from obflow.config import ObflowConfig
 from obflow.datahub.client import ensure_change_topic, make_client
 from obflow.datahub.emulator import DataHubEmulator
@@ -34,7 +37,9 @@ def emulator(tmp_path: Path) -> Iterator[DataHubEmulator]:
     emu.stop()
 
 
-def job_config(tmp_path: Path, endpoint: str, parallelism: int = 2) -> tuple[ObflowConfig, Path]:
+def job_config(
+    tmp_path: Path, endpoint: str, parallelism: int = 2, fmt: str = "json", out: str = "out"
+) -> tuple[ObflowConfig, Path]:
     data: dict[str, Any] = {
         "source": {"database": "TRADE", "tables": ["ORDERS"]},
         "datahub": {"endpoint": endpoint, "access_id": ACCESS_ID, "shards": 4},
@@ -42,12 +47,12 @@ def job_config(tmp_path: Path, endpoint: str, parallelism: int = 2) -> tuple[Obf
         "flink": {"parallelism": parallelism, "restart_delay": "1s"},
         "checkpoint": {"interval": "1s", "dir": str(tmp_path / "ck"), "savepoint_dir": str(tmp_path / "sp")},
         "output": {
-            "format": "json",
-            "path": str(tmp_path / "out"),
+            "format": fmt,
+            "path": str(tmp_path / out),
             "rolling": {"max_span": "2s", "check_interval": "500ms"},
         },
     }
-    path = tmp_path / "job.yaml"
+    path = tmp_path / f"job-{out}.yaml"
     path.write_text(yaml.safe_dump(data))
     # the file holds no secret: the job reads the key from OBFLOW_DATAHUB__ACCESS_KEY (see run_job)
     return ObflowConfig(**{**data, "datahub": {**data["datahub"], "access_key": ACCESS_KEY}}), path
@@ -160,3 +165,41 @@ def test_stop_with_savepoint_and_restart_at_parallelism_10_exactly_once_R2_2_R2_
     log = (tmp_path / "job.log").read_text()
     assert "parallelism=2 restored_from=None" in log
     assert f"parallelism=10 restored_from={savepoint}" in log
+
+
+def committed_rows(output: Path) -> list[dict[str, object]]:
+    """Rows of every finished output file, whatever its format, as plain dicts."""
+    rows: list[dict[str, object]] = []
+    for file in sorted(output.rglob("*")):
+        if file.name.startswith(".") or not file.is_file():
+            continue
+        if file.suffix == ".jsonl":
+            rows += rows_of(file.read_bytes().splitlines()).to_pylist()
+        elif file.suffix == ".parquet":
+            rows += pq.read_table(file).to_pylist()
+        elif file.suffix == ".csv":
+            options = pa_csv.ConvertOptions(column_types=SCHEMA, strings_can_be_null=True)
+            rows += pa_csv.read_csv(file, convert_options=options).to_pylist()
+    return rows
+
+
+def test_json_parquet_and_csv_hold_identical_rows_R3_1_R3_2_R3_3(emulator: DataHubEmulator, tmp_path: Path) -> None:
+    events = change_stream(1200, rows=200)
+    by_format = {}
+    for fmt in ("json", "parquet", "csv"):
+        config, path = job_config(tmp_path, emulator.endpoint, fmt=fmt, out=f"out-{fmt}")
+        if fmt == "json":
+            send(config, events)
+        proc = run_job(path, tmp_path)
+        try:
+            deadline = time.monotonic() + 120
+            while len(committed_rows(tmp_path / f"out-{fmt}")) < 1200 and time.monotonic() < deadline:
+                time.sleep(0.5)
+        finally:
+            stop(proc)
+        files = [f for f in (tmp_path / f"out-{fmt}").rglob("*") if f.is_file() and not f.name.startswith(".")]
+        suffix = {"json": ".jsonl", "parquet": ".parquet", "csv": ".csv"}[fmt]
+        assert files and all(f.suffix == suffix for f in files), files
+        by_format[fmt] = sorted(committed_rows(tmp_path / f"out-{fmt}"), key=lambda r: str(r["event_id"]))
+    assert len(by_format["json"]) == 1200
+    assert by_format["json"] == by_format["parquet"] == by_format["csv"]
