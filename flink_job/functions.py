@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
 from pyflink.common import Types
 from pyflink.common.time import Time
 from pyflink.datastream import KeyedProcessFunction, OutputTag, ProcessFunction, RuntimeContext
@@ -62,7 +64,12 @@ class ShardPoller(KeyedProcessFunction):  # type: ignore[misc]
             if self.seen.contains(record.event_id):
                 continue
             self.seen.put(record.event_id, True)
-            by_table.setdefault(str(record.values[TABLE_INDEX]), []).append(record.payload)
+            problem = payload_problem(record.payload, record.event_id)
+            if problem:
+                entry = dead_letter(record.payload, problem, "decode", shard=shard, sequence=record.sequence)
+                by_table.setdefault(DEAD_LETTERS, []).append(entry)
+            else:
+                by_table.setdefault(str(record.values[TABLE_INDEX]), []).append(record.payload)
         self.next_sequence.update(batch.next_sequence)
         self.fault.count(len(batch.records))
         for table, payloads in by_table.items():
@@ -79,10 +86,40 @@ class TableRouter(ProcessFunction):  # type: ignore[misc]
     def process_element(self, value: tuple[str, str], ctx: ProcessFunction.Context) -> Iterator[Any]:
         table, payloads = value
         tag = self.tags.get(table)
-        if tag is None:
+        if table == DEAD_LETTERS:
             yield self.dead_letters, payloads
+        elif tag is None:
+            reason = f"table {table} is not in source.tables"
+            yield self.dead_letters, "\n".join(dead_letter(p, reason, "route") for p in payloads.split("\n"))
         else:
             yield tag, payloads
+
+
+DEAD_LETTERS = "\x00dead-letters"
+"""The pseudo-table of records that failed processing."""
+
+
+def payload_problem(payload: str, event_id: str) -> str | None:
+    """Why ``payload`` is not a usable change envelope, or None."""
+    try:
+        envelope = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        return f"payload is not JSON: {exc}"
+    if not isinstance(envelope, dict) or not isinstance(envelope.get("source"), dict):
+        return "payload is not a change envelope (no source)"
+    if envelope.get("event_id") != event_id:
+        return f"payload event_id {envelope.get('event_id')!r} differs from the record's {event_id!r}"
+    if envelope.get("op") not in ("c", "u", "d", "r"):
+        return f"unknown op {envelope.get('op')!r}"
+    return None
+
+
+def dead_letter(payload: str, error: str, stage: str, **where: Any) -> str:
+    """One dead-letter line: the original payload, what went wrong, at which stage, and when (R2.7)."""
+    log.warning("dead letter at %s: %s", stage, error, extra={"event": "record.dead_lettered", "fault": True})
+    return orjson.dumps(
+        {"error": error, "stage": stage, "time": datetime.now(UTC).isoformat(), **where, "payload": payload}
+    ).decode()
 
 
 class _FaultHook:

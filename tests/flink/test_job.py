@@ -70,7 +70,7 @@ def committed_lines(output: Path) -> list[dict[str, object]]:
     """Envelopes in finished files only (in-progress and pending files start with a dot)."""
     lines = []
     for file in sorted(output.rglob("*.jsonl")):
-        if not file.name.startswith("."):
+        if not file.name.startswith(".") and "_dead_letter" not in file.parts:
             lines += [orjson.loads(line) for line in file.read_bytes().splitlines() if line]
     return lines
 
@@ -203,3 +203,55 @@ def test_json_parquet_and_csv_hold_identical_rows_R3_1_R3_2_R3_3(emulator: DataH
         by_format[fmt] = sorted(committed_rows(tmp_path / f"out-{fmt}"), key=lambda r: str(r["event_id"]))
     assert len(by_format["json"]) == 1200
     assert by_format["json"] == by_format["parquet"] == by_format["csv"]
+
+
+def test_records_that_fail_processing_go_to_the_dead_letter_queue_with_reasons_R2_7(
+    emulator: DataHubEmulator, tmp_path: Path
+) -> None:
+    from datahub.models import TupleRecord
+
+    from obflow.datahub.client import change_topic_schema
+
+    config, path = job_config(tmp_path, emulator.endpoint)
+    good = change_stream(500, rows=100)
+    send(config, good[:250])
+    stranger = change_stream(3, rows=3, table="NOT_CAPTURED")
+    send(config, stranger)
+    client = make_client(config.datahub)
+    schema = change_topic_schema()
+    broken = []
+    for i, payload in enumerate(["{not json", '{"source": {}, "event_id": "other", "op": "c"}']):
+        values = good[0].to_datahub_values()
+        values[0], values[-1] = f"{i:032x}", payload
+        record = TupleRecord(schema=schema, values=values)
+        record.shard_id = "1"
+        broken.append(record)
+    assert client.put_records(config.datahub.project, config.datahub.topic, broken).failed_record_count == 0
+    send(config, good[250:])
+    proc = run_job(path, tmp_path)
+    try:
+        lines = wait_for_lines(tmp_path / "out", 500, proc)
+        deadline = time.monotonic() + 30
+        while len(dead := committed_dead_letters(tmp_path / "out")) < 5 and time.monotonic() < deadline:
+            time.sleep(0.5)
+    finally:
+        stop(proc)
+    assert sorted(str(line["event_id"]) for line in lines) == sorted(e.event_id for e in good)
+    reasons = sorted(str(d["error"]).split(":")[0] for d in dead)
+    assert reasons == [
+        "payload event_id 'other' differs from the record's '00000000000000000000000000000001'",
+        "payload is not JSON",
+        *["table TRADE.NOT_CAPTURED is not in source.tables"] * 3,
+    ]
+    assert {d["stage"] for d in dead} == {"decode", "route"}
+    assert all(d["time"] and d["payload"] for d in dead)
+
+
+def committed_dead_letters(output: Path) -> list[dict[str, object]]:
+    return [
+        orjson.loads(line)
+        for file in sorted((output / "_dead_letter").rglob("*.jsonl"))
+        if not file.name.startswith(".")
+        for line in file.read_bytes().splitlines()
+        if line
+    ]
