@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,6 +24,7 @@ from obflow.events import DATAHUB_FIELDS
 log = logging.getLogger("obflow.flink")
 
 TABLE_INDEX = [name for name, _ in DATAHUB_FIELDS].index("table_name")
+COMMIT_INDEX = [name for name, _ in DATAHUB_FIELDS].index("commit_ts_ms")
 FETCH_LIMIT = 1000
 
 
@@ -49,6 +51,14 @@ class ShardPoller(KeyedProcessFunction):  # type: ignore[misc]
         seen.enable_time_to_live(ttl)
         self.seen = runtime_context.get_map_state(seen)
         self.fault = _FaultHook.from_env()
+        metrics = runtime_context.get_metrics_group().add_group("obflow")
+        self.records_in = metrics.meter("records_in", time_span_in_seconds=60)  # rate: R7.2
+        self.duplicates = metrics.counter("duplicates_dropped")
+        self.dead_letters = metrics.counter("dead_letters")
+        # commit in the database -> written by this job, ms (R7.3); and how far behind the newest read is
+        self.latency = metrics.distribution("end_to_end_latency_ms")
+        self.lag_ms = 0
+        metrics.gauge("source_lag_ms", lambda: self.lag_ms)
 
     def process_element(self, value: Any, ctx: KeyedProcessFunction.Context) -> Iterator[tuple[str, str]]:
         shard = str(ctx.get_current_key())
@@ -62,16 +72,23 @@ class ShardPoller(KeyedProcessFunction):  # type: ignore[misc]
         by_table: dict[str, list[str]] = {}
         for record in batch.records:
             if self.seen.contains(record.event_id):
+                self.duplicates.inc()
                 continue
             self.seen.put(record.event_id, True)
             problem = payload_problem(record.payload, record.event_id)
             if problem:
+                self.dead_letters.inc()
                 entry = dead_letter(record.payload, problem, "decode", shard=shard, sequence=record.sequence)
                 by_table.setdefault(DEAD_LETTERS, []).append(entry)
             else:
                 by_table.setdefault(str(record.values[TABLE_INDEX]), []).append(record.payload)
         self.next_sequence.update(batch.next_sequence)
         self.fault.count(len(batch.records))
+        self.records_in.mark_event(len(batch.records))
+        now_ms = int(time.time() * 1000)
+        for record in batch.records:
+            self.latency.update(max(now_ms - int(record.values[COMMIT_INDEX]), 0))
+        self.lag_ms = max(now_ms - int(batch.records[-1].values[COMMIT_INDEX]), 0)
         for table, payloads in by_table.items():
             yield table, "\n".join(payloads)
 

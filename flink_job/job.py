@@ -43,6 +43,10 @@ def python_environment() -> None:
     paths = [*site.getsitepackages(), str(Path(__file__).resolve().parent.parent)]
     current = os.environ.get("PYTHONPATH", "")
     os.environ["PYTHONPATH"] = os.pathsep.join([*paths, *([current] if current else [])])
+    import pyflink
+
+    # the local mini-cluster loads reporters (Prometheus) from the wheel's plugins folder
+    os.environ.setdefault("FLINK_PLUGINS_DIR", str(Path(pyflink.__file__).parent / "plugins"))
 
 
 def qualified_tables(config: ObflowConfig) -> list[str]:
@@ -127,6 +131,10 @@ def environment(config: ObflowConfig, from_savepoint: str | None = None) -> Any:
     conf.set_string("execution.checkpointing.tolerable-failed-checkpoints", str(config.checkpoint.tolerable_failures))
     conf.set_string("execution.checkpointing.timeout", f"{int(config.checkpoint.timeout * 1000)} ms")
     conf.set_string("execution.checkpointing.externalized-checkpoint-retention", "RETAIN_ON_CANCELLATION")
+    conf.set_string(
+        "metrics.reporter.prom.factory.class", "org.apache.flink.metrics.prometheus.PrometheusReporterFactory"
+    )
+    conf.set_string("metrics.reporter.prom.port", config.flink.metrics_port)
     if from_savepoint:
         conf.set_string("execution.state-recovery.path", from_savepoint)
     env = StreamExecutionEnvironment.get_execution_environment(conf)

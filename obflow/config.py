@@ -153,6 +153,9 @@ class FlinkConfig(Section):
     dedup_window: Duration = Field(
         86400.0, gt=0, description="How long an event_id is remembered for duplicate removal."
     )
+    metrics_port: str = Field(
+        "9249-9260", pattern=r"^\d{1,5}(-\d{1,5})?$", description="Prometheus reporter port or range (R7.1)."
+    )
 
     @model_validator(mode="after")
     def _max_covers_parallelism(self) -> FlinkConfig:
