@@ -96,7 +96,10 @@ class CaptureAgent:
         method = self.method
         position = self.positions.load()
         if position is None:
-            position = self._with_db(method.initial_position)
+            try:
+                position = self._with_db(method.initial_position)
+            except _StoppedError:
+                return 0
             self.positions.save(position)
             log_event(
                 log,
@@ -111,14 +114,15 @@ class CaptureAgent:
                 break
             if captured.events and not self._deliver(captured):
                 continue
-            position = captured.position
-            self.positions.save(position)
-            LAST_COMMIT.set_to_current_time()
             self._record(captured)
-            try:
-                self._with_db(partial(method.acknowledge, position))
-            except _StoppedError:
-                break
+            if captured.position != position:  # an idle poll changes nothing: no write, no fsync, no purge
+                position = captured.position
+                self.positions.save(position)
+                LAST_COMMIT.set_to_current_time()
+                try:
+                    self._with_db(partial(method.acknowledge, position))
+                except _StoppedError:
+                    break
             if not captured.events:
                 self.stop_event.wait(self.config.capture.poll_interval)
                 try:
