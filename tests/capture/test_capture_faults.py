@@ -150,6 +150,8 @@ def test_datahub_failures_hold_the_position_and_lose_nothing_R1_5(
         with engine.connect(database) as conn, conn.cursor() as cur:
             cur.execute("INSERT INTO orders (id, status) VALUES (1, 'NEW')")
             wait_for(lambda: len(read_topic(config)) == 1)
+            # the agent persists the position right after DataHub accepted the batch: wait for that
+            wait_for(lambda: orjson.loads(position_file.read_bytes())["tables"][f"{database}.orders"]["hw"] >= 1)
             committed = orjson.loads(position_file.read_bytes())
             # DataHub now fails 1 + 3 retries: the batch is not accepted, the position must hold
             set_faults(datahub.endpoint, fail_next_puts=4)
@@ -163,7 +165,8 @@ def test_datahub_failures_hold_the_position_and_lose_nothing_R1_5(
     attempts = put_log(datahub.endpoint)[puts_before : puts_before + 5]
     assert [a["whole_request_failed"] for a in attempts] == [True, True, True, True, False]
     gaps = [float(str(b["time"])) - float(str(a["time"])) for a, b in itertools.pairwise(attempts[:4])]
-    assert all(0.18 <= gap <= 0.6 for gap in gaps), gaps  # the configured retry interval (200 ms here)
+    # the configured retry interval (200 ms here) plus a request; the upper bound allows for a loaded machine
+    assert all(0.18 <= gap <= 1.0 for gap in gaps), gaps
 
 
 def test_health_readiness_and_metrics_endpoints_R7_8(
