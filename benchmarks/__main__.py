@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import sys
 
-from benchmarks import capture_throughput, datahub_throughput
+from benchmarks import capture_throughput, datahub_throughput, job_throughput
 
 
 def main() -> int:
     datahub_throughput.main([])
     print()
-    return capture_throughput.main([])
+    capture_throughput.main([])
+    print()
+    return job_throughput.main([])
 
 
 if __name__ == "__main__":

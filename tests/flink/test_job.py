@@ -78,7 +78,12 @@ def committed_lines(output: Path) -> list[dict[str, object]]:
 def run_job(
     config_path: Path, tmp_path: Path, env: dict[str, str] | None = None, args: list[str] | None = None
 ) -> subprocess.Popen[bytes]:
-    full_env = {**os.environ, "OBFLOW_DATAHUB__ACCESS_KEY": ACCESS_KEY, **(env or {})}
+    full_env = {
+        **os.environ,
+        "OBFLOW_DATAHUB__ACCESS_KEY": ACCESS_KEY,
+        "FLINK_LOG_DIR": str(tmp_path / "flink-log"),  # Flink's own log, per test
+        **(env or {}),
+    }
     log = (tmp_path / "job.log").open("ab")
     return subprocess.Popen(
         [sys.executable, "-m", "obflow.cli", "job", "run", "--config", str(config_path), *(args or [])],
@@ -255,3 +260,33 @@ def committed_dead_letters(output: Path) -> list[dict[str, object]]:
         for line in file.read_bytes().splitlines()
         if line
     ]
+
+
+def test_failed_checkpoints_are_tolerated_and_processing_continues_R2_5(
+    emulator: DataHubEmulator, tmp_path: Path
+) -> None:
+    config, path = job_config(tmp_path, emulator.endpoint)
+    events = change_stream(2000, rows=300)
+    send(config, events[:1000])
+    proc = run_job(path, tmp_path)
+    try:
+        wait_for_lines(tmp_path / "out", 1000, proc)
+        (job_dir,) = [d for d in (tmp_path / "ck").iterdir() if d.is_dir()]
+        # root ignores permissions, so make the job's checkpoint directory a plain file for a while:
+        # every checkpoint in that window fails to write
+        job_dir.rename(tmp_path / "ck-away")
+        job_dir.write_text("not a directory")
+        send(config, events[1000:1500])
+        time.sleep(5)
+        assert proc.poll() is None, "the job kept running through failed checkpoints"
+        job_dir.unlink()
+        (tmp_path / "ck-away").rename(job_dir)
+        send(config, events[1500:])
+        lines = wait_for_lines(tmp_path / "out", 2000, proc)
+    finally:
+        stop(proc)
+    ids = [str(line["event_id"]) for line in lines]
+    assert len(ids) == len(set(ids)) == 2000
+    flink_log = "\n".join(f.read_text(errors="replace") for f in (tmp_path / "flink-log").glob("*.log"))
+    assert "Failed to trigger or complete checkpoint" in flink_log  # the failure is logged
+    assert "to RESTARTING" not in flink_log  # processing continued: the job was never restarted
