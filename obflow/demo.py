@@ -4,7 +4,8 @@ Today that slice is: change envelopes (a realistic INSERT/UPDATE/DELETE stream) 
 the DataHub emulator, running as its own process and speaking DataHub's protocol to the unmodified
 pydatahub SDK, with injected put failures → the consumer reading every shard back → a check that
 every change arrived exactly once and in per-row commit order. The database capture and the Flink
-job join the demo as their issues land; the summary says what ran.
+job exist (``obflow capture run``, ``obflow job run``) and are wired in by the local end-to-end issue;
+the summary says what ran.
 """
 
 from __future__ import annotations
@@ -113,7 +114,8 @@ def run_demo(rows: int = 2000, shards: int = 4, out_dir: str | Path | None = Non
     log_file = (out / "demo.log").open("a", encoding="utf-8")
     setup_logging("INFO", "json", log_file)
     print("obflow demo: change envelopes -> producer -> DataHub emulator (own process, real SDK) -> consumer")
-    print("Not yet in the demo: database capture (issue 4), the Flink job and files (issue 5); see README.")
+    print("Not yet wired into the demo (issue 6): database capture and the Flink job, which run on their own")
+    print("as `obflow capture run` and `obflow job run`; see README.")
     proc, endpoint = _start_emulator(data_dir, emulator_log)
     try:
         # Retries 0.2s apart instead of the default 2s (R1.5), so the demo finishes quickly.
