@@ -25,6 +25,7 @@ import uuid
 import zlib
 from collections import deque
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -350,6 +351,11 @@ class _Request:
     """Request headers, names in lower case."""
 
     def json(self) -> dict[str, Any]:
+        """The body as a JSON object, parsed once however often it is asked for."""
+        return self._json
+
+    @cached_property
+    def _json(self) -> dict[str, Any]:
         if not self.body:
             return {}
         try:
