@@ -27,12 +27,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.common import machine, start_emulator
+from benchmarks.common import machine
 from capture_agent.agent import CaptureAgent
 from capture_agent.install import apply_ddl, change_log_ddl
 from obflow.config import ObflowConfig
 from obflow.datahub.client import make_client
 from obflow.datahub.consumer import FetchedRecord, ShardReader
+from obflow.datahub.emulator import start_process
 from obflow.localdb import Engine
 
 DDL = "CREATE TABLE bench (id BIGINT PRIMARY KEY, status VARCHAR(20), amount DECIMAL(12,2), created DATETIME(6))"
@@ -146,7 +147,7 @@ def run_engine(kind: str, rate: int, seconds: float, rows: int) -> list[Result]:
     results: list[Result] = []
     with tempfile.TemporaryDirectory() as tmp:
         engine = Engine(kind, Path(tmp) / kind).start()
-        proc, endpoint = start_emulator(str(Path(tmp) / "datahub"))
+        proc, endpoint = start_process(str(Path(tmp) / "datahub"))
         try:
             methods = ["changelog", "binlog"] if kind == "mariadb" else ["changelog"]
             for method in methods:

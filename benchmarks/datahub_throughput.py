@@ -26,10 +26,11 @@ from datahub.models.params import (
     PutRecordsRequestParams,
 )
 
-from benchmarks.common import machine, start_emulator
+from benchmarks.common import machine
 from obflow.config import DataHubConfig, RetryConfig
 from obflow.datahub.client import change_topic_schema, ensure_change_topic, make_client
 from obflow.datahub.consumer import ShardReader, decode_events, decode_payloads
+from obflow.datahub.emulator import start_process
 from obflow.datahub.emulator.server import DataHubEmulator, dispatch
 from obflow.events import ChangeEvent
 from obflow.sample import change_stream
@@ -115,7 +116,7 @@ def run(count: int) -> list[Row]:
     payload_mb = sum(len(e.to_json()) for e in events) / 1e6
     rows: list[Row] = []
     with tempfile.TemporaryDirectory() as data_dir:
-        proc, endpoint = start_emulator(data_dir)
+        proc, endpoint = start_process(data_dir)
         try:
             for protocol in ("json", "pb"):
                 config = DataHubConfig(

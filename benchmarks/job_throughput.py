@@ -28,9 +28,10 @@ import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 import yaml
 
-from benchmarks.common import machine, start_emulator
+from benchmarks.common import machine
 from obflow.config import ObflowConfig
 from obflow.datahub.client import ensure_change_topic, make_client
+from obflow.datahub.emulator import start_process
 from obflow.datahub.producer import Producer
 from obflow.sample import change_stream
 
@@ -72,7 +73,7 @@ def run(count: int, protocol: str) -> None:
         tmp = Path(tmp_dir)
         (tmp / "ceiling").mkdir()
         ceiling_rate = ceiling(payloads, tmp / "ceiling")
-        proc, endpoint = start_emulator(str(tmp / "datahub"))
+        proc, endpoint = start_process(str(tmp / "datahub"))
         data: dict[str, Any] = {
             "source": {"database": "TRADE", "tables": ["ORDERS"]},
             "datahub": {"endpoint": endpoint, "shards": 4, "protocol": protocol},

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -24,6 +22,7 @@ import httpx
 from obflow.config import RetryConfig, load_config
 from obflow.datahub.client import ensure_change_topic, make_client
 from obflow.datahub.consumer import ShardReader, decode_events
+from obflow.datahub.emulator import start_process
 from obflow.datahub.producer import Producer
 from obflow.events import ChangeEvent
 from obflow.log import setup_logging
@@ -31,40 +30,6 @@ from obflow.sample import change_stream
 
 BATCH = 500
 DEMO_RETRY_INTERVAL = 0.2
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _start_emulator(data_dir: Path, log_path: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = _free_port()
-    cmd = [
-        sys.executable,
-        "-m",
-        "obflow.cli",
-        "datahub-emulator",
-        "--port",
-        str(port),
-        "--data-dir",
-        str(data_dir),
-    ]
-    with log_path.open("ab") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the DataHub emulator exited with {proc.returncode}; see {log_path}")
-        try:
-            httpx.get(f"{endpoint}/healthz", timeout=1).raise_for_status()
-            return proc, endpoint
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError(f"the DataHub emulator did not become ready within 30s; see {log_path}")
 
 
 def _row_histories(events: list[ChangeEvent]) -> dict[tuple[str, str], list[str]]:
@@ -116,7 +81,7 @@ def run_demo(rows: int = 2000, shards: int = 4, out_dir: str | Path | None = Non
     print("obflow demo: change envelopes -> producer -> DataHub emulator (own process, real SDK) -> consumer")
     print("Not yet wired into the demo (issue 6): database capture and the Flink job, which run on their own")
     print("as `obflow capture run` and `obflow job run`; see README.")
-    proc, endpoint = _start_emulator(data_dir, emulator_log)
+    proc, endpoint = start_process(data_dir, log_path=emulator_log)
     try:
         # Retries 0.2s apart instead of the default 2s (R1.5), so the demo finishes quickly.
         retry = RetryConfig(attempts=3, interval=DEMO_RETRY_INTERVAL)

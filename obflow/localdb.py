@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -18,12 +17,7 @@ from typing import Any
 
 import pymysql
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
+from obflow.net import free_port
 
 MARIADBD = "/usr/sbin/mariadbd"
 

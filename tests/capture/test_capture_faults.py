@@ -21,8 +21,9 @@ from obflow.config import ObflowConfig
 from obflow.datahub.emulator import DataHubEmulator
 from obflow.events import ChangeEvent
 from obflow.localdb import Engine
+from obflow.net import free_port
 from tests.capture.conftest import capture_config, read_topic, start_capture, wait_for
-from tests.datahub.conftest import ACCESS_KEY, free_port, put_log, set_faults
+from tests.datahub.conftest import ACCESS_KEY, put_log, set_faults
 
 
 class Writer:

@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +17,8 @@ from datahub.models import CompressFormat
 
 from obflow.config import DataHubConfig, RetryConfig
 from obflow.datahub.client import ensure_change_topic
-from obflow.datahub.emulator import DataHubEmulator
+from obflow.datahub.emulator import DataHubEmulator, start_process
+from obflow.net import free_port
 
 ACCESS_ID = "test-id"
 ACCESS_KEY = "test-key-123"
@@ -79,36 +77,21 @@ def put_log(endpoint: str) -> list[dict[str, object]]:
     return puts
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class EmulatorProcess:
     """`obflow datahub-emulator` as a separate process that tests can kill and restart."""
 
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
         self.port = free_port()
-        self.proc: subprocess.Popen[str] | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> EmulatorProcess:
-        cmd = [sys.executable, "-m", "obflow.cli", "datahub-emulator", "--port", str(self.port)]
-        cmd += ["--data-dir", str(self.data_dir), "--access-id", ACCESS_ID, "--access-key", ACCESS_KEY]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.endpoint}/healthz", timeout=1).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                time.sleep(0.05)
-        raise RuntimeError("the emulator did not become ready within 30s")
+        self.proc, _ = start_process(self.data_dir, port=self.port, access=(ACCESS_ID, ACCESS_KEY))
+        return self
 
     def kill(self) -> None:
         if self.proc and self.proc.poll() is None:

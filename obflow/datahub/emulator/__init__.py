@@ -3,12 +3,55 @@
 from __future__ import annotations
 
 import signal
+import subprocess
 import sys
+import time
+from pathlib import Path
 from types import FrameType
 
-from obflow.datahub.emulator.server import DataHubEmulator, Faults
+import httpx
 
-__all__ = ["DataHubEmulator", "Faults", "serve"]
+from obflow.datahub.emulator.server import DataHubEmulator, Faults
+from obflow.net import free_port
+
+__all__ = ["DataHubEmulator", "Faults", "serve", "start_process"]
+
+
+def start_process(
+    data_dir: str | Path,
+    port: int | None = None,
+    access: tuple[str, str] | None = None,
+    log_path: Path | None = None,
+    timeout: float = 30,
+) -> tuple[subprocess.Popen[bytes], str]:
+    """``obflow datahub-emulator`` as its own process: (process, endpoint) once ``/healthz`` answers.
+
+    ``port`` defaults to a free one; ``access`` is (access id, access key); output goes to ``log_path``
+    (appended) or is discarded.
+    """
+    port = port or free_port()
+    cmd = [sys.executable, "-m", "obflow.cli", "datahub-emulator", "--port", str(port), "--data-dir", str(data_dir)]
+    if access:
+        cmd += ["--access-id", access[0], "--access-key", access[1]]
+    log = log_path.open("ab") if log_path else subprocess.DEVNULL
+    try:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    finally:
+        if log_path:
+            log.close()  # type: ignore[union-attr]
+    endpoint = f"http://127.0.0.1:{port}"
+    where = f"; see {log_path}" if log_path else ""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the DataHub emulator exited with {proc.returncode}{where}")
+        try:
+            httpx.get(f"{endpoint}/healthz", timeout=1).raise_for_status()
+            return proc, endpoint
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError(f"the DataHub emulator did not become ready within {timeout:g}s{where}")
 
 
 def serve(emulator: DataHubEmulator) -> int:
