@@ -29,7 +29,7 @@ from typing import Any
 
 import orjson
 
-from capture_agent.dialects import TableInfo, gap_query, log_query, max_seq_query, purge_statement
+from capture_agent.dialects import TableInfo, gap_query, log_query, max_seq_query, purge_statement, seq_query
 from capture_agent.method import Captured, Position
 from capture_agent.snapshot import SnapshotThenStream, copy_position, snapshot_pending
 from capture_agent.values import normalize
@@ -98,7 +98,7 @@ class ChangeLogCapture(SnapshotThenStream):
             entry: dict[str, Any] = {"hw": 0, "gaps": []}
             if self.config.capture.snapshot:
                 # Everything at or below the high water that is not in the log yet is an open gap.
-                seen = {int(r[0]) for r in self.db.query(gap_query(self.dialect, table), (1, high_water))}
+                seen = {int(r[0]) for r in self.db.query(seq_query(self.dialect, table), (1, high_water))}
                 gaps, _ = track_gaps(
                     [],
                     0,

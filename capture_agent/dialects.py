@@ -216,6 +216,12 @@ def log_query(dialect: Dialect, table: TableInfo, limit: int) -> str:
     )
 
 
+def seq_query(dialect: Dialect, table: TableInfo) -> str:
+    """Just the sequences of change-log rows with ``%s <= seq <= %s``."""
+    q = partial(quote, dialect)
+    return f"SELECT seq FROM {q(table.schema)}.{q(log_table_name(dialect, table.name))} WHERE seq BETWEEN %s AND %s"
+
+
 def gap_query(dialect: Dialect, table: TableInfo) -> str:
     """Change-log rows with ``%s <= seq <= %s`` (an open gap)."""
     q = partial(quote, dialect)

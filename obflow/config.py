@@ -293,13 +293,12 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def env_overrides(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+def env_overrides() -> dict[str, str]:
     """Dotted config keys set from the environment, each mapped to the variable that set it."""
-    env = os.environ if environ is None else environ
     source = EnvSettingsSource(ObflowConfig, env_prefix=ENV_PREFIX, env_nested_delimiter=ENV_NESTED_DELIMITER)
     overridden = {key for key, _ in _flatten(source())}
     by_key: dict[str, str] = {}
-    for name in env:
+    for name in os.environ:
         if not name.upper().startswith(ENV_PREFIX):
             continue
         key = name[len(ENV_PREFIX) :].lower().replace(ENV_NESTED_DELIMITER, ".")
