@@ -192,21 +192,22 @@ def run(config_path: str, config: ObflowConfig, from_savepoint: str | None = Non
     log_event(
         log, "job.started", f"job {client.get_job_id()} running", parallelism=parallelism, restored_from=from_savepoint
     )
-    while not stop.wait(1.0):
-        status = client.get_job_status().result()
-        if status.is_globally_terminal_state():
-            log_fault(log, Fault.COMPONENT_CRASHED, f"job ended as {status}", level=logging.ERROR)
-            if converter is not None:
-                converter.stop()
-            return 1
-    target = Path(config.checkpoint.savepoint_dir).resolve().as_uri()
-    savepoint = stop_with_savepoint(client, target)
-    latest_savepoint_file(config).parent.mkdir(parents=True, exist_ok=True)
-    latest_savepoint_file(config).write_text(savepoint)
-    if converter is not None:
-        converter.stop()
-    log_event(log, "job.stopped", f"job stopped with savepoint {savepoint}", savepoint=savepoint)
-    return 0
+    try:
+        while not stop.wait(1.0):
+            status = client.get_job_status().result()
+            if status.is_globally_terminal_state():
+                log_fault(log, Fault.COMPONENT_CRASHED, f"job ended as {status}", level=logging.ERROR)
+                return 1
+        target = Path(config.checkpoint.savepoint_dir).resolve().as_uri()
+        savepoint = stop_with_savepoint(client, target)
+        latest = latest_savepoint_file(config)
+        latest.parent.mkdir(parents=True, exist_ok=True)
+        latest.write_text(savepoint)
+        log_event(log, "job.stopped", f"job stopped with savepoint {savepoint}", savepoint=savepoint)
+        return 0
+    finally:
+        if converter is not None:
+            converter.stop()  # converts what was committed, whichever way the job ended
 
 
 if __name__ == "__main__":  # flink run -py flink_job/job.py -- <config>

@@ -202,11 +202,10 @@ class Producer:
             result = self.client.put_records(self.project, self.topic, records)
         except (DatahubException, RequestException, OSError) as exc:
             return records, f"{type(exc).__name__}: {exc}"
-        if not result.failed_record_count:
-            BYTES_SENT.labels(self.topic).inc(sum(len(str(r.values[-1])) for r in records))
-            return [], ""
-        failed_indexes = {f.index for f in result.failed_records}
-        accepted = [r for i, r in enumerate(records) if i not in failed_indexes]
+        failed_indexes = {f.index for f in result.failed_records} if result.failed_record_count else set()
+        accepted = (r for i, r in enumerate(records) if i not in failed_indexes)
         BYTES_SENT.labels(self.topic).inc(sum(len(str(r.values[-1])) for r in accepted))
+        if not failed_indexes:
+            return [], ""
         first = result.failed_records[0]
         return [records[i] for i in sorted(failed_indexes)], f"{first.error_code}: {first.error_message}"
