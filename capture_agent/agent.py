@@ -16,10 +16,9 @@ import signal
 import threading
 import time
 from functools import partial
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import Counter, Gauge, Histogram
 
 from capture_agent.changelog import ChangeLogCapture
 from capture_agent.db import ConnectionLostError, Database
@@ -28,6 +27,7 @@ from capture_agent.state import PositionStore
 from obflow.config import ObflowConfig
 from obflow.datahub.client import ensure_change_topic, make_client
 from obflow.datahub.producer import DeliveryError, Producer
+from obflow.health import HealthServer
 from obflow.log import Fault, log_event, log_fault
 
 log = logging.getLogger("obflow.capture")
@@ -59,7 +59,7 @@ class CaptureAgent:
         self.positions = PositionStore(config.capture.state_dir)
         self.stop_event = threading.Event()
         self.datahub_ok = False
-        self.http: ThreadingHTTPServer | None = None
+        self.http = HealthServer("capture", config.capture.http_port, self._readiness)
         self.method: CaptureMethod | None = None
         self.producer: Producer | None = None
 
@@ -71,7 +71,7 @@ class CaptureAgent:
 
     def start(self) -> None:
         """Connect to both ends and serve the health endpoints; raises when either end is unusable."""
-        self._serve_http()
+        self.http.start()
         try:
             self.db.connect()
         except Exception as exc:
@@ -141,9 +141,7 @@ class CaptureAgent:
         if self.producer is not None:
             self.producer.close()
         self.db.close()
-        if self.http is not None:
-            self.http.shutdown()
-            self.http.server_close()
+        self.http.stop()
 
     # ---- steps ----------------------------------------------------------------------------
 
@@ -186,42 +184,13 @@ class CaptureAgent:
                 if not self.db.reconnect(self.stop_event):
                     raise _StoppedError() from None
 
-    def _serve_http(self) -> None:
-        agent = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                if self.path == "/healthz":
-                    self._send(200, b"ok\n", "text/plain")
-                elif self.path == "/readyz":
-                    ready = agent.ready
-                    database = "up" if agent.db.connected else "down"
-                    body = f"database={database} datahub={'up' if agent.datahub_ok else 'down'}\n"
-                    self._send(200 if ready else 503, body.encode(), "text/plain")
-                elif self.path == "/metrics":
-                    self._send(200, generate_latest(), CONTENT_TYPE_LATEST)
-                else:
-                    self._send(404, b"not found\n", "text/plain")
-
-            def _send(self, status: int, body: bytes, content_type: str) -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        self.http = ThreadingHTTPServer(("0.0.0.0", self.config.capture.http_port), Handler)
-        self.http.daemon_threads = True
-        threading.Thread(target=self.http.serve_forever, args=(0.2,), name="capture-http", daemon=True).start()
-        log_event(log, "capture.http", f"health and metrics on port {self.http.server_address[1]}")
+    def _readiness(self) -> tuple[bool, str]:
+        database = "up" if self.db.connected else "down"
+        return self.ready, f"database={database} datahub={'up' if self.datahub_ok else 'down'}"
 
     @property
     def http_port(self) -> int:
-        assert self.http is not None
-        return int(self.http.server_address[1])
+        return self.http.port
 
 
 class _StoppedError(Exception):
