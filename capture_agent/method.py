@@ -63,8 +63,7 @@ def discover_tables(db: Database, config: ObflowConfig) -> list[TableInfo]:
     columns_sql, key_sql = catalog_queries(dialect_of(config))
     tables = []
     for spec in config.source.tables:
-        schema, _, name = spec.name.rpartition(".")
-        schema = schema or config.source.database
+        schema, name = config.source.schema_and_table(spec)
         columns = tuple(Column(str(n), str(t)) for n, t in db.query(columns_sql, (schema, name)))
         if not columns:
             raise TableNotFoundError(

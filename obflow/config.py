@@ -20,6 +20,7 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
+from obflow.columns import ColumnType, parse_sql_type
 from obflow.units import ByteSize, Duration
 
 _NAME_PART = re.compile(r"[A-Za-z_][\w$#]*")
@@ -65,6 +66,27 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
 
+def _sql_type(value: str) -> str:
+    parse_sql_type(value)
+    return value
+
+
+class ColumnConfig(Section):
+    """One output column of a table: its source name, its SQL type, and optionally a new name."""
+
+    name: str = Field(min_length=1, description="Column name in the database.")
+    type: Annotated[str, AfterValidator(_sql_type)] = Field(description="SQL type as declared, e.g. NUMBER(12,2).")
+    rename: str | None = Field(None, min_length=1, description="Name in the output files; default: name.")
+
+    @property
+    def output_name(self) -> str:
+        return self.rename or self.name
+
+    @property
+    def column_type(self) -> ColumnType:
+        return parse_sql_type(self.type)
+
+
 class TableConfig(Section):
     """One captured table. In YAML a bare string ``"SCHEMA.TABLE"`` is shorthand for ``{name: ...}``."""
 
@@ -73,6 +95,21 @@ class TableConfig(Section):
         default_factory=list,
         description="Primary key columns; empty means: read them from the database catalog.",
     )
+    columns: list[ColumnConfig] = Field(
+        default_factory=list,
+        description="Output columns, typed (selection, rename); empty: key and row images as JSON text.",
+    )
+
+    @model_validator(mode="after")
+    def _unique_output_names(self) -> TableConfig:
+        names = [c.output_name for c in self.columns]
+        reserved = [n for n in names if n.startswith("_")]
+        if reserved:
+            raise field_error("columns", f"output names starting with _ are reserved for metadata: {reserved}")
+        if len(set(names)) != len(names):
+            twice = sorted({n for n in names if names.count(n) > 1})
+            raise field_error("columns", f"output names must be unique; {twice} appear twice (use rename)")
+        return self
 
     @model_validator(mode="before")
     @classmethod
@@ -99,6 +136,15 @@ class SourceConfig(Section):
     reconnect_max_backoff: Duration = Field(
         5.0, gt=0, le=30, description="Cap of the reconnect backoff; at most 30s so R1.7 holds."
     )
+
+    def schema_and_table(self, table: TableConfig) -> tuple[str, str]:
+        """``(schema, table)`` of a configured table; the schema defaults to ``database``."""
+        schema, _, name = table.name.rpartition(".")
+        return schema or self.database, name
+
+    def qualified_tables(self) -> dict[str, TableConfig]:
+        """Every configured table by its ``SCHEMA.TABLE`` name, as change events name it."""
+        return {".".join(self.schema_and_table(t)): t for t in self.tables}
 
     @model_validator(mode="after")
     def _mode_fits_engine(self) -> SourceConfig:
@@ -151,7 +197,12 @@ class FlinkConfig(Section):
     restart_attempts: int = Field(10, ge=0)
     restart_delay: Duration = Field(10.0, ge=0)
     dedup_window: Duration = Field(
-        86400.0, gt=0, description="How long an event_id is remembered for duplicate removal."
+        600.0,
+        gt=0,
+        description="How long an event_id is remembered for duplicate removal (state holds at most rate x window ids).",
+    )
+    out_of_orderness: Duration = Field(
+        5.0, ge=0, description="Watermark delay behind the newest commit time seen (event time, R2.3)."
     )
     metrics_port: str = Field(
         "9249-9260", pattern=r"^\d{1,5}(-\d{1,5})?$", description="Prometheus reporter port or range (R7.1)."
@@ -179,6 +230,7 @@ class CheckpointConfig(Section):
         2**31 - 1, ge=0, description="Failed checkpoints tolerated before the job fails (R2.5)."
     )
     mode: Literal["exactly_once", "at_least_once"] = "exactly_once"
+    backend: Literal["hashmap", "rocksdb"] = Field("hashmap", description="Flink state backend (R4.2).")
 
 
 class RollingConfig(Section):
@@ -194,7 +246,12 @@ class OutputConfig(Section):
     path: str = Field("output", min_length=1)
     rolling: RollingConfig = Field(default_factory=RollingConfig)
     write_retries: int = Field(3, ge=0, le=100, description="Retries of a failed file write (R3.7).")
-    dead_letter_path: str = Field("output/_dead_letter", min_length=1)
+    dead_letter_path: str = Field(
+        "output/_dead_letter", min_length=1, description="Dead-letter files, used while DataHub is unreachable."
+    )
+    metrics_port: int = Field(
+        9310, ge=0, le=65535, description="The job runner's /metrics, /healthz, /readyz; 0 picks a free port."
+    )
 
 
 class LoggingConfig(Section):

@@ -3,8 +3,19 @@
 from __future__ import annotations
 
 import random
+from datetime import UTC, datetime
 
 from obflow.events import ChangeEvent, SourceInfo
+
+SAMPLE_COLUMNS = [
+    {"name": "ID", "type": "NUMBER(12)"},
+    {"name": "STATUS", "type": "VARCHAR2(16)", "rename": "status"},
+    {"name": "AMOUNT", "type": "NUMBER(12,2)", "rename": "amount"},
+    {"name": "CREATED_AT", "type": "TIMESTAMP(6)", "rename": "created_at"},
+    {"name": "NOTE", "type": "VARCHAR2(200)", "rename": "note"},
+    {"name": "V", "type": "INTEGER", "rename": "version"},
+]
+"""The typed output columns of the sample table (``source.tables[].columns``)."""
 
 
 def change_stream(
@@ -39,7 +50,8 @@ def change_stream(
             new = {
                 "ID": row_id,
                 "STATUS": "NEW",
-                "AMOUNT": round(rng.uniform(1, 1000), 2),
+                "AMOUNT": f"{rng.uniform(1, 1000):.2f}",  # NUMBER(12,2): exact text, as captured
+                "CREATED_AT": _iso_utc(source.commit_ts_ms),
                 "NOTE": None,
                 "V": 1,
             }
@@ -53,3 +65,7 @@ def change_stream(
             live[row_id] = new
             events.append(ChangeEvent.create("u", key={"ID": row_id}, before=old, after=new, source=source))
     return events
+
+
+def _iso_utc(epoch_ms: int) -> str:
+    return datetime.fromtimestamp(epoch_ms / 1000, UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
