@@ -93,6 +93,19 @@ def _job_run(args: argparse.Namespace) -> int:
     return run(args.config, start_component("flink", args.config), args.from_savepoint)
 
 
+def _dlq_read(args: argparse.Namespace) -> int:
+    from obflow.deadletter import DeadLetterQueue
+    from obflow.runtime import start_component
+
+    count = 0
+    for letter in DeadLetterQueue(start_component("dlq", args.config)).read():
+        sys.stdout.buffer.write(letter.to_json() + b"\n")
+        count += 1
+    sys.stdout.flush()
+    print(f"{count} dead letters", file=sys.stderr)
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from obflow.demo import run_demo
 
@@ -147,6 +160,12 @@ def build_parser() -> argparse.ArgumentParser:
     job_run.add_argument("--config", required=True)
     job_run.add_argument("--from-savepoint", default=None, help="restore from this savepoint or checkpoint")
     job_run.set_defaults(handler=_job_run)
+
+    dlq = commands.add_parser("dlq", help="the dead-letter queue")
+    dlq_commands = dlq.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")
+    dlq_read = dlq_commands.add_parser("read", help="print every dead letter (DataHub topic, then files) as JSON lines")
+    dlq_read.add_argument("--config", required=True)
+    dlq_read.set_defaults(handler=_dlq_read)
 
     demo = commands.add_parser("demo", help="run the pipeline end to end on embedded defaults")
     demo.add_argument("--rows", type=int, default=2000, help="changes to send through (default 2000)")

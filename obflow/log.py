@@ -104,6 +104,9 @@ def setup_logging(level: str = "INFO", fmt: str = "text", stream: TextIO | None 
     handler._obflow = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level)
+    # pydatahub logs every error response at ERROR before raising it, expected ones too ("already
+    # exists"); obflow handles each exception and logs its own fault event, so only theirs is kept
+    logging.getLogger("datahub.rest").setLevel(logging.CRITICAL)
 
 
 def log_event(logger: logging.Logger, event: str, message: str, level: int = logging.INFO, **fields: Any) -> None:
