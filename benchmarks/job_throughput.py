@@ -1,14 +1,16 @@
-"""Records per CPU-second through the Flink job (DataHub emulator → dedup → Parquet), next to a ceiling
-measured in the same run on the same records: decode + write with pyarrow alone, no Flink.
+"""Records per CPU-second through the Flink job (DataHub emulator → dedup → output files), next to a
+ceiling measured in the same run on the same records: decode + write with pyarrow alone, no Flink.
 
 The ceiling: the records' JSON payloads, ``pyarrow.json.read_json`` per 1000-record batch, then one
-Parquet file per batch, in this process (CPU time). The job: ``obflow job run`` (mini-cluster, thread
-mode, output parquet) already running and idle; the records are then put into DataHub and the CPU time
-of the job's whole process group (runner and JVM) is taken from /proc until every record is committed.
-That includes reading through the pydatahub SDK, duplicate removal, the exactly-once file sink and
-the Parquet conversion. Goal (issue 5): at least 0.8 of the ceiling.
+file per batch in the same format, in this process (CPU time). The job: ``obflow job run``
+(mini-cluster, thread mode, typed sample columns) started and idle; the records are then put into
+DataHub and the CPU time of the job's whole process group (runner, JVM, finalizer) is taken from /proc
+until every record is committed. That includes reading DataHub, duplicate removal, the exactly-once
+staging sink, mapping and the output write. The idle cost of the job (the JVM, ticks, checkpoints)
+over the same wall time is measured first and shown on its own line. Goal (issue 5): at least 0.8 of
+the ceiling.
 
-Run: ``python -m benchmarks.job_throughput [--records 20000]`` (or ``make bench``).
+Run: ``python -m benchmarks.job_throughput [--records 100000] [--format parquet]`` (or ``make bench``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +32,13 @@ import pyarrow.parquet as pq
 import yaml
 
 from benchmarks.common import machine
+from flink_job.finalize import SUFFIX
 from obflow.config import ObflowConfig
 from obflow.datahub.client import ensure_change_topic, make_client
 from obflow.datahub.emulator import start_process
 from obflow.datahub.producer import Producer
-from obflow.sample import change_stream
+from obflow.events import ChangeEvent
+from obflow.sample import SAMPLE_COLUMNS, change_stream
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -62,75 +67,94 @@ def ceiling(payloads: list[bytes], out: Path) -> float:
     return len(payloads) / (time.process_time() - started)
 
 
-def committed_rows(root: Path) -> int:
-    return sum(pq.ParquetFile(f).metadata.num_rows for f in root.rglob("*.parquet") if not f.name.startswith("."))
+def committed_rows(root: Path, fmt: str) -> int:
+    files = [f for f in root.rglob(f"*{SUFFIX[fmt]}") if not f.name.startswith(".") and ".staging" not in f.parts]
+    if fmt == "parquet":
+        return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    return sum(f.read_bytes().count(b"\n") - (1 if fmt == "csv" else 0) for f in files)
 
 
-def run(count: int, protocol: str) -> None:
-    events = change_stream(count, rows=count)
-    payloads = [e.to_json() for e in events]
-    with tempfile.TemporaryDirectory() as tmp_dir:
-        tmp = Path(tmp_dir)
-        (tmp / "ceiling").mkdir()
-        ceiling_rate = ceiling(payloads, tmp / "ceiling")
-        proc, endpoint = start_process(str(tmp / "datahub"))
-        data: dict[str, Any] = {
-            "source": {"database": "TRADE", "tables": ["ORDERS"]},
-            "datahub": {"endpoint": endpoint, "shards": 4, "protocol": protocol},
-            "capture": {"poll_interval": "100ms"},
-            "flink": {"parallelism": 2},
-            "checkpoint": {"interval": "2s", "dir": str(tmp / "ck"), "savepoint_dir": str(tmp / "sp")},
-            "output": {
-                "format": "parquet",
-                "path": str(tmp / "out"),
-                "rolling": {"max_span": "2s", "check_interval": "1s"},
-            },
-        }
-        path = tmp / "job.yaml"
-        path.write_text(yaml.safe_dump(data))
-        config = ObflowConfig(**data)
-        client = make_client(config.datahub)
-        ensure_change_topic(client, config.datahub)
-        log = (tmp / "job.log").open("ab")
-        job = subprocess.Popen(
-            [sys.executable, "-m", "obflow.cli", "job", "run", "--config", str(path)],
-            stdout=log, stderr=log, start_new_session=True,
-        )  # fmt: skip
+@dataclass
+class JobRun:
+    rows: int
+    cpu: float
+    wall: float
+    idle_cpu_per_s: float
+
+
+def run_job(tmp: Path, events: list[ChangeEvent], fmt: str, protocol: str) -> JobRun:
+    proc, endpoint = start_process(str(tmp / "datahub"))
+    data: dict[str, Any] = {
+        "source": {"database": "TRADE", "tables": [{"name": "ORDERS", "columns": SAMPLE_COLUMNS}]},
+        "datahub": {"endpoint": endpoint, "shards": 4, "protocol": protocol},
+        "capture": {"poll_interval": "100ms"},
+        "flink": {"parallelism": 2},
+        "checkpoint": {"interval": "2s", "dir": str(tmp / "ck"), "savepoint_dir": str(tmp / "sp")},
+        "output": {
+            "format": fmt,
+            "path": str(tmp / "out"),
+            "metrics_port": 0,
+            "rolling": {"max_span": "2s", "check_interval": "1s"},
+        },
+    }
+    path = tmp / "job.yaml"
+    path.write_text(yaml.safe_dump(data))
+    config = ObflowConfig(**data)
+    client = make_client(config.datahub)
+    ensure_change_topic(client, config.datahub)
+    log = (tmp / "job.log").open("ab")
+    job = subprocess.Popen(
+        [sys.executable, "-m", "obflow.cli", "job", "run", "--config", str(path)],
+        stdout=log, stderr=log, start_new_session=True, env={**os.environ, "FLINK_LOG_DIR": str(tmp / "flink-log")},
+    )  # fmt: skip
+    try:
+        time.sleep(25)  # the job is up and idle
+        idle_before, idle_started = group_cpu_seconds(job.pid), time.time()
+        time.sleep(10)
+        idle_cpu_per_s = (group_cpu_seconds(job.pid) - idle_before) / (time.time() - idle_started)
+        cpu_before, started = group_cpu_seconds(job.pid), time.time()
+        producer = Producer(client, config.datahub.project, config.datahub.topic, config.datahub.retry)
+        producer.send(events)
+        producer.close()
+        deadline = time.time() + 900
+        while committed_rows(tmp / "out", fmt) < len(events) and time.time() < deadline:
+            time.sleep(0.2)
+        cpu, wall = group_cpu_seconds(job.pid) - cpu_before, time.time() - started
+        return JobRun(committed_rows(tmp / "out", fmt), cpu, wall, idle_cpu_per_s)
+    finally:
+        job.send_signal(signal.SIGTERM)
         try:
-            time.sleep(25)  # the job is up and idle
-            cpu_before = group_cpu_seconds(job.pid)
-            started = time.time()
-            producer = Producer(client, config.datahub.project, config.datahub.topic, config.datahub.retry)
-            producer.send(events)
-            producer.close()
-            deadline = time.time() + 600
-            while committed_rows(tmp / "out") < count and time.time() < deadline:
-                time.sleep(0.5)
-            cpu = group_cpu_seconds(job.pid) - cpu_before
-            wall = time.time() - started
-            rows = committed_rows(tmp / "out")
-        finally:
-            job.send_signal(signal.SIGTERM)
             job.wait(60)
-            if job.poll() is None:
-                os.killpg(job.pid, signal.SIGKILL)
-            os.kill(proc.pid, signal.SIGTERM)
-            proc.wait(10)
-    job_rate = rows / cpu if cpu else 0.0
-    print(f"Flink job throughput: {count} change envelopes -> Parquet, parallelism 2, thread mode, {protocol}")
-    print(f"machine: {machine()}")
-    print(f"{'stage':52} {'records':>8} {'rec/CPU-s':>10} {'ratio':>7}")
-    print(f"{'ceiling: pyarrow json decode + Parquet, no Flink':52} {count:8} {ceiling_rate:10,.0f} {1.0:7.2f}")
-    label = f"job: SDK read, dedup, sink, convert ({wall:.0f}s wall)"
-    print(f"{label:52} {rows:8} {job_rate:10,.0f} {job_rate / ceiling_rate:7.2f}")
+        except subprocess.TimeoutExpired:
+            os.killpg(job.pid, signal.SIGKILL)
+        os.kill(proc.pid, signal.SIGTERM)
+        proc.wait(10)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--records", type=int, default=20_000)
+    parser.add_argument("--records", type=int, default=100_000)
+    parser.add_argument("--formats", default="parquet", help="comma-separated: parquet,json,csv")
     parser.add_argument("--protocol", choices=["pb", "json"], default="pb", help="DataHub wire protocol")
     args = parser.parse_args(argv)
-    run(args.records, args.protocol)
+    events = change_stream(args.records, rows=args.records)
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        (Path(tmp_dir) / "ceiling").mkdir()
+        ceiling_rate = ceiling([e.to_json() for e in events], Path(tmp_dir) / "ceiling")
+        runs = {fmt: run_job(Path(tmp_dir) / fmt, events, fmt, args.protocol) for fmt in args.formats.split(",")}
+    print(f"Flink job throughput: {args.records} change envelopes, parallelism 2, thread mode, typed columns")
+    print(f"machine: {machine()}")
+    print(f"{'stage':58} {'records':>8} {'rec/CPU-s':>10} {'ratio':>6}")
+    print(f"{'ceiling: pyarrow json decode + Parquet, no Flink':58} {args.records:8} {ceiling_rate:10,.0f} {1:6.2f}")
+    for fmt, run in runs.items():
+        rate = run.rows / run.cpu if run.cpu else 0.0
+        busy = run.cpu - run.idle_cpu_per_s * run.wall
+        print(f"{f'job -> {fmt}: read, dedup, stage, map, write ({run.wall:.0f}s wall)':58} "
+              f"{run.rows:8} {rate:10,.0f} {rate / ceiling_rate:6.2f}")  # fmt: skip
+        idle = f"  of which idle job ({run.idle_cpu_per_s:.2f} CPU-s/s x {run.wall:.0f}s)"
+        print(f"{idle:58} {'':8} {'':>10} {(run.cpu - busy) / run.cpu if run.cpu else 0:6.0%}")
+        busy_rate = run.rows / busy if busy > 0 else 0.0
+        print(f"{'  without the idle cost':58} {run.rows:8} {busy_rate:10,.0f} {busy_rate / ceiling_rate:6.2f}")
     return 0
 
 

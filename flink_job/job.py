@@ -1,17 +1,19 @@
-"""The PyFlink job: DataHub change topic → duplicate removal → per-table JSON-lines files, exactly once.
+"""The PyFlink job: DataHub change topic → duplicate removal → per-table output files, exactly once.
 
 Data path (no Python source exists in PyFlink, so the source is built from parts that do):
 
 1. an unbounded ticker (Table API ``datagen``) fans out to every shard id of the change topic;
-2. ``key_by(shard)`` → :class:`ShardPoller`, which on each tick fetches the next batch of its shard
-   and keeps the next sequence to read in keyed ``ValueState``: the read positions are part of every
+2. ``key_by(shard)`` → :class:`ShardPoller`, which on each tick fetches what is new in its shard and
+   keeps the next sequence to read in keyed ``ValueState``: the read positions are part of every
    checkpoint, so a restore neither skips nor repeats input (R2.1). A shard is one key, so its records
    are processed by one subtask in shard order, and every change to a row is in one shard (R2.3, R9.4);
-3. the poller drops events whose ``event_id`` it has seen (capture replays) using keyed ``MapState``
-   with a TTL of ``flink.dedup_window``: the state holds at most the ids of that window (R9.3);
-4. records are grouped per table and routed to one ``FileSink`` per table (unknown tables go to the
-   dead-letter sink); finished files appear only when a checkpoint completes, so after a crash and
-   restore each change is in the committed files exactly once (R9.2).
+3. the poller drops events whose ``event_id`` it has seen within ``flink.dedup_window`` (capture
+   replays), with state bounded by that window (R9.3), and emits one element per table and fetch;
+   event time is the batch's commit time, with bounded-out-of-orderness watermarks (R2.3);
+4. each table's batches go to one ``FileSink`` per table in ``<output.path>/.staging``; a part file
+   there is committed only when a checkpoint completes, so after a crash and restore each change is
+   committed exactly once (R9.2). The finalizer (flink_job.finalize) turns committed parts into the
+   JSON-lines, Parquet or CSV output files.
 
 Run: ``obflow job run --config F [--from-savepoint PATH]`` (a local mini-cluster; SIGTERM stops it with a
 savepoint), or ``flink run -py flink_job/job.py -- F`` on a cluster.
@@ -28,8 +30,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from flink_job.convert import Converter
+from flink_job.finalize import STAGING, Finalizer, FinalizerThread
 from obflow.config import ObflowConfig, load_config
+from obflow.health import HealthServer
 from obflow.log import Fault, log_event, log_fault
 
 log = logging.getLogger("obflow.flink")
@@ -49,17 +52,9 @@ def python_environment() -> None:
     os.environ.setdefault("FLINK_PLUGINS_DIR", str(Path(pyflink.__file__).parent / "plugins"))
 
 
-def qualified_tables(config: ObflowConfig) -> list[str]:
-    names = []
-    for spec in config.source.tables:
-        schema, _, name = spec.name.rpartition(".")
-        names.append(f"{schema or config.source.database}.{name}")
-    return names
-
-
 def build(env: Any, config: ObflowConfig, config_path: str, shard_ids: list[str]) -> None:
     """Add the pipeline to ``env`` (a StreamExecutionEnvironment)."""
-    from pyflink.common import Types
+    from pyflink.common import Duration, Types, WatermarkStrategy
     from pyflink.common.serialization import Encoder
     from pyflink.datastream import OutputTag
     from pyflink.datastream.connectors.file_system import (
@@ -70,7 +65,7 @@ def build(env: Any, config: ObflowConfig, config_path: str, shard_ids: list[str]
     )
     from pyflink.table import StreamTableEnvironment
 
-    from flink_job.functions import ShardPoller, TableRouter
+    from flink_job.functions import DEAD_LETTERS, CommitTime, EventTimeLag, ShardPoller
 
     table_env = StreamTableEnvironment.create(env)
     table_env.execute_sql(
@@ -79,16 +74,27 @@ def build(env: Any, config: ObflowConfig, config_path: str, shard_ids: list[str]
     )
     ticks = table_env.to_data_stream(table_env.from_path("obflow_ticks"))
     shards = ticks.flat_map(lambda _: [(s,) for s in shard_ids], output_type=Types.TUPLE([Types.STRING()]))
-    tables = qualified_tables(config)
-    batches = (
+    tables = [*config.source.qualified_tables(), DEAD_LETTERS]
+    tags = {table: OutputTag(f"table-{table}", Types.STRING()) for table in tables}
+    progress = (
         shards.key_by(lambda t: t[0], key_type=Types.STRING())
-        .process(ShardPoller(config_path), output_type=Types.TUPLE([Types.STRING(), Types.STRING()]))
+        .process(ShardPoller(config_path, tags), output_type=Types.TUPLE([Types.STRING(), Types.LONG()]))
         .uid("obflow-shard-poller")
         .name("DataHub shards: poll, drop duplicates")
     )
-    tags = {table: OutputTag(f"table-{table}", Types.STRING()) for table in tables}
-    dead_letters = OutputTag("dead-letters", Types.STRING())
-    routed = batches.process(TableRouter(tags, dead_letters), output_type=Types.STRING()).uid("obflow-router")
+    watermarks = (
+        WatermarkStrategy.for_bounded_out_of_orderness(Duration.of_millis(int(config.flink.out_of_orderness * 1000)))
+        .with_timestamp_assigner(CommitTime())
+        .with_idleness(Duration.of_seconds(60))
+    )
+    (
+        progress.assign_timestamps_and_watermarks(watermarks)
+        .uid("obflow-commit-time")
+        .name("event time: commit timestamp")
+        .process(EventTimeLag())
+        .uid("obflow-event-time-lag")
+        .name("event-time lag")
+    )
 
     rolling = config.output.rolling
     policy = RollingPolicy.default_rolling_policy(
@@ -96,11 +102,11 @@ def build(env: Any, config: ObflowConfig, config_path: str, shard_ids: list[str]
         rollover_interval=int(rolling.max_span * 1000),
         inactivity_interval=int(rolling.max_span * 1000),
     )
-    output = Path(config.output.path).resolve()
-    for table, tag in [*tags.items(), ("_dead_letter", dead_letters)]:
+    staging = Path(config.output.path).resolve() / STAGING
+    for table, tag in tags.items():
         sink = (
-            FileSink.for_row_format(str(output / table), Encoder.simple_string_encoder())
-            .with_bucket_assigner(BucketAssigner.date_time_bucket_assigner("yyyy-MM-dd--HH", "UTC"))
+            FileSink.for_row_format(str(staging / table), Encoder.simple_string_encoder())
+            .with_bucket_assigner(BucketAssigner.base_path_bucket_assigner())
             .with_rolling_policy(policy)
             .with_output_file_config(
                 OutputFileConfig.builder().with_part_prefix(table).with_part_suffix(".jsonl").build()
@@ -108,12 +114,12 @@ def build(env: Any, config: ObflowConfig, config_path: str, shard_ids: list[str]
             .with_bucket_check_interval(int(rolling.check_interval * 1000))
             .build()
         )
-        routed.get_side_output(tag).sink_to(sink).uid(f"obflow-sink-{table}").name(f"files: {table}")
+        progress.get_side_output(tag).sink_to(sink).uid(f"obflow-sink-{table}").name(f"staging files: {table}")
 
 
-def environment(config: ObflowConfig, from_savepoint: str | None = None) -> Any:
+def environment(config: ObflowConfig, from_savepoint: str | None = None, local: bool = True) -> Any:
     """A StreamExecutionEnvironment configured from ``config`` (checkpoints, restarts, parallelism),
-    restoring from ``from_savepoint`` when given."""
+    restoring from ``from_savepoint`` when given; ``local``: in a mini-cluster in this process."""
     from pyflink.common import Configuration
     from pyflink.datastream import CheckpointingMode, StreamExecutionEnvironment
 
@@ -135,6 +141,11 @@ def environment(config: ObflowConfig, from_savepoint: str | None = None) -> Any:
         "metrics.reporter.prom.factory.class", "org.apache.flink.metrics.prometheus.PrometheusReporterFactory"
     )
     conf.set_string("metrics.reporter.prom.port", config.flink.metrics_port)
+    if local:
+        # a cluster loads the reporter from its plugins folder; a mini-cluster loads no plugins, but
+        # finds the reporter factory on the classpath
+        conf.set_string("pipeline.jars", prometheus_reporter_jar().as_uri())
+    conf.set_string("state.backend.type", config.checkpoint.backend)
     if from_savepoint:
         conf.set_string("execution.state-recovery.path", from_savepoint)
     env = StreamExecutionEnvironment.get_execution_environment(conf)
@@ -147,6 +158,13 @@ def environment(config: ObflowConfig, from_savepoint: str | None = None) -> Any:
     return env
 
 
+def prometheus_reporter_jar() -> Path:
+    import pyflink
+
+    (jar,) = (Path(pyflink.__file__).parent / "plugins" / "metrics-prometheus").glob("flink-metrics-prometheus-*.jar")
+    return jar
+
+
 def shard_ids_of(config: ObflowConfig) -> list[str]:
     from obflow.datahub.client import ensure_change_topic, make_client
 
@@ -155,9 +173,11 @@ def shard_ids_of(config: ObflowConfig) -> list[str]:
     return [str(s.shard_id) for s in client.list_shard(config.datahub.project, config.datahub.topic).shards]
 
 
-def submit(config_path: str, config: ObflowConfig, from_savepoint: str | None = None) -> tuple[Any, int]:
+def submit(
+    config_path: str, config: ObflowConfig, from_savepoint: str | None = None, local: bool = True
+) -> tuple[Any, int]:
     """Start the job without waiting; returns Flink's JobClient and the parallelism it runs with."""
-    env = environment(config, from_savepoint)
+    env = environment(config, from_savepoint, local)
     build(env, config, config_path, shard_ids_of(config))
     return env.execute_async(config.flink.job_name), int(env.get_parallelism())
 
@@ -178,14 +198,18 @@ def stop_with_savepoint(client: Any, target: str) -> str:
     return str(client._j_job_client.stopWithSavepoint(False, target, format_type).get())
 
 
-def run(config_path: str, config: ObflowConfig, from_savepoint: str | None = None) -> int:
+def run(config_path: str, config: ObflowConfig, from_savepoint: str | None = None, local: bool = True) -> int:
     """``obflow job run``: run until SIGTERM/SIGINT, then stop with a savepoint (its path is written to
-    ``<checkpoint.savepoint_dir>/LATEST``) and exit 0; exit 1 if the job fails for good."""
-    client, parallelism = submit(config_path, config, from_savepoint)
-    converter = None
-    if config.output.format != "json":
-        converter = Converter(Path(config.output.path), config.output.format, config.output.rolling.check_interval)
-        converter.start()
+    ``<checkpoint.savepoint_dir>/LATEST``) and exit 0; exit 1 if the job fails for good.
+
+    Alongside the job: the finalizer (committed staging parts → output files) and the runner's
+    ``/healthz``, ``/readyz`` (the job is RUNNING) and ``/metrics`` on ``output.metrics_port``.
+    """
+    client, parallelism = submit(config_path, config, from_savepoint, local)
+    state = {"status": "CREATED"}
+    health = HealthServer("job", config.output.metrics_port, lambda: (state["status"] == "RUNNING", state["status"]))
+    health.start()
+    finalizer = FinalizerThread(Finalizer(config), config.output.rolling.check_interval).start()
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
@@ -195,21 +219,34 @@ def run(config_path: str, config: ObflowConfig, from_savepoint: str | None = Non
     try:
         while not stop.wait(1.0):
             status = client.get_job_status().result()
+            if status.name != state["status"]:
+                log_event(log, "job.status", f"job is {status.name}", status=status.name)
+            state["status"] = status.name
             if status.is_globally_terminal_state():
-                log_fault(log, Fault.COMPONENT_CRASHED, f"job ended as {status}", level=logging.ERROR)
+                log_fault(log, Fault.COMPONENT_CRASHED, f"job ended as {status.name}", level=logging.ERROR)
                 return 1
         target = Path(config.checkpoint.savepoint_dir).resolve().as_uri()
-        savepoint = stop_with_savepoint(client, target)
+        try:
+            savepoint = stop_with_savepoint(client, target)
+        except Exception as exc:  # e.g. the job is restarting: no savepoint now; the checkpoints remain
+            log_fault(
+                log,
+                Fault.CHECKPOINT_FAILED,
+                f"stop with savepoint failed, cancelling; restore from the latest checkpoint: {exc}",
+                level=logging.ERROR,
+            )
+            client.cancel().result()
+            return 1
         latest = latest_savepoint_file(config)
         latest.parent.mkdir(parents=True, exist_ok=True)
         latest.write_text(savepoint)
         log_event(log, "job.stopped", f"job stopped with savepoint {savepoint}", savepoint=savepoint)
         return 0
     finally:
-        if converter is not None:
-            converter.stop()  # converts what was committed, whichever way the job ended
+        finalizer.stop()  # finalizes what was committed, whichever way the job ended
+        health.stop()
 
 
 if __name__ == "__main__":  # flink run -py flink_job/job.py -- <config>
     path = sys.argv[-1]
-    sys.exit(run(path, load_config(path)))
+    sys.exit(run(path, load_config(path), local=False))

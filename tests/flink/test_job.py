@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,19 +14,18 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import pyarrow.csv as pa_csv
-import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from flink_job.convert import SCHEMA, rows_of
 from obflow.config import ObflowConfig
 from obflow.datahub.client import ensure_change_topic, make_client
 from obflow.datahub.emulator import DataHubEmulator
 from obflow.datahub.producer import Producer
+from obflow.deadletter import DeadLetter, DeadLetterQueue
 from obflow.events import ChangeEvent
-from obflow.sample import change_stream
+from obflow.sample import SAMPLE_COLUMNS, change_stream
 from tests.datahub.conftest import ACCESS_ID, ACCESS_KEY
+from tests.flink.test_finalize import output_rows
 
 pytestmark = pytest.mark.slow
 
@@ -38,18 +38,20 @@ def emulator(tmp_path: Path) -> Iterator[DataHubEmulator]:
 
 
 def job_config(
-    tmp_path: Path, endpoint: str, parallelism: int = 2, fmt: str = "json", out: str = "out"
+    tmp_path: Path, endpoint: str, parallelism: int = 2, fmt: str = "json", out: str = "out", **rolling: str
 ) -> tuple[ObflowConfig, Path]:
     data: dict[str, Any] = {
-        "source": {"database": "TRADE", "tables": ["ORDERS"]},
-        "datahub": {"endpoint": endpoint, "access_id": ACCESS_ID, "shards": 4},
+        "source": {"database": "TRADE", "tables": [{"name": "ORDERS", "columns": SAMPLE_COLUMNS}]},
+        "datahub": {"endpoint": endpoint, "access_id": ACCESS_ID, "shards": 4, "retry": {"interval": "100ms"}},
         "capture": {"poll_interval": "100ms"},
         "flink": {"parallelism": parallelism, "restart_delay": "1s"},
         "checkpoint": {"interval": "1s", "dir": str(tmp_path / "ck"), "savepoint_dir": str(tmp_path / "sp")},
         "output": {
             "format": fmt,
             "path": str(tmp_path / out),
-            "rolling": {"max_span": "2s", "check_interval": "500ms"},
+            "dead_letter_path": str(tmp_path / f"{out}-dead-letters"),
+            "metrics_port": 0,
+            "rolling": {"max_span": "2s", "check_interval": "500ms", **rolling},
         },
     }
     path = tmp_path / f"job-{out}.yaml"
@@ -64,15 +66,6 @@ def send(config: ObflowConfig, events: list[ChangeEvent]) -> None:
     producer = Producer(client, config.datahub.project, config.datahub.topic, config.datahub.retry)
     producer.send(events)
     producer.close()
-
-
-def committed_lines(output: Path) -> list[dict[str, object]]:
-    """Envelopes in finished files only (in-progress and pending files start with a dot)."""
-    lines = []
-    for file in sorted(output.rglob("*.jsonl")):
-        if not file.name.startswith(".") and "_dead_letter" not in file.parts:
-            lines += [orjson.loads(line) for line in file.read_bytes().splitlines() if line]
-    return lines
 
 
 def run_job(
@@ -91,18 +84,25 @@ def run_job(
     )  # fmt: skip
 
 
-def wait_for_lines(
-    output: Path, count: int, proc: subprocess.Popen[bytes], timeout: float = 180
-) -> list[dict[str, object]]:
+def wait_for_rows(
+    config: ObflowConfig, count: int, proc: subprocess.Popen[bytes], timeout: float = 180
+) -> list[dict[str, Any]]:
+    """The committed output rows once there are ``count`` (and a few checkpoints later: extras would show)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert proc.poll() is None, "the job process exited"
-        lines = committed_lines(output)
-        if len(lines) >= count:
-            time.sleep(3)  # a few more checkpoints: anything extra would show now
-            return committed_lines(output)
+        if len(output_rows(config)) >= count:
+            time.sleep(3)
+            return output_rows(config)
         time.sleep(0.5)
-    raise AssertionError(f"only {len(committed_lines(output))} of {count} lines committed within {timeout}s")
+    raise AssertionError(f"only {len(output_rows(config))} of {count} rows committed within {timeout}s")
+
+
+def wait_for(condition: Any, timeout: float = 60, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.5)
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -127,20 +127,29 @@ def test_every_change_is_committed_exactly_once_despite_replays_and_a_task_failu
     send(config, events[:500])  # a capture replay: same changes, same event ids
     proc = run_job(path, tmp_path, {"OBFLOW_FLINK_FAIL_ONCE": f"{tmp_path / 'failed'}:1500"})
     try:
-        lines = wait_for_lines(tmp_path / "out", 3000, proc)
+        rows = wait_for_rows(config, 3000, proc)
     finally:
         stop(proc)
     assert (tmp_path / "failed").exists(), "the injected task failure happened"
-    ids = [str(line["event_id"]) for line in lines]
+    ids = [str(row["_event_id"]) for row in rows]
     assert len(ids) == len(set(ids)) == 3000
     assert set(ids) == {e.event_id for e in events}
-    # per row, the committed order is the commit order (one shard, one subtask, in sequence)
-    by_row: dict[str, list[int]] = {}
-    for file in sorted((tmp_path / "out").rglob("*.jsonl")):
+    assert_per_row_commit_order(config)
+    log = (tmp_path / "job.log").read_text()
+    recovered = re.search(r"job is RESTARTING.*\n(?:.*\n)*?.*job is RUNNING", log)
+    assert recovered, "the runner saw the job restart and run again (R4.1)"
+
+
+def assert_per_row_commit_order(config: ObflowConfig) -> None:
+    """Within every output file, each row's changes appear in commit order (R2.3, R9.4)."""
+    for file in Path(config.output.path).rglob("*.jsonl"):
+        if ".staging" in file.parts or file.name.startswith("."):
+            continue
+        by_row: dict[int, list[int]] = {}
         for line in file.read_bytes().splitlines():
-            event = orjson.loads(line)
-            by_row.setdefault(orjson.dumps(event["key"]).decode(), []).append(int(event["source"]["position"]))
-    assert all(positions == sorted(positions) for positions in by_row.values())
+            row = orjson.loads(line)
+            by_row.setdefault(row["ID"], []).append(int(row["_position"]))
+        assert all(positions == sorted(positions) for positions in by_row.values()), file
 
 
 def test_stop_with_savepoint_and_restart_at_parallelism_10_exactly_once_R2_2_R2_6_R6_3(
@@ -151,7 +160,7 @@ def test_stop_with_savepoint_and_restart_at_parallelism_10_exactly_once_R2_2_R2_
     send(config, events[:1500])
     proc = run_job(path, tmp_path)
     try:
-        wait_for_lines(tmp_path / "out", 1500, proc)
+        wait_for_rows(config, 1500, proc)
     finally:
         stop(proc)
     assert proc.returncode == 0
@@ -162,33 +171,21 @@ def test_stop_with_savepoint_and_restart_at_parallelism_10_exactly_once_R2_2_R2_
     send(config, events[1000:1200])
     proc = run_job(path, tmp_path, {"OBFLOW_FLINK__PARALLELISM": "10"}, ["--from-savepoint", savepoint])
     try:
-        lines = wait_for_lines(tmp_path / "out", 3000, proc)
+        rows = wait_for_rows(config, 3000, proc)
     finally:
         stop(proc)
-    ids = [str(line["event_id"]) for line in lines]
+    ids = [str(row["_event_id"]) for row in rows]
     assert len(ids) == len(set(ids)) == 3000
     log = (tmp_path / "job.log").read_text()
     assert "parallelism=2 restored_from=None" in log
     assert f"parallelism=10 restored_from={savepoint}" in log
+    subtasks = {int(m[1]) for f in Path(config.output.path).rglob("*.jsonl") if (m := re.search(r"-st(\d+)-", f.name))}
+    assert max(subtasks) >= 2, f"files written by subtasks {subtasks} (parallelism 10 after the restart)"
 
 
-def committed_rows(output: Path) -> list[dict[str, object]]:
-    """Rows of every finished output file, whatever its format, as plain dicts."""
-    rows: list[dict[str, object]] = []
-    for file in sorted(output.rglob("*")):
-        if file.name.startswith(".") or not file.is_file():
-            continue
-        if file.suffix == ".jsonl":
-            rows += rows_of(file.read_bytes().splitlines()).to_pylist()
-        elif file.suffix == ".parquet":
-            rows += pq.read_table(file).to_pylist()
-        elif file.suffix == ".csv":
-            options = pa_csv.ConvertOptions(column_types=SCHEMA, strings_can_be_null=True)
-            rows += pa_csv.read_csv(file, convert_options=options).to_pylist()
-    return rows
-
-
-def test_json_parquet_and_csv_hold_identical_rows_R3_1_R3_2_R3_3(emulator: DataHubEmulator, tmp_path: Path) -> None:
+def test_json_parquet_and_csv_hold_identical_rows_with_timestamp_and_partition_in_names_R3_1_R3_2_R3_3_R3_6(
+    emulator: DataHubEmulator, tmp_path: Path
+) -> None:
     events = change_stream(1200, rows=200)
     by_format = {}
     for fmt in ("json", "parquet", "csv"):
@@ -197,20 +194,48 @@ def test_json_parquet_and_csv_hold_identical_rows_R3_1_R3_2_R3_3(emulator: DataH
             send(config, events)
         proc = run_job(path, tmp_path)
         try:
-            deadline = time.monotonic() + 120
-            while len(committed_rows(tmp_path / f"out-{fmt}")) < 1200 and time.monotonic() < deadline:
-                time.sleep(0.5)
+            by_format[fmt] = sorted(wait_for_rows(config, 1200, proc), key=lambda r: str(r["_event_id"]))
         finally:
             stop(proc)
-        files = [f for f in (tmp_path / f"out-{fmt}").rglob("*") if f.is_file() and not f.name.startswith(".")]
-        suffix = {"json": ".jsonl", "parquet": ".parquet", "csv": ".csv"}[fmt]
-        assert files and all(f.suffix == suffix for f in files), files
-        by_format[fmt] = sorted(committed_rows(tmp_path / f"out-{fmt}"), key=lambda r: str(r["event_id"]))
+        root = Path(config.output.path)
+        files = [f.relative_to(root) for f in root.rglob("*") if f.is_file() and ".staging" not in f.parts]
+        suffix = {"json": "jsonl", "parquet": "parquet", "csv": "csv"}[fmt]
+        name = rf"TRADE\.ORDERS/2026-11-26/09/TRADE\.ORDERS-20261126T09\d{{7}}Z-st[01]-[0-9a-f]{{8}}\.{suffix}"
+        assert files and all(re.fullmatch(name, str(f)) for f in files), files
     assert len(by_format["json"]) == 1200
     assert by_format["json"] == by_format["parquet"] == by_format["csv"]
 
 
-def test_records_that_fail_processing_go_to_the_dead_letter_queue_with_reasons_R2_7(
+def test_files_roll_at_the_size_and_span_limits_R3_4_R3_5(emulator: DataHubEmulator, tmp_path: Path) -> None:
+    config, path = job_config(tmp_path, emulator.endpoint, parallelism=1, max_size="64KB", max_span="3s")
+    events = change_stream(1600, rows=1600)
+    payload_bytes = max(len(e.to_json()) + 1 for e in events)
+    proc = run_job(path, tmp_path)
+    try:
+        wait_for(lambda: "job is RUNNING" in (tmp_path / "job.log").read_text(), 90, "the job to run")
+        for start in range(0, 1200, 100):  # a slow trickle: parts fill up to the size limit
+            send(config, events[start : start + 100])
+            time.sleep(0.3)
+        wait_for_rows(config, 1200, proc)
+        before_pause = {f for f in Path(config.output.path).rglob("*.jsonl") if ".staging" not in f.parts}
+        time.sleep(4)  # longer than max_span, with nothing arriving
+        send(config, events[1200:])
+        wait_for_rows(config, 1600, proc)
+    finally:
+        stop(proc)
+    files = [f for f in Path(config.output.path).rglob("*.jsonl") if ".staging" not in f.parts]
+    staged_sizes = [sum(len(line) + 1 for line in f.read_bytes().splitlines()) for f in before_pause]
+    # a part rolls once it has reached max_size, so each holds at most max_size plus one fetched batch
+    assert len(before_pause) >= 1200 * payload_bytes // (64 * 1024 + 100 * payload_bytes)
+    assert all(size < 64 * 1024 + 100 * payload_bytes * 2 for size in staged_sizes)
+    # the changes after the pause are in files of their own: the open part rolled at max_span
+    later = {e.event_id for e in events[1200:]}
+    for file in files:
+        ids = {orjson.loads(line)["_event_id"] for line in file.read_bytes().splitlines()}
+        assert ids <= later or not ids & later, f"{file} mixes changes from before and after the pause"
+
+
+def test_bad_records_and_failed_writes_go_to_the_dead_letter_queue_while_good_ones_flow_R2_7_R3_7_R3_8(
     emulator: DataHubEmulator, tmp_path: Path
 ) -> None:
     from datahub.models import TupleRecord
@@ -218,48 +243,57 @@ def test_records_that_fail_processing_go_to_the_dead_letter_queue_with_reasons_R
     from obflow.datahub.client import change_topic_schema
 
     config, path = job_config(tmp_path, emulator.endpoint)
-    good = change_stream(500, rows=100)
+    good = change_stream(600, rows=600)
     send(config, good[:250])
-    stranger = change_stream(3, rows=3, table="NOT_CAPTURED")
-    send(config, stranger)
+    send(config, change_stream(3, rows=3, table="NOT_CAPTURED"))
     client = make_client(config.datahub)
-    schema = change_topic_schema()
     broken = []
-    for i, payload in enumerate(["{not json", '{"source": {}, "event_id": "other", "op": "c"}']):
+    for i, payload in enumerate(["{not json", good[0].to_json().decode().replace('"AMOUNT":"', '"AMOUNT":"x')]):
         values = good[0].to_datahub_values()
         values[0], values[-1] = f"{i:032x}", payload
-        record = TupleRecord(schema=schema, values=values)
+        record = TupleRecord(schema=change_topic_schema(), values=values)
         record.shard_id = "1"
         broken.append(record)
     assert client.put_records(config.datahub.project, config.datahub.topic, broken).failed_record_count == 0
-    send(config, good[250:])
+    send(config, good[250:500])
+    # the table's output folder cannot be created: every write of ORDERS fails (a real OSError)
+    output = Path(config.output.path)
+    output.mkdir(parents=True)
+    (output / "TRADE.ORDERS").write_text("in the way")
     proc = run_job(path, tmp_path)
     try:
-        lines = wait_for_lines(tmp_path / "out", 500, proc)
-        deadline = time.monotonic() + 30
-        while len(dead := committed_dead_letters(tmp_path / "out")) < 5 and time.monotonic() < deadline:
-            time.sleep(0.5)
+        wait_for(lambda: len(list(DeadLetterQueue(config).read())) >= 505, 120, "505 dead letters")
+        assert proc.poll() is None, "the job keeps running"
+        (output / "TRADE.ORDERS").unlink()
+        send(config, good[500:])
+        rows = wait_for_rows(config, 100, proc)
     finally:
         stop(proc)
-    assert sorted(str(line["event_id"]) for line in lines) == sorted(e.event_id for e in good)
-    reasons = sorted(str(d["error"]).split(":")[0] for d in dead)
-    assert reasons == [
-        "payload event_id 'other' differs from the record's '00000000000000000000000000000001'",
-        "payload is not JSON",
-        *["table TRADE.NOT_CAPTURED is not in source.tables"] * 3,
-    ]
-    assert {d["stage"] for d in dead} == {"decode", "route"}
-    assert all(d["time"] and d["payload"] for d in dead)
+    letters = list(DeadLetterQueue(config).read())
+    by_stage: dict[str, list[DeadLetter]] = {}
+    for letter in letters:
+        by_stage.setdefault(letter.stage, []).append(letter)
+    assert [d.error for d in by_stage["route"]] == ["table TRADE.NOT_CAPTURED is not in source.tables"] * 3
+    assert by_stage["decode"][0].payload == "{not json"
+    assert by_stage["map"][0].error.startswith("column AMOUNT (NUMBER(12,2)) of after:")
+    # every good change of the blocked period is in the queue with its original payload (R3.8) ...
+    assert sorted(d.event_id for d in by_stage["write"]) == sorted(e.event_id for e in good[:500])
+    assert all(d.payload and d.time and "failed 4 times" in d.error for d in by_stage["write"])
+    # ... and the job kept going: later changes are in files (R3.7: retried, then moved on)
+    assert sorted(str(r["_event_id"]) for r in rows) == sorted(e.event_id for e in good[500:])
+    assert "attempt=4" in (tmp_path / "job.log").read_text()
 
 
-def committed_dead_letters(output: Path) -> list[dict[str, object]]:
-    return [
-        orjson.loads(line)
-        for file in sorted((output / "_dead_letter").rglob("*.jsonl"))
-        if not file.name.startswith(".")
-        for line in file.read_bytes().splitlines()
-        if line
-    ]
+def test_the_dead_letter_queue_is_readable_with_one_command_R2_7(emulator: DataHubEmulator, tmp_path: Path) -> None:
+    from tests.conftest import run_cli
+
+    config, path = job_config(tmp_path, emulator.endpoint)
+    DeadLetterQueue(config).send([DeadLetter("{bad", "payload is not JSON", "decode", "TRADE.ORDERS", "e1")])
+    result = run_cli("dlq", "read", "--config", str(path), env={"OBFLOW_DATAHUB__ACCESS_KEY": ACCESS_KEY})
+    assert result.returncode == 0, result.stderr
+    (line,) = result.stdout.splitlines()
+    assert DeadLetter.from_json(line).error == "payload is not JSON"
+    assert "1 dead letters" in result.stderr
 
 
 def test_failed_checkpoints_are_tolerated_and_processing_continues_R2_5(
@@ -270,7 +304,7 @@ def test_failed_checkpoints_are_tolerated_and_processing_continues_R2_5(
     send(config, events[:1000])
     proc = run_job(path, tmp_path)
     try:
-        wait_for_lines(tmp_path / "out", 1000, proc)
+        wait_for_rows(config, 1000, proc)
         (job_dir,) = [d for d in (tmp_path / "ck").iterdir() if d.is_dir()]
         # root ignores permissions, so make the job's checkpoint directory a plain file for a while:
         # every checkpoint in that window fails to write
@@ -282,10 +316,10 @@ def test_failed_checkpoints_are_tolerated_and_processing_continues_R2_5(
         job_dir.unlink()
         (tmp_path / "ck-away").rename(job_dir)
         send(config, events[1500:])
-        lines = wait_for_lines(tmp_path / "out", 2000, proc)
+        rows = wait_for_rows(config, 2000, proc)
     finally:
         stop(proc)
-    ids = [str(line["event_id"]) for line in lines]
+    ids = [str(row["_event_id"]) for row in rows]
     assert len(ids) == len(set(ids)) == 2000
     flink_log = "\n".join(f.read_text(errors="replace") for f in (tmp_path / "flink-log").glob("*.log"))
     assert "Failed to trigger or complete checkpoint" in flink_log  # the failure is logged
