@@ -17,7 +17,7 @@ from typing import Any
 
 from pyflink.common import Types
 from pyflink.common.watermark_strategy import TimestampAssigner
-from pyflink.datastream import KeyedProcessFunction, OutputTag, ProcessFunction, RuntimeContext
+from pyflink.datastream import KeyedProcessFunction, OutputTag, RuntimeContext
 from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
 
 from obflow.config import load_config
@@ -177,19 +177,6 @@ class CommitTime(TimestampAssigner):  # type: ignore[misc]
 
     def extract_timestamp(self, value: Progress, record_timestamp: int) -> int:
         return value[1]
-
-
-class EventTimeLag(ProcessFunction):  # type: ignore[misc]
-    """Publishes how far event time (the watermark over every shard) trails the wall clock."""
-
-    def open(self, runtime_context: RuntimeContext) -> None:
-        self.watermark_ms = 0
-        metrics = runtime_context.get_metrics_group().add_group("obflow")
-        metrics.gauge("event_time_lag_ms", lambda: max(int(time.time() * 1000) - self.watermark_ms, 0))
-
-    def process_element(self, value: Progress, ctx: ProcessFunction.Context) -> Iterator[Any]:
-        self.watermark_ms = max(self.watermark_ms, int(ctx.timer_service().current_watermark()))
-        return iter(())
 
 
 def subtask_index(runtime_context: RuntimeContext) -> int:

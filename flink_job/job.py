@@ -57,15 +57,17 @@ def build(env: Any, config: ObflowConfig, config_path: str, shard_ids: list[str]
     from pyflink.common import Duration, Types, WatermarkStrategy
     from pyflink.common.serialization import Encoder
     from pyflink.datastream import OutputTag
+    from pyflink.datastream.connectors.base import Sink
     from pyflink.datastream.connectors.file_system import (
         BucketAssigner,
         FileSink,
         OutputFileConfig,
         RollingPolicy,
     )
+    from pyflink.java_gateway import get_gateway
     from pyflink.table import StreamTableEnvironment
 
-    from flink_job.functions import DEAD_LETTERS, CommitTime, EventTimeLag, ShardPoller
+    from flink_job.functions import DEAD_LETTERS, CommitTime, ShardPoller
 
     table_env = StreamTableEnvironment.create(env)
     table_env.execute_sql(
@@ -82,18 +84,22 @@ def build(env: Any, config: ObflowConfig, config_path: str, shard_ids: list[str]
         .uid("obflow-shard-poller")
         .name("DataHub shards: poll, drop duplicates")
     )
+    # with_idleness first: in PyFlink it returns a strategy without the Python timestamp assigner
     watermarks = (
         WatermarkStrategy.for_bounded_out_of_orderness(Duration.of_millis(int(config.flink.out_of_orderness * 1000)))
-        .with_timestamp_assigner(CommitTime())
         .with_idleness(Duration.of_seconds(60))
+        .with_timestamp_assigner(CommitTime())
     )
+    # the watermark (Flink's currentOutputWatermark metric of this operator) is event-time progress;
+    # the progress elements themselves are then dropped
+    discard = Sink(get_gateway().jvm.org.apache.flink.streaming.api.functions.sink.v2.DiscardingSink())
     (
         progress.assign_timestamps_and_watermarks(watermarks)
         .uid("obflow-commit-time")
         .name("event time: commit timestamp")
-        .process(EventTimeLag())
-        .uid("obflow-event-time-lag")
-        .name("event-time lag")
+        .sink_to(discard)
+        .uid("obflow-progress-end")
+        .name("progress: discard")
     )
 
     rolling = config.output.rolling
@@ -146,6 +152,7 @@ def environment(config: ObflowConfig, from_savepoint: str | None = None, local: 
         # finds the reporter factory on the classpath
         conf.set_string("pipeline.jars", prometheus_reporter_jar().as_uri())
     conf.set_string("state.backend.type", config.checkpoint.backend)
+    conf.set_string("pipeline.auto-watermark-interval", "200 ms")
     if from_savepoint:
         conf.set_string("execution.state-recovery.path", from_savepoint)
     env = StreamExecutionEnvironment.get_execution_environment(conf)

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 import yaml
@@ -23,6 +24,7 @@ from obflow.datahub.emulator import DataHubEmulator
 from obflow.datahub.producer import Producer
 from obflow.deadletter import DeadLetter, DeadLetterQueue
 from obflow.events import ChangeEvent
+from obflow.net import free_port
 from obflow.sample import SAMPLE_COLUMNS, change_stream
 from tests.datahub.conftest import ACCESS_ID, ACCESS_KEY
 from tests.flink.test_finalize import output_rows
@@ -324,3 +326,55 @@ def test_failed_checkpoints_are_tolerated_and_processing_continues_R2_5(
     flink_log = "\n".join(f.read_text(errors="replace") for f in (tmp_path / "flink-log").glob("*.log"))
     assert "Failed to trigger or complete checkpoint" in flink_log  # the failure is logged
     assert "to RESTARTING" not in flink_log  # processing continued: the job was never restarted
+
+
+def scrape(port: int) -> dict[str, list[tuple[dict[str, str], float]]]:
+    """Prometheus text from ``port`` as {metric name: [(labels, value)]}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    samples: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples.setdefault(sample.name, []).append((sample.labels, sample.value))
+    return samples
+
+
+def test_flink_and_runner_metrics_reach_prometheus_R7_1_R7_2_R7_3(emulator: DataHubEmulator, tmp_path: Path) -> None:
+    config, path = job_config(tmp_path, emulator.endpoint)
+    flink_port, runner_port = free_port(), free_port()
+    env = {"OBFLOW_FLINK__METRICS_PORT": str(flink_port), "OBFLOW_OUTPUT__METRICS_PORT": str(runner_port)}
+    events = change_stream(2000, rows=2000, commit_ts_ms=int(time.time() * 1000))
+    proc = run_job(path, tmp_path, env)
+    try:
+        wait_for(lambda: "job is RUNNING" in (tmp_path / "job.log").read_text(), 90, "the job to run")
+        assert httpx.get(f"http://127.0.0.1:{runner_port}/readyz", timeout=5).text == "RUNNING\n"
+        send(config, events)
+        send(config, events[:200])  # replays
+        send(config, change_stream(3, rows=3, table="NOT_CAPTURED"))
+        wait_for_rows(config, 2000, proc)
+        time.sleep(6)  # Flink updates meters every 5 s
+        flink = scrape(flink_port)
+        runner = scrape(runner_port)
+    finally:
+        stop(proc)
+    prefix = "flink_taskmanager_job_task_operator_obflow_"
+
+    def total(name: str) -> float:
+        return sum(value for _, value in flink[prefix + name])
+
+    assert total("records_in") > 0  # per second, over the last minute (R7.2)
+    assert total("duplicates_dropped") == 200
+    assert total("dead_letters") == 3
+    assert {labels["shard"] for labels, _ in flink[prefix + "shard_lag_ms"]} == {"0", "1", "2", "3"}
+    watermarks = [v for labels, v in flink["flink_taskmanager_job_task_operator_currentOutputWatermark"]
+                  if labels["operator_name"].startswith("event_time")]  # fmt: skip
+    assert watermarks and min(watermarks) >= events[0].source.commit_ts_ms - 10_000  # event time advances
+    assert "flink_jobmanager_job_lastCheckpointDuration" in flink
+    # commit in the database -> row in a committed output file (R7.3)
+    ((_, count),) = runner["obflow_end_to_end_latency_seconds_count"]
+    assert count == 2000
+    ((_, latency_sum),) = runner["obflow_end_to_end_latency_seconds_sum"]
+    assert 0 < latency_sum / count < 60
+    assert sum(v for _, v in runner["obflow_output_rows_total"]) == 2000
+    assert {labels["stage"] for labels, _ in runner["obflow_dead_letters_total"]} == {"route"}
