@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from benchmarks import capture_throughput, datahub_throughput, job_throughput
+from benchmarks import capture_throughput, datahub_throughput, job_throughput, recovery
 
 
 def main() -> int:
@@ -12,7 +12,9 @@ def main() -> int:
     print()
     capture_throughput.main([])
     print()
-    return job_throughput.main([])
+    job_throughput.main([])
+    print()
+    return recovery.main([])
 
 
 if __name__ == "__main__":
