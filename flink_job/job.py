@@ -72,10 +72,18 @@ def build(env: Any, config: ObflowConfig, config_path: str, shard_ids: list[str]
     table_env = StreamTableEnvironment.create(env)
     table_env.execute_sql(
         "CREATE TEMPORARY TABLE obflow_ticks (n INT) WITH ("
-        f"'connector' = 'datagen', 'rows-per-second' = '{max(int(1 / config.capture.poll_interval), 1)}')"
+        f"'connector' = 'datagen', 'rows-per-second' = '{max(int(1 / config.capture.poll_interval), 1)}', "
+        # one ticker: a parallel one splits the rate, and at parallelism N each subtask would wait
+        # N poll intervals between ticks while a checkpoint waits for its barrier
+        "'scan.parallelism' = '1')"
     )
     ticks = table_env.to_data_stream(table_env.from_path("obflow_ticks"))
-    shards = ticks.flat_map(lambda _: [(s,) for s in shard_ids], output_type=Types.TUPLE([Types.STRING()]))
+    # one fan-out for all shards: N fan-outs would connect N x N channels to the pollers
+    shards = (
+        ticks.flat_map(lambda _: [(s,) for s in shard_ids], output_type=Types.TUPLE([Types.STRING()]))
+        .set_parallelism(1)
+        .name("ticks: every shard")
+    )
     tables = [*config.source.qualified_tables(), DEAD_LETTERS]
     tags = {table: OutputTag(f"table-{table}", Types.STRING()) for table in tables}
     progress = (
