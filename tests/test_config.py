@@ -41,6 +41,10 @@ def test_example_config_is_valid_and_complete() -> None:
     assert config.source.tables[0].name == "ORDERS"
     documented = yaml.safe_load(EXAMPLE.read_text())
     assert set(documented) == set(type(config).model_fields), "every section is documented in the example"
+    for section, keys in documented.items():
+        model = getattr(config, section)
+        missing = set(type(model).model_fields) - set(keys)
+        assert not missing, f"{section}: {sorted(missing)} not in examples/pipeline.yaml"
 
 
 def test_defaults_follow_the_requirements_R2_4_R4_4_R3_4_R3_5_R1_5_R3_7() -> None:

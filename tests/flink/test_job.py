@@ -40,14 +40,25 @@ def emulator(tmp_path: Path) -> Iterator[DataHubEmulator]:
 
 
 def job_config(
-    tmp_path: Path, endpoint: str, parallelism: int = 2, fmt: str = "json", out: str = "out", **rolling: str
+    tmp_path: Path,
+    endpoint: str,
+    parallelism: int = 2,
+    fmt: str = "json",
+    out: str = "out",
+    backend: str = "hashmap",
+    **rolling: str,
 ) -> tuple[ObflowConfig, Path]:
     data: dict[str, Any] = {
         "source": {"database": "TRADE", "tables": [{"name": "ORDERS", "columns": SAMPLE_COLUMNS}]},
         "datahub": {"endpoint": endpoint, "access_id": ACCESS_ID, "shards": 4, "retry": {"interval": "100ms"}},
         "capture": {"poll_interval": "100ms"},
         "flink": {"parallelism": parallelism, "restart_delay": "1s"},
-        "checkpoint": {"interval": "1s", "dir": str(tmp_path / "ck"), "savepoint_dir": str(tmp_path / "sp")},
+        "checkpoint": {
+            "interval": "1s",
+            "dir": str(tmp_path / "ck"),
+            "savepoint_dir": str(tmp_path / "sp"),
+            "backend": backend,
+        },
         "output": {
             "format": fmt,
             "path": str(tmp_path / out),
@@ -120,16 +131,17 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         os.killpg(proc.pid, signal.SIGKILL)  # the gateway JVM, if it outlived the runner
 
 
-def test_every_change_is_committed_exactly_once_despite_replays_and_a_task_failure_R2_1_R4_1_R9_2_R9_3(
+def test_every_change_is_committed_exactly_once_despite_replays_and_a_task_failure_R2_1_R4_1_R4_2_R9_2_R9_3(
     emulator: DataHubEmulator, tmp_path: Path
 ) -> None:
-    config, path = job_config(tmp_path, emulator.endpoint)
+    config, path = job_config(tmp_path, emulator.endpoint, backend="rocksdb")  # restored from RocksDB state
     events = change_stream(3000, rows=400)
     send(config, events)
     send(config, events[:500])  # a capture replay: same changes, same event ids
     proc = run_job(path, tmp_path, {"OBFLOW_FLINK_FAIL_ONCE": f"{tmp_path / 'failed'}:1500"})
     try:
         rows = wait_for_rows(config, 3000, proc)
+        assert list((tmp_path / "ck").glob("*/chk-*")), "checkpoints in checkpoint.dir (R4.2)"
     finally:
         stop(proc)
     assert (tmp_path / "failed").exists(), "the injected task failure happened"
@@ -140,6 +152,8 @@ def test_every_change_is_committed_exactly_once_despite_replays_and_a_task_failu
     log = (tmp_path / "job.log").read_text()
     recovered = re.search(r"job is RESTARTING.*\n(?:.*\n)*?.*job is RUNNING", log)
     assert recovered, "the runner saw the job restart and run again (R4.1)"
+    flink_log = "\n".join(f.read_text(errors="replace") for f in (tmp_path / "flink-log").glob("*.log"))
+    assert "EmbeddedRocksDBStateBackend" in flink_log  # the configured state backend (R4.2)
 
 
 def assert_per_row_commit_order(config: ObflowConfig) -> None:
