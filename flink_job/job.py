@@ -201,6 +201,23 @@ def latest_savepoint_file(config: ObflowConfig) -> Path:
     return Path(config.checkpoint.savepoint_dir) / "LATEST"
 
 
+def latest_restore_point(config: ObflowConfig) -> str | None:
+    """The newest of the last savepoint (``LATEST``) and the newest complete retained checkpoint in a
+    local ``checkpoint.dir``; None when there is neither (a first start)."""
+    candidates: list[tuple[float, str]] = []
+    latest = latest_savepoint_file(config)
+    if latest.is_file():
+        savepoint = latest.read_text().strip()
+        local = Path(savepoint.removeprefix("file:"))
+        if savepoint and (local / "_metadata").is_file():
+            candidates.append(((local / "_metadata").stat().st_mtime, savepoint))
+    checkpoints = Path(config.checkpoint.dir.removeprefix("file:"))
+    if "://" not in config.checkpoint.dir and checkpoints.is_dir():
+        for metadata in checkpoints.glob("*/chk-*/_metadata"):
+            candidates.append((metadata.stat().st_mtime, str(metadata.parent.resolve())))
+    return max(candidates)[1] if candidates else None
+
+
 def stop_with_savepoint(client: Any, target: str) -> str:
     """Stop the job with a savepoint in ``target``; returns the savepoint's path.
 

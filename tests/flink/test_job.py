@@ -55,8 +55,8 @@ def job_config(
         "flink": {"parallelism": parallelism, "restart_delay": "1s"},
         "checkpoint": {
             "interval": "1s",
-            "dir": str(tmp_path / "ck"),
-            "savepoint_dir": str(tmp_path / "sp"),
+            "dir": str(tmp_path / f"ck-{out}"),
+            "savepoint_dir": str(tmp_path / f"sp-{out}"),
             "backend": backend,
         },
         "output": {
@@ -141,7 +141,7 @@ def test_every_change_is_committed_exactly_once_despite_replays_and_a_task_failu
     proc = run_job(path, tmp_path, {"OBFLOW_FLINK_FAIL_ONCE": f"{tmp_path / 'failed'}:1500"})
     try:
         rows = wait_for_rows(config, 3000, proc)
-        assert list((tmp_path / "ck").glob("*/chk-*")), "checkpoints in checkpoint.dir (R4.2)"
+        assert list((tmp_path / "ck-out").glob("*/chk-*")), "checkpoints in checkpoint.dir (R4.2)"
     finally:
         stop(proc)
     assert (tmp_path / "failed").exists(), "the injected task failure happened"
@@ -180,7 +180,7 @@ def test_stop_with_savepoint_and_restart_at_parallelism_10_exactly_once_R2_2_R2_
     finally:
         stop(proc)
     assert proc.returncode == 0
-    savepoint = (tmp_path / "sp" / "LATEST").read_text()
+    savepoint = (tmp_path / "sp-out" / "LATEST").read_text()
     assert savepoint
     # more changes (and a replay of old ones) arrive while the job is down
     send(config, events[1500:])
@@ -321,7 +321,7 @@ def test_failed_checkpoints_are_tolerated_and_processing_continues_R2_5(
     proc = run_job(path, tmp_path)
     try:
         wait_for_rows(config, 1000, proc)
-        (job_dir,) = [d for d in (tmp_path / "ck").iterdir() if d.is_dir()]
+        (job_dir,) = [d for d in (tmp_path / "ck-out").iterdir() if d.is_dir()]
         # root ignores permissions, so make the job's checkpoint directory a plain file for a while:
         # every checkpoint in that window fails to write
         job_dir.rename(tmp_path / "ck-away")

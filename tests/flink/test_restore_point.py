@@ -1,0 +1,28 @@
+"""``obflow job run`` resumes from the newest savepoint or retained checkpoint unless told otherwise."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from flink_job.job import latest_restore_point
+from obflow.config import ObflowConfig
+
+
+def make(folder: Path, mtime: float) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "_metadata").write_bytes(b"x")
+    os.utime(folder / "_metadata", (mtime, mtime))
+    return folder
+
+
+def test_the_newest_of_savepoint_and_checkpoints_wins(tmp_path: Path) -> None:
+    config = ObflowConfig(checkpoint={"dir": str(tmp_path / "ck"), "savepoint_dir": str(tmp_path / "sp")})
+    assert latest_restore_point(config) is None  # a first start
+    savepoint = make(tmp_path / "sp" / "savepoint-1", 1000)
+    (tmp_path / "sp" / "LATEST").write_text(savepoint.as_uri())
+    assert latest_restore_point(config) == savepoint.as_uri()
+    make(tmp_path / "ck" / "job-a" / "chk-3", 900)
+    newer = make(tmp_path / "ck" / "job-b" / "chk-7", 2000)
+    (tmp_path / "ck" / "job-b" / "chk-8").mkdir()  # in progress: no _metadata yet
+    assert latest_restore_point(config) == str(newer)
