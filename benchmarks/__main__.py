@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from benchmarks import capture_throughput, datahub_throughput, job_throughput, recovery
+from benchmarks import capture_throughput, datahub_throughput, job_throughput, parallelism, recovery
 
 
 def main() -> int:
@@ -14,7 +14,9 @@ def main() -> int:
     print()
     job_throughput.main([])
     print()
-    return recovery.main([])
+    recovery.main([])
+    print()
+    return parallelism.main(["--parallelism", "10,128", "--records", "10000"])
 
 
 if __name__ == "__main__":

@@ -91,6 +91,11 @@ class TableMapping:
             explicit_schema=pa.schema(envelope), unexpected_field_behavior="ignore"
         )
 
+    @property
+    def output_schema(self) -> pa.Schema:
+        """The schema of the output files (without the :data:`LINE` bookkeeping column)."""
+        return self.schema
+
     def rows(self, lines: list[bytes]) -> tuple[pa.Table, list[BadLine]]:
         """The output rows of ``lines`` (with a :data:`LINE` column), and the lines that failed."""
         try:

@@ -6,10 +6,12 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from importlib.metadata import version
+from typing import Any
 
 import yaml
 
 from obflow.config import ConfigError, env_overrides, load_config, redacted_dump
+from obflow.units import parse_duration
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -87,10 +89,12 @@ def _capture_run(args: argparse.Namespace) -> int:
 
 
 def _job_run(args: argparse.Namespace) -> int:
-    from flink_job.job import run
+    from flink_job.job import latest_restore_point, run
     from obflow.runtime import start_component
 
-    return run(args.config, start_component("flink", args.config), args.from_savepoint)
+    config = start_component("flink", args.config)
+    restore = args.from_savepoint or (None if args.fresh else latest_restore_point(config))
+    return run(args.config, config, restore)
 
 
 def _dlq_read(args: argparse.Namespace) -> int:
@@ -106,15 +110,54 @@ def _dlq_read(args: argparse.Namespace) -> int:
     return 0
 
 
+def _output_show(args: argparse.Namespace) -> int:
+    import orjson
+
+    from flink_job.output import read_output
+    from obflow.runtime import start_component
+
+    config = start_component("output", args.config)
+    shown = 0
+    for table, file, rows in read_output(config):
+        if args.table and table.rpartition(".")[2].lower() != args.table.rpartition(".")[2].lower():
+            continue
+        for row in rows:
+            if shown >= args.limit:
+                return 0
+            line = orjson.dumps({"_table": table, "_file": file.name, **row}, default=str)
+            sys.stdout.buffer.write(line + b"\n")
+            shown += 1
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from obflow.demo import run_demo
 
-    return run_demo(rows=args.rows, shards=args.shards, out_dir=args.out)
+    return run_demo(
+        rows=args.rows,
+        rate=args.rate,
+        duration=args.duration,
+        fmt=args.format,
+        out_dir=args.out,
+        keep_running=args.keep_running,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="obflow", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_config_commands(commands)
+    _add_emulator_commands(commands)
+    _add_capture_commands(commands)
+    _add_job_commands(commands)
+    _add_dlq_commands(commands)
+    _add_output_commands(commands)
+    _add_demo_commands(commands)
+    commands.add_parser("version", help="print the version").set_defaults(handler=_version)
+    return parser
+
+
+def _add_config_commands(commands: Any) -> None:
 
     config = commands.add_parser("config", help="validate or show a configuration file")
     config_commands = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
@@ -125,6 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("file")
     show.set_defaults(handler=_config_show)
 
+
+def _add_emulator_commands(commands: Any) -> None:
     emulator = commands.add_parser(
         "datahub-emulator",
         help="run a local DataHub-compatible server",
@@ -143,6 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     emulator.add_argument("--seed", type=int, default=None, help="seed of the injected failures")
     emulator.set_defaults(handler=_datahub_emulator)
 
+
+def _add_capture_commands(commands: Any) -> None:
     capture = commands.add_parser("capture", help="capture database changes to DataHub")
     capture_commands = capture.add_subparsers(dest="capture_command", required=True, metavar="ACTION")
     for action, text in (("install", "create change logs and triggers"), ("uninstall", "remove them")):
@@ -154,27 +201,54 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", required=True)
     run.set_defaults(handler=_capture_run)
 
+
+def _add_job_commands(commands: Any) -> None:
     job = commands.add_parser("job", help="the Flink job")
     job_commands = job.add_subparsers(dest="job_command", required=True, metavar="ACTION")
     job_run = job_commands.add_parser("run", help="run the job in a local mini-cluster until stopped")
     job_run.add_argument("--config", required=True)
-    job_run.add_argument("--from-savepoint", default=None, help="restore from this savepoint or checkpoint")
+    restore = job_run.add_mutually_exclusive_group()
+    restore.add_argument(
+        "--from-savepoint",
+        default=None,
+        help="restore from this savepoint or checkpoint (default: the newest savepoint or retained checkpoint)",
+    )
+    restore.add_argument("--fresh", action="store_true", help="start with empty state, ignoring earlier runs")
     job_run.set_defaults(handler=_job_run)
 
+
+def _add_dlq_commands(commands: Any) -> None:
     dlq = commands.add_parser("dlq", help="the dead-letter queue")
     dlq_commands = dlq.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")
     dlq_read = dlq_commands.add_parser("read", help="print every dead letter (DataHub topic, then files) as JSON lines")
     dlq_read.add_argument("--config", required=True)
     dlq_read.set_defaults(handler=_dlq_read)
 
-    demo = commands.add_parser("demo", help="run the pipeline end to end on embedded defaults")
-    demo.add_argument("--rows", type=int, default=2000, help="changes to send through (default 2000)")
-    demo.add_argument("--shards", type=int, default=4, help="DataHub shards (default 4)")
-    demo.add_argument("--out", default=None, help="working directory (default: a new temporary one)")
-    demo.set_defaults(handler=_demo)
 
-    commands.add_parser("version", help="print the version").set_defaults(handler=_version)
-    return parser
+def _add_output_commands(commands: Any) -> None:
+    output = commands.add_parser("output", help="the committed output files")
+    output_commands = output.add_subparsers(dest="output_command", required=True, metavar="ACTION")
+    show_rows = output_commands.add_parser("show", help="print committed rows as JSON lines, any format")
+    show_rows.add_argument("--config", required=True)
+    show_rows.add_argument("--table", default=None, help="only this table")
+    show_rows.add_argument("--limit", type=int, default=20)
+    show_rows.set_defaults(handler=_output_show)
+
+
+def _add_demo_commands(commands: Any) -> None:
+    demo = commands.add_parser(
+        "demo",
+        help="run the whole pipeline locally on embedded defaults and verify it",
+        description="seekdb -> capture agent -> DataHub emulator -> PyFlink job -> files, with a load "
+        "generator, a live view and a final check of every change against the database's history.",
+    )
+    demo.add_argument("--rows", type=int, default=3000, help="changes to write (default 3000)")
+    demo.add_argument("--rate", type=float, default=100.0, help="changes per second (default 100)")
+    demo.add_argument("--duration", type=parse_duration, default=None, help="stop writing after this long")
+    demo.add_argument("--format", choices=["json", "parquet", "csv"], default="parquet")
+    demo.add_argument("--out", default=None, help="working directory (default: demo-output/<time>)")
+    demo.add_argument("--keep-running", action="store_true", help="leave the pipeline up until Ctrl-C")
+    demo.set_defaults(handler=_demo)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

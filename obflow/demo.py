@@ -1,122 +1,320 @@
-"""``obflow demo``: the largest real slice of the pipeline that exists so far, end to end.
+"""``obflow demo``: the whole pipeline on this machine, on embedded defaults, and the proof that it works.
 
-Today that slice is: change envelopes (a realistic INSERT/UPDATE/DELETE stream) → the producer →
-the DataHub emulator, running as its own process and speaking DataHub's protocol to the unmodified
-pydatahub SDK, with injected put failures → the consumer reading every shard back → a check that
-every change arrived exactly once and in per-row commit order. The database capture and the Flink
-job exist (``obflow capture run``, ``obflow job run``) and are wired in by the local end-to-end issue;
-the summary says what ran.
+A real OceanBase engine (seekdb) with a sample schema → ``obflow capture run`` (change-log triggers) →
+the DataHub emulator (its own process, spoken to by the unmodified pydatahub SDK) → ``obflow job run``
+(PyFlink mini-cluster) → files. A load generator writes INSERT/UPDATE/DELETE while a live line shows
+the flow; at the end every committed output row is checked against the load's history: each change
+exactly once, each row's changes in commit order. The components are supervised processes
+(obflow.supervise) with their logs in ``<out>/logs``; the end-to-end tests reuse :class:`LocalPipeline`.
 """
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
+import contextlib
+import sys
+import threading
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
+import numpy as np
+import yaml
 
-from obflow.config import RetryConfig, load_config
-from obflow.datahub.client import ensure_change_topic, make_client
-from obflow.datahub.consumer import ShardReader, decode_events
-from obflow.datahub.emulator import start_process
-from obflow.datahub.producer import Producer
-from obflow.events import ChangeEvent
+from obflow.config import ObflowConfig
+from obflow.loadgen import COLUMNS, KEYS, SCHEMA, History, LoadGenerator, RowKey
+from obflow.localdb import Engine
 from obflow.log import setup_logging
-from obflow.sample import change_stream
+from obflow.net import free_port
+from obflow.supervise import Component, Supervisor, obflow_command, readyz
 
-BATCH = 500
-DEMO_RETRY_INTERVAL = 0.2
-
-
-def _row_histories(events: list[ChangeEvent]) -> dict[tuple[str, str], list[str]]:
-    rows: dict[tuple[str, str], list[str]] = defaultdict(list)
-    for event in events:
-        rows[(event.source.qualified_table, event.key_json)].append(event.event_id)
-    return rows
+DATABASE = "shop"
+DEMO_CHECKPOINT_INTERVAL = "5s"
+"""The demo checkpoints every 5 s (the default is 5 min) so files appear within seconds."""
 
 
-def _send(producer: Producer, events: list[ChangeEvent]) -> tuple[float, int]:
-    """Send ``events`` in batches with a progress bar; (seconds, retries)."""
-    started = time.perf_counter()
-    retries = 0
-    for start in range(0, len(events), BATCH):
-        retries += producer.send(events[start : start + BATCH]).retries
-        done = min(start + BATCH, len(events))
-        bar = "#" * (30 * done // len(events))
-        print(f"\r  sending  [{bar:30}] {done}/{len(events)} changes, {retries} retries", end="", flush=True)
-    print()
-    return time.perf_counter() - started, retries
+class LocalPipeline:
+    """seekdb, DataHub emulator, capture agent and Flink job as supervised local processes."""
 
+    def __init__(
+        self, out: Path, fmt: str = "parquet", shards: int = 4, parallelism: int = 2, faults: bool = True
+    ) -> None:
+        self.out = out
+        self.faults = faults
+        self.fmt, self.shards, self.parallelism = fmt, shards, parallelism
+        self.supervisor = Supervisor(out / "logs")
+        self.engine = Engine("seekdb", out / "seekdb")
+        self.ports = {name: free_port() for name in ("datahub", "capture", "job", "flink_metrics")}
+        self.config_path = out / "pipeline.yaml"
+        self.config = self._write_config()
 
-def _read_back(producer: Producer) -> tuple[list[ChangeEvent], float]:
-    started = time.perf_counter()
-    received: list[ChangeEvent] = []
-    for shard in producer.shard_ids:
-        for batch in ShardReader(producer.client, producer.project, producer.topic, shard).read_all():
-            received += decode_events(batch.records)
-    return received, time.perf_counter() - started
+    def _write_config(self) -> ObflowConfig:
+        data: dict[str, Any] = {
+            "source": {
+                "engine": "oceanbase", "mode": "mysql", "host": "127.0.0.1", "port": self.engine.port,
+                "user": "root", "database": DATABASE,
+                "tables": [{"name": table, "columns": columns} for table, columns in COLUMNS.items()],
+                "heartbeat_interval": "2s", "reconnect_max_backoff": "2s",
+            },
+            "datahub": {
+                "endpoint": f"http://127.0.0.1:{self.ports['datahub']}", "shards": self.shards,
+                "retry": {"attempts": 3, "interval": "500ms"},
+            },
+            "capture": {"state_dir": str(self.out / "state" / "capture"), "poll_interval": "100ms",
+                        "http_port": self.ports["capture"]},
+            "flink": {"parallelism": self.parallelism, "restart_delay": "2s", "restart_attempts": 30,
+                      "metrics_port": str(self.ports["flink_metrics"])},
+            "checkpoint": {"interval": DEMO_CHECKPOINT_INTERVAL, "dir": str(self.out / "state" / "checkpoints"),
+                           "savepoint_dir": str(self.out / "state" / "savepoints")},
+            "output": {"format": self.fmt, "path": str(self.out / "output"),
+                       "dead_letter_path": str(self.out / "output" / "_dead_letter"),
+                       "metrics_port": self.ports["job"],
+                       "rolling": {"max_span": "2s", "check_interval": "500ms"}},
+            "logging": {"format": "json"},
+        }  # fmt: skip
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(yaml.safe_dump(data, sort_keys=False))
+        return ObflowConfig(**data)
 
+    def start_database(self) -> None:
+        self.engine.base_dir.mkdir(parents=True, exist_ok=True)
+        self.supervisor.start(Component("seekdb", self.engine.command(), self.engine.accepts_connections))
+        with self.engine.connect() as conn, conn.cursor() as cursor:
+            cursor.execute(f"CREATE DATABASE IF NOT EXISTS {DATABASE}")
+            cursor.execute(f"USE {DATABASE}")
+            cursor.execute("SHOW TABLES")
+            if not cursor.fetchall():
+                for statement in SCHEMA:
+                    cursor.execute(statement)
 
-def _verify(sent: list[ChangeEvent], received: list[ChangeEvent]) -> dict[str, bool]:
-    ids = [e.event_id for e in received]
-    return {
-        "exactly once": sorted(ids) == sorted(e.event_id for e in sent) and len(set(ids)) == len(ids),
-        "per-row commit order": _row_histories(received) == _row_histories(sent),
-        "content intact": {e.event_id: e for e in received} == {e.event_id: e for e in sent},
-    }
+    def start(self) -> None:
+        """Everything, in order, each ready before the next starts."""
+        self.start_database()
+        self._run_cli("capture", "install")
+        emulator = obflow_command(
+            "datahub-emulator", "--port", str(self.ports["datahub"]), "--data-dir", str(self.out / "datahub")
+        )
+        self.supervisor.start(Component("datahub", emulator, self._datahub_up))
+        if self.faults:
+            # DataHub rejects 5 % of the records put, each at most twice: the capture agent retries them
+            faults = {"put_record_failure_rate": 0.05, "put_record_max_failures": 2, "seed": 1}
+            httpx.post(f"{self.config.datahub.endpoint}/_admin/faults", json=faults, timeout=5).raise_for_status()
+        config = str(self.config_path)
+        capture = Component(
+            "capture", obflow_command("capture", "run", "--config", config), readyz(self.ports["capture"])
+        )
+        self.supervisor.start(capture)
+        job = Component("job", obflow_command("job", "run", "--config", config), readyz(self.ports["job"]))
+        job.env = {"FLINK_LOG_DIR": str(self.out / "logs" / "flink")}
+        job.stop_timeout = 90
+        self.supervisor.start(job, timeout=180)
 
-
-def run_demo(rows: int = 2000, shards: int = 4, out_dir: str | Path | None = None) -> int:
-    out = Path(out_dir or "demo-output").resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    data_dir = out / f"datahub-{int(time.time())}"
-    emulator_log = out / "datahub-emulator.log"
-    base = load_config(None)
-    log_file = (out / "demo.log").open("a", encoding="utf-8")
-    setup_logging("INFO", "json", log_file)
-    print("obflow demo: change envelopes -> producer -> DataHub emulator (own process, real SDK) -> consumer")
-    print("Not yet wired into the demo (issue 6): database capture and the Flink job, which run on their own")
-    print("as `obflow capture run` and `obflow job run`; see README.")
-    proc, endpoint = start_process(data_dir, log_path=emulator_log)
-    try:
-        # Retries 0.2s apart instead of the default 2s (R1.5), so the demo finishes quickly.
-        retry = RetryConfig(attempts=3, interval=DEMO_RETRY_INTERVAL)
-        config = base.datahub.model_copy(update={"endpoint": endpoint, "shards": shards, "retry": retry})
-        client = make_client(config)
-        ensure_change_topic(client, config)
-        # DataHub rejects 10 % of records, each at most twice: the producer's retries must recover all.
-        faults = {"put_record_failure_rate": 0.1, "put_record_max_failures": 2, "seed": 1}
-        httpx.post(f"{endpoint}/_admin/faults", json=faults, timeout=5).raise_for_status()
-
-        events = change_stream(rows, rows=max(rows // 5, 1), commit_ts_ms=int(time.time() * 1000))
-        producer = Producer(client, config.project, config.topic, config.retry, batch_size=BATCH)
-        send_seconds, retries = _send(producer, events)
-        received, read_seconds = _read_back(producer)
-        checks = _verify(events, received)
-
-        ops = Counter(e.op for e in events)
-        pauses = retries * DEMO_RETRY_INTERVAL
-        read_rate = len(received) / read_seconds
-        mix = f"{ops['c']} inserts, {ops['u']} updates (before+after), {ops['d']} deletes"
-        print(f"changes  {len(events)}: {mix}")
-        print(f"sent     in {send_seconds:.1f}s to {shards} shards; {retries} retries ({pauses:.1f}s paused)")
-        print(f"read     {len(received)} back in {read_seconds:.2f}s ({read_rate:,.0f}/s)")
-        print("checks   " + ", ".join(f"{name}: {'yes' if ok else 'NO'}" for name, ok in checks.items()))
-        print(f"data     {data_dir}")
-        print(f"logs     {out / 'demo.log'} (a datahub.put_failed event per retry), {emulator_log}")
-        return 0 if all(checks.values()) else 1
-    except KeyboardInterrupt:
-        print("\ninterrupted: stopping")
-        return 130
-    finally:
-        os.kill(proc.pid, signal.SIGTERM)
+    def _datahub_up(self) -> bool:
         try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+            return httpx.get(f"{self.config.datahub.endpoint}/healthz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def _run_cli(self, *args: str) -> None:
+        import subprocess
+
+        result = subprocess.run(
+            [*obflow_command(*args), "--config", str(self.config_path)], capture_output=True, text=True, check=False
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"obflow {' '.join(args)} failed: {result.stderr.strip()[-2000:]}")
+
+    def load(self, total: int, rate: float, duration: float | None = None) -> LoadGenerator:
+        generator = LoadGenerator(lambda: self.engine.connect(DATABASE), total, rate, duration)
+        generator.start()
+        return generator
+
+    def stop(self) -> None:
+        self.supervisor.stop_all()
+
+    def metric(self, component: str, name: str) -> float:
+        """The sum of a metric's samples on a component's /metrics (0 when unreachable)."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        port = self.ports[component]
+        try:
+            text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+        except httpx.HTTPError:
+            return 0.0
+        return sum(
+            sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == name
+        )
+
+
+@dataclass
+class Verification:
+    rows: int = 0
+    expected: int = 0
+    duplicates: int = 0
+    missing: int = 0
+    out_of_order: list[RowKey] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)
+    files: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.rows == self.expected and not self.duplicates and not self.missing and not self.out_of_order
+
+
+def verify(config: ObflowConfig, history: History) -> Verification:
+    """The committed output against the load's history: every change once, each row in commit order."""
+    from flink_job.output import read_output
+
+    result = Verification(expected=history.changes)
+    by_row: dict[RowKey, list[tuple[int, str, int]]] = defaultdict(list)
+    ids: list[str] = []
+    for table_name, file, rows in read_output(config):
+        result.files += 1
+        table = table_name.rpartition(".")[2]
+        visible_at = file.stat().st_mtime
+        for row in rows:
+            key = tuple(int(row[column]) for column in KEYS[table])
+            by_row[(table, key)].append((int(row["_position"]), str(row["_op"]), int(row["version"])))
+            ids.append(str(row["_event_id"]))
+            result.latencies.append(max(visible_at - row["_commit_ts"].timestamp(), 0.0))
+    result.rows = len(ids)
+    result.duplicates = len(ids) - len(set(ids))
+    for row_key, expected in history.rows.items():
+        seen = [(op, version) for _, op, version in sorted(by_row.get(row_key, []))]
+        if seen != expected:
+            if sorted(seen) == sorted(expected):
+                result.out_of_order.append(row_key)
+            else:
+                result.missing += max(len(expected) - len(seen), 0) or 1
+    return result
+
+
+class LiveView:
+    """One status line: rewritten in place on a terminal, printed every 5 s otherwise (logs, CI)."""
+
+    def __init__(self, pipeline: LocalPipeline, generator: LoadGenerator) -> None:
+        self.pipeline, self.generator = pipeline, generator
+        self.started = time.monotonic()
+        self.tty = sys.stdout.isatty()
+        self.last_print = 0.0
+
+    def show(self, final: bool = False) -> None:
+        now = time.monotonic()
+        if not (self.tty or final or now - self.last_print >= 5):
+            return
+        self.last_print = now
+        print(("\r" if self.tty else "") + self.line(), end="\n" if final or not self.tty else "", flush=True)
+
+    def line(self) -> str:
+        pipeline, generator = self.pipeline, self.generator
+        elapsed = max(time.monotonic() - self.started, 0.001)
+        written = generator.history.changes
+        captured = pipeline.metric("capture", "obflow_capture_changes_total")
+        committed = pipeline.metric("job", "obflow_output_rows_total")
+        files = pipeline.metric("job", "obflow_output_files_total")
+        last = pipeline.metric("job", "obflow_output_last_commit_timestamp_seconds")
+        checkpoint = f"{time.time() - last:.0f}s ago" if last else "none yet"
+        bar = "#" * int(30 * min(committed / max(generator.total, 1), 1))
+        return (
+            f"[{bar:30}] written {written} ({written / elapsed:.0f}/s)  captured {captured:.0f}  "
+            f"committed {committed:.0f} in {files:.0f} files  lag {max(written - committed, 0):.0f}  "
+            f"last checkpoint commit {checkpoint} "
+        )
+
+
+def run_demo(
+    rows: int = 3000,
+    rate: float = 100.0,
+    duration: float | None = None,
+    fmt: str = "parquet",
+    out_dir: str | Path | None = None,
+    keep_running: bool = False,
+) -> int:
+    out = Path(out_dir or f"demo-output/{time.strftime('%Y%m%d-%H%M%S')}").resolve()
+    if out.exists() and any(out.iterdir()):
+        print(f"{out} is not empty; pass another --out (or remove it)", file=sys.stderr)
+        return 2
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "logs").mkdir(parents=True, exist_ok=True)
+    log_file = (out / "logs" / "demo.log").open("a")
+    setup_logging("INFO", "json", log_file)
+    pipeline = LocalPipeline(out, fmt)
+    print(f"obflow demo in {out}")
+    print("  seekdb (OceanBase engine) -> capture agent -> DataHub emulator -> PyFlink job -> "
+          f"{fmt} files; checkpoints every {DEMO_CHECKPOINT_INTERVAL} (default 5 min); DataHub rejects "
+          "5 % of the puts and the capture agent retries them")  # fmt: skip
+    generator: LoadGenerator | None = None
+    try:
+        step("starting seekdb, capture, DataHub emulator and the Flink job (about 30 s)", pipeline.start)
+        generator = pipeline.load(rows, rate, duration)
+        started = time.monotonic()
+        view = LiveView(pipeline, generator)
+        while generator.is_alive():
+            view.show()
+            time.sleep(0.5)
+        if generator.error:
+            raise RuntimeError(f"the load generator failed: {generator.error}")
+        load_seconds = time.monotonic() - started
+        deadline = time.monotonic() + 120
+        while pipeline.metric("job", "obflow_output_rows_total") < generator.history.changes:
+            view.show()
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        view.show(final=True)
+        total_seconds = time.monotonic() - started
+        result = verify(pipeline.config, generator.history)
+        summary(pipeline, generator.history, result, load_seconds, total_seconds)
+        if keep_running:
+            print("keep running: the pipeline is up; Ctrl-C stops it")
+            threading.Event().wait()
+        return 0 if result.ok else 1
+    except KeyboardInterrupt:
+        print("\ninterrupted: stopping every component")
+        return 130
+    except RuntimeError as exc:
+        print(f"\ndemo failed: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if generator is not None:
+            generator.stop_event.set()
+        with contextlib.suppress(KeyboardInterrupt):
+            pipeline.stop()
         setup_logging()
         log_file.close()
+
+
+def step(what: str, action: Any) -> None:
+    print(f"  {what} ...", end="", flush=True)
+    begun = time.monotonic()
+    action()
+    print(f" done in {time.monotonic() - begun:.0f}s")
+
+
+def summary(pipeline: LocalPipeline, history: History, result: Verification, load_s: float, total_s: float) -> None:
+    ops = history.ops
+    latencies = np.array(result.latencies or [0.0])
+    print(f"changes    {history.changes} written in {load_s:.0f}s ({history.changes / max(load_s, 0.001):.0f}/s): "
+          f"{ops['c']} inserts, {ops['u']} updates, {ops['d']} deletes on {len(COLUMNS)} tables")  # fmt: skip
+    print(f"committed  {result.rows} rows in {result.files} {pipeline.fmt} files, all in {total_s:.0f}s")
+    print(f"latency    database commit -> row in a committed file: p50 {np.percentile(latencies, 50):.1f}s, "
+          f"p99 {np.percentile(latencies, 99):.1f}s (checkpoints every {DEMO_CHECKPOINT_INTERVAL})")  # fmt: skip
+    checks = {
+        "every change exactly once": result.rows == result.expected and not result.duplicates and not result.missing,
+        "per-row commit order": not result.out_of_order,
+    }
+    print("checks     " + ", ".join(f"{name}: {'yes' if ok else 'NO'}" for name, ok in checks.items()))
+    if not result.ok:
+        print(f"           expected {result.expected}, got {result.rows}; {result.duplicates} duplicates, "
+              f"{result.missing} missing, {len(result.out_of_order)} rows out of order")  # fmt: skip
+    output = Path(pipeline.config.output.path)
+    print(f"files      {output}/<table>/<date>/<hour>/...")
+    reader = {"parquet": "pyarrow.parquet.read_table(path)", "csv": "pyarrow.csv.read_csv(path)",
+              "json": "one JSON object per line"}[pipeline.fmt]  # fmt: skip
+    print(f"read them  {reader}, or `obflow output show --config {pipeline.config_path}`")
+    print(f"logs       {pipeline.out / 'logs'}; config {pipeline.config_path}")

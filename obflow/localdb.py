@@ -31,7 +31,7 @@ class Engine:
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def _command(self) -> list[str]:
+    def command(self) -> list[str]:
         if self.kind == "seekdb":
             import pylibseekdb
 
@@ -54,7 +54,7 @@ class Engine:
                 check=True, capture_output=True,
             )  # fmt: skip
         log = (self.base_dir / "server.log").open("ab")
-        self.proc = subprocess.Popen(self._command(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
@@ -65,6 +65,13 @@ class Engine:
                     raise RuntimeError(f"{self.kind} exited; see {self.base_dir / 'server.log'}") from None
                 time.sleep(0.2)
         raise RuntimeError(f"{self.kind} did not accept connections within 60s")
+
+    def accepts_connections(self) -> bool:
+        try:
+            self.connect().close()
+            return True
+        except pymysql.err.OperationalError:
+            return False
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

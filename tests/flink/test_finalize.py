@@ -8,13 +8,11 @@ import re
 from pathlib import Path
 from typing import Any
 
-import pyarrow.csv as pa_csv
-import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 import pytest
 
 from flink_job.finalize import STAGING, Finalizer, read_part
-from flink_job.mapping import LINE, TableMapping
+from flink_job.output import read_output
 from obflow.config import ObflowConfig
 from obflow.datahub.emulator import DataHubEmulator
 from obflow.deadletter import DeadLetterQueue
@@ -48,23 +46,7 @@ def stage(config: ObflowConfig, lines: list[bytes], name: str = "TRADE.ORDERS-ab
 
 def output_rows(config: ObflowConfig) -> list[dict[str, Any]]:
     """Rows of every visible output file, read back with the table's schema, whatever the format."""
-    schema = TableMapping(config.source.tables[0]).schema
-    schema = schema.remove(schema.get_field_index(LINE)) if LINE in schema.names else schema
-    rows: list[dict[str, Any]] = []
-    for file in sorted(Path(config.output.path).rglob("*")):
-        if file.name.startswith(".") or not file.is_file() or STAGING in file.parts:
-            continue
-        if file.suffix == ".parquet":
-            rows += pq.read_table(file).to_pylist()
-        elif file.suffix == ".csv":
-            # nulls are empty fields, empty strings are "" (quoted)
-            options = pa_csv.ConvertOptions(
-                column_types=schema, strings_can_be_null=True, quoted_strings_can_be_null=False
-            )
-            rows += pa_csv.read_csv(file, convert_options=options).to_pylist()
-        elif file.suffix == ".jsonl":
-            rows += pa_json.read_json(file, parse_options=pa_json.ParseOptions(explicit_schema=schema)).to_pylist()
-    return rows
+    return [row for _, _, rows in read_output(config) for row in rows]
 
 
 def lines_of(count: int, rows: int, **kwargs: Any) -> list[bytes]:
