@@ -17,9 +17,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,33 +26,11 @@ from typing import Any
 
 import pyarrow.json as pa_json
 import pyarrow.parquet as pq
-import yaml
 
-from benchmarks.common import machine
-from flink_job.finalize import SUFFIX
-from obflow.config import ObflowConfig
-from obflow.datahub.client import ensure_change_topic, make_client
-from obflow.datahub.emulator import start_process
+from benchmarks.common import JobUnderTest, group_usage, machine
 from obflow.datahub.producer import Producer
 from obflow.events import ChangeEvent
 from obflow.sample import SAMPLE_COLUMNS, change_stream
-
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def group_cpu_seconds(pgid: int) -> float:
-    """User + system CPU of every live process in process group ``pgid``."""
-    total = 0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid:  # field 5 of stat: process group
-            total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / CLOCK_TICKS
 
 
 def ceiling(payloads: list[bytes], out: Path) -> float:
@@ -67,13 +42,6 @@ def ceiling(payloads: list[bytes], out: Path) -> float:
     return len(payloads) / (time.process_time() - started)
 
 
-def committed_rows(root: Path, fmt: str) -> int:
-    files = [f for f in root.rglob(f"*{SUFFIX[fmt]}") if not f.name.startswith(".") and ".staging" not in f.parts]
-    if fmt == "parquet":
-        return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
-    return sum(f.read_bytes().count(b"\n") - (1 if fmt == "csv" else 0) for f in files)
-
-
 @dataclass
 class JobRun:
     rows: int
@@ -83,52 +51,29 @@ class JobRun:
 
 
 def run_job(tmp: Path, events: list[ChangeEvent], fmt: str, protocol: str) -> JobRun:
-    proc, endpoint = start_process(str(tmp / "datahub"))
     data: dict[str, Any] = {
         "source": {"database": "TRADE", "tables": [{"name": "ORDERS", "columns": SAMPLE_COLUMNS}]},
-        "datahub": {"endpoint": endpoint, "shards": 4, "protocol": protocol},
+        "datahub": {"shards": 4, "protocol": protocol},
         "capture": {"poll_interval": "100ms"},
         "flink": {"parallelism": 2},
         "checkpoint": {"interval": "2s", "dir": str(tmp / "ck"), "savepoint_dir": str(tmp / "sp")},
-        "output": {
-            "format": fmt,
-            "path": str(tmp / "out"),
-            "metrics_port": 0,
-            "rolling": {"max_span": "2s", "check_interval": "1s"},
-        },
+        "output": {"format": fmt, "path": str(tmp / "out"), "rolling": {"max_span": "2s", "check_interval": "1s"}},
     }
-    path = tmp / "job.yaml"
-    path.write_text(yaml.safe_dump(data))
-    config = ObflowConfig(**data)
-    client = make_client(config.datahub)
-    ensure_change_topic(client, config.datahub)
-    log = (tmp / "job.log").open("ab")
-    job = subprocess.Popen(
-        [sys.executable, "-m", "obflow.cli", "job", "run", "--config", str(path)],
-        stdout=log, stderr=log, start_new_session=True, env={**os.environ, "FLINK_LOG_DIR": str(tmp / "flink-log")},
-    )  # fmt: skip
-    try:
-        time.sleep(25)  # the job is up and idle
-        idle_before, idle_started = group_cpu_seconds(job.pid), time.time()
+    with JobUnderTest(tmp, data) as job:
+        time.sleep(10)  # settled: running and idle
+        idle_before, idle_started = group_usage(job.pgid)[0], time.time()
         time.sleep(10)
-        idle_cpu_per_s = (group_cpu_seconds(job.pid) - idle_before) / (time.time() - idle_started)
-        cpu_before, started = group_cpu_seconds(job.pid), time.time()
-        producer = Producer(client, config.datahub.project, config.datahub.topic, config.datahub.retry)
+        idle_cpu_per_s = (group_usage(job.pgid)[0] - idle_before) / (time.time() - idle_started)
+        cpu_before, started = group_usage(job.pgid)[0], time.time()
+        datahub = job.config.datahub
+        producer = Producer(job.client, datahub.project, datahub.topic, datahub.retry)
         producer.send(events)
         producer.close()
         deadline = time.time() + 900
-        while committed_rows(tmp / "out", fmt) < len(events) and time.time() < deadline:
+        while job.committed_rows() < len(events) and time.time() < deadline:
             time.sleep(0.2)
-        cpu, wall = group_cpu_seconds(job.pid) - cpu_before, time.time() - started
-        return JobRun(committed_rows(tmp / "out", fmt), cpu, wall, idle_cpu_per_s)
-    finally:
-        job.send_signal(signal.SIGTERM)
-        try:
-            job.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(job.pid, signal.SIGKILL)
-        os.kill(proc.pid, signal.SIGTERM)
-        proc.wait(10)
+        cpu, wall = group_usage(job.pgid)[0] - cpu_before, time.time() - started
+        return JobRun(job.committed_rows(), cpu, wall, idle_cpu_per_s)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,9 +19,6 @@ Run: ``python -m benchmarks.recovery [--rate 1000] [--checkpoint-interval 30s]``
 from __future__ import annotations
 
 import argparse
-import os
-import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -30,26 +27,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
-import pyarrow.parquet as pq
-import yaml
-
-from benchmarks.common import machine
+from benchmarks.common import JobUnderTest, machine
 from obflow.config import ObflowConfig
-from obflow.datahub.client import ensure_change_topic, make_client
-from obflow.datahub.emulator import start_process
+from obflow.datahub.client import make_client
 from obflow.datahub.producer import Producer
 from obflow.events import ChangeEvent
-from obflow.net import free_port
 from obflow.sample import SAMPLE_COLUMNS, change_stream
 from obflow.units import parse_duration
 
 DEFAULT_INTERVAL = 300.0
-
-
-def committed(root: Path) -> int:
-    files = [f for f in root.rglob("*.parquet") if not f.name.startswith(".") and ".staging" not in f.parts]
-    return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
 
 
 class SteadyProducer(threading.Thread):
@@ -74,40 +60,23 @@ class SteadyProducer(threading.Thread):
 
 def measure(tmp: Path, args: argparse.Namespace) -> tuple[float, float]:
     """Seconds from the injected failure to RUNNING again, and to every earlier change committed."""
-    emulator, endpoint = start_process(str(tmp / "datahub"))
-    runner_port = free_port()
-    data = job_config(tmp, endpoint, runner_port, args.restart_delay, args.checkpoint_interval)
-    path = tmp / "job.yaml"
-    path.write_text(yaml.safe_dump(data))
-    config = ObflowConfig(**data)
-    ensure_change_topic(make_client(config.datahub), config.datahub)
     marker = tmp / "failed"
-    env = {**os.environ, "OBFLOW_FLINK_FAIL_ONCE": f"{marker}:{args.fail_after}", "FLINK_LOG_DIR": str(tmp / "log")}
-    log = (tmp / "job.log").open("ab")
-    job = subprocess.Popen(
-        [sys.executable, "-m", "obflow.cli", "job", "run", "--config", str(path)],
-        stdout=log, stderr=log, env=env, start_new_session=True,
-    )  # fmt: skip
-    total = args.fail_after * 3
-    producer = SteadyProducer(config, change_stream(total, rows=total, commit_ts_ms=int(time.time() * 1000)), args.rate)
-    try:
-        wait_until(lambda: ready(runner_port), 120)
-        producer.start()
-        wait_until(marker.exists, 600)
-        failed_at, sent_before = marker.stat().st_mtime, producer.sent
-        wait_until(lambda: not ready(runner_port), 30)  # the runner notices within a second
-        wait_until(lambda: ready(runner_port), 600)
-        running_at = time.time()
-        wait_until(lambda: committed(tmp / "out") >= sent_before, 900)
-        return running_at - failed_at, time.time() - failed_at
-    finally:
-        producer.stop_event.set()
-        job.send_signal(signal.SIGTERM)
+    data = job_config(tmp, args.restart_delay, args.checkpoint_interval)
+    with JobUnderTest(tmp, data, {"OBFLOW_FLINK_FAIL_ONCE": f"{marker}:{args.fail_after}"}) as job:
+        total = args.fail_after * 3
+        events = change_stream(total, rows=total, commit_ts_ms=int(time.time() * 1000))
+        producer = SteadyProducer(job.config, events, args.rate)
         try:
-            job.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(job.pid, signal.SIGKILL)
-        os.kill(emulator.pid, signal.SIGTERM)
+            producer.start()
+            wait_until(marker.exists, 600)
+            failed_at, sent_before = marker.stat().st_mtime, producer.sent
+            wait_until(lambda: not job.ready(), 30)  # the runner notices within a second
+            wait_until(job.ready, 600)
+            running_at = time.time()
+            wait_until(lambda: job.committed_rows() >= sent_before, 900)
+            return running_at - failed_at, time.time() - failed_at
+        finally:
+            producer.stop_event.set()
 
 
 def wait_until(condition: Callable[[], bool], timeout: float) -> None:
@@ -144,21 +113,14 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def job_config(tmp: Path, endpoint: str, runner_port: int, restart_delay: str, interval: str) -> dict[str, Any]:
+def job_config(tmp: Path, restart_delay: str, interval: str) -> dict[str, Any]:
     return {
         "source": {"database": "TRADE", "tables": [{"name": "ORDERS", "columns": SAMPLE_COLUMNS}]},
-        "datahub": {"endpoint": endpoint, "shards": 4},
+        "datahub": {"shards": 4},
         "flink": {"parallelism": 2, "restart_delay": restart_delay},
         "checkpoint": {"interval": interval, "dir": str(tmp / "ck"), "savepoint_dir": str(tmp / "sp")},
-        "output": {"path": str(tmp / "out"), "metrics_port": runner_port, "rolling": {"max_span": "5s"}},
+        "output": {"path": str(tmp / "out"), "rolling": {"max_span": "5s"}},
     }
-
-
-def ready(port: int) -> bool:
-    try:
-        return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 if __name__ == "__main__":

@@ -167,7 +167,12 @@ class Verification:
 
 
 def verify(config: ObflowConfig, history: History) -> Verification:
-    """The committed output against the load's history: every change once, each row in commit order."""
+    """The committed output against the load's history: every change once, each row in commit order.
+
+    A row's changes, ordered by their capture position, must be exactly the row's history (op and
+    version, in the order the load committed them); and inside every file a row's changes must
+    already stand in that order (the order the job wrote them).
+    """
     from flink_job.output import read_output
 
     result = Verification(expected=history.changes)
@@ -177,9 +182,14 @@ def verify(config: ObflowConfig, history: History) -> Verification:
         result.files += 1
         table = table_name.rpartition(".")[2]
         visible_at = file.stat().st_mtime
+        last_in_file: dict[RowKey, int] = {}
         for row in rows:
-            key = tuple(int(row[column]) for column in KEYS[table])
-            by_row[(table, key)].append((int(row["_position"]), str(row["_op"]), int(row["version"])))
+            row_key = (table, tuple(int(row[column]) for column in KEYS[table]))
+            position = int(row["_position"])
+            if position < last_in_file.get(row_key, -1) and row_key not in result.out_of_order:
+                result.out_of_order.append(row_key)
+            last_in_file[row_key] = position
+            by_row[row_key].append((position, str(row["_op"]), int(row["version"])))
             ids.append(str(row["_event_id"]))
             result.latencies.append(max(visible_at - row["_commit_ts"].timestamp(), 0.0))
     result.rows = len(ids)
