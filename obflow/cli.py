@@ -202,11 +202,20 @@ def _add_capture_commands(commands: Any) -> None:
     run.set_defaults(handler=_capture_run)
 
 
+def _config_action(commands: Any, group: str, group_help: str, action: str, action_help: str, handler: Any) -> Any:
+    """``obflow GROUP ACTION --config F``; returns ACTION's parser for more arguments."""
+    parser = commands.add_parser(group, help=group_help)
+    actions = parser.add_subparsers(dest=f"{group}_command", required=True, metavar="ACTION")
+    action_parser = actions.add_parser(action, help=action_help)
+    action_parser.add_argument("--config", required=True)
+    action_parser.set_defaults(handler=handler)
+    return action_parser
+
+
 def _add_job_commands(commands: Any) -> None:
-    job = commands.add_parser("job", help="the Flink job")
-    job_commands = job.add_subparsers(dest="job_command", required=True, metavar="ACTION")
-    job_run = job_commands.add_parser("run", help="run the job in a local mini-cluster until stopped")
-    job_run.add_argument("--config", required=True)
+    job_run = _config_action(
+        commands, "job", "the Flink job", "run", "run the job in a local mini-cluster until stopped", _job_run
+    )
     restore = job_run.add_mutually_exclusive_group()
     restore.add_argument(
         "--from-savepoint",
@@ -214,25 +223,18 @@ def _add_job_commands(commands: Any) -> None:
         help="restore from this savepoint or checkpoint (default: the newest savepoint or retained checkpoint)",
     )
     restore.add_argument("--fresh", action="store_true", help="start with empty state, ignoring earlier runs")
-    job_run.set_defaults(handler=_job_run)
 
 
 def _add_dlq_commands(commands: Any) -> None:
-    dlq = commands.add_parser("dlq", help="the dead-letter queue")
-    dlq_commands = dlq.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")
-    dlq_read = dlq_commands.add_parser("read", help="print every dead letter (DataHub topic, then files) as JSON lines")
-    dlq_read.add_argument("--config", required=True)
-    dlq_read.set_defaults(handler=_dlq_read)
+    help_text = "print every dead letter (DataHub topic, then files) as JSON lines"
+    _config_action(commands, "dlq", "the dead-letter queue", "read", help_text, _dlq_read)
 
 
 def _add_output_commands(commands: Any) -> None:
-    output = commands.add_parser("output", help="the committed output files")
-    output_commands = output.add_subparsers(dest="output_command", required=True, metavar="ACTION")
-    show_rows = output_commands.add_parser("show", help="print committed rows as JSON lines, any format")
-    show_rows.add_argument("--config", required=True)
+    help_text = "print committed rows as JSON lines, any format"
+    show_rows = _config_action(commands, "output", "the committed output files", "show", help_text, _output_show)
     show_rows.add_argument("--table", default=None, help="only this table")
     show_rows.add_argument("--limit", type=int, default=20)
-    show_rows.set_defaults(handler=_output_show)
 
 
 def _add_demo_commands(commands: Any) -> None:
