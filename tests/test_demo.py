@@ -8,6 +8,10 @@ each row's changes in commit order. All components are real processes (obflow.su
 from __future__ import annotations
 
 import json
+import re
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -69,3 +73,34 @@ def test_every_component_crashes_in_turn_and_nothing_is_lost_or_doubled_R4_1_R4_
     starts = [json.loads(line) for line in job_log if '"job.started"' in line]
     assert [s["restored_from"] is None for s in starts] == [True, False]
     assert "/chk-" in starts[1]["restored_from"]  # the restarted job resumed from its latest checkpoint
+
+
+def test_ctrl_c_stops_every_component_and_leaves_nothing_running(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "obflow.cli", "demo", "--rows", "100000", "--rate", "100", "--out", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    log = out / "logs" / "demo.log"
+    deadline = time.monotonic() + 180
+    while not (log.exists() and '"job ready"' in log.read_text()):
+        assert demo.poll() is None and time.monotonic() < deadline, "the demo did not get the pipeline running"
+        time.sleep(0.5)
+    time.sleep(5)  # under load
+    demo.send_signal(signal.SIGINT)  # what Ctrl-C sends to the foreground process
+    output, _ = demo.communicate(timeout=180)
+    assert demo.returncode == 130, output
+    assert "interrupted: stopping every component" in output
+    pids = [int(pid) for pid in re.findall(r"started \(pid (\d+)\)", log.read_text())]
+    assert len(pids) == 4
+    leftovers = [entry.name for entry in Path("/proc").iterdir() if entry.name.isdigit() and alive_in(entry, pids)]
+    assert leftovers == [], "processes of the pipeline still running"
+
+
+def alive_in(proc: Path, groups: list[int]) -> bool:
+    """A live (not zombie: dead, waiting for init to reap it) process in one of the process groups."""
+    try:
+        state, _, group = (proc / "stat").read_text().rsplit(")", 1)[1].split()[:3]
+    except OSError:
+        return False
+    return int(group) in groups and state != "Z"
