@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import time
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -14,7 +15,10 @@ import yaml
 from flink_job.output import output_files
 from obflow.config import ObflowConfig
 from obflow.datahub.client import ensure_change_topic, make_client
-from obflow.datahub.emulator import start_process
+from obflow.datahub.emulator import DataHubEmulator, start_process
+from obflow.datahub.emulator.store import StoredRecord
+from obflow.datahub.producer import Producer
+from obflow.events import ChangeEvent
 from obflow.net import free_port
 from obflow.supervise import Component, Supervisor, obflow_command, readyz
 
@@ -47,10 +51,20 @@ class JobUnderTest:
     runner port filled in), the job ready on entry; both stopped on exit. Logs in ``tmp``."""
 
     def __init__(
-        self, tmp: Path, data: dict[str, Any], env: dict[str, str] | None = None, timeout: float = 180
+        self,
+        tmp: Path,
+        data: dict[str, Any],
+        env: dict[str, str] | None = None,
+        timeout: float = 180,
+        in_process_emulator: bool = False,
     ) -> None:
         self.tmp, self.env, self.timeout = tmp, env or {}, timeout
-        self.emulator, endpoint = start_process(str(tmp / "datahub"))
+        self.local_emulator: DataHubEmulator | None = None
+        if in_process_emulator:  # its store can be filled directly, much faster than through HTTP
+            self.local_emulator = DataHubEmulator(str(tmp / "datahub")).start()
+            endpoint = self.local_emulator.endpoint
+        else:
+            self.emulator, endpoint = start_process(str(tmp / "datahub"))
         self.port = free_port()
         data["datahub"] = {**data.get("datahub", {}), "endpoint": endpoint}
         data["output"] = {**data.get("output", {}), "metrics_port": self.port}
@@ -86,8 +100,27 @@ class JobUnderTest:
 
     def close(self) -> None:
         self.supervisor.stop_all()
-        self.emulator.terminate()
-        self.emulator.wait(10)
+        if self.local_emulator is not None:
+            self.local_emulator.stop()
+        else:
+            self.emulator.terminate()
+            self.emulator.wait(10)
+
+    def preload(self, events: list[ChangeEvent]) -> None:
+        """Append ``events`` to the change topic's shards directly in the in-process emulator's store,
+        each in the shard the producer would choose."""
+        assert self.local_emulator is not None, "in_process_emulator=True"
+        datahub = self.config.datahub
+        producer = Producer(self.client, datahub.project, datahub.topic, datahub.retry)
+        topic = self.local_emulator.store.topic(datahub.project, datahub.topic)
+        by_shard: dict[str, list[StoredRecord]] = {}
+        now_ms = int(time.time() * 1000)
+        for event in events:
+            values = [None if v is None else str(v) for v in event.to_datahub_values()]
+            by_shard.setdefault(producer.shard_for(event), []).append(StoredRecord(now_ms, values, None))
+        producer.close()
+        for shard_id, records in by_shard.items():
+            self.local_emulator.store.append(topic.shard(shard_id), records)
 
     def committed_rows(self) -> int:
         """Rows in the committed output files."""

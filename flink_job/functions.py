@@ -82,7 +82,8 @@ class ShardPoller(KeyedProcessFunction):  # type: ignore[misc]
     :data:`Progress` element per fetch, which carries event time (the payload texts never pass
     through another Python operator: each crossing between Java and Python copies them). A tick reads
     while batches come back full, for at most half the poll interval, so polling never holds up a
-    checkpoint barrier for long.
+    checkpoint barrier for long; a shard that had nothing new is asked again after a doubling pause,
+    up to ``flink.idle_poll_max``, so idle shards cost little.
     """
 
     def __init__(self, config_path: str, tags: dict[str, OutputTag]) -> None:
@@ -94,6 +95,8 @@ class ShardPoller(KeyedProcessFunction):  # type: ignore[misc]
         self.project, self.topic = config.datahub.project, config.datahub.topic
         self.client = make_client(config.datahub, protocol="json", reader=True)
         self.budget_s = config.capture.poll_interval / 2
+        self.poll_interval, self.idle_poll_max = config.capture.poll_interval, config.flink.idle_poll_max
+        self.idle: dict[str, tuple[float, float]] = {}  # shard -> (poll again at, current backoff)
         self.window_ms = int(config.flink.dedup_window * 1000)
         self.subtask = subtask_index(runtime_context)
         self.readers: dict[str, ShardReader] = {}
@@ -121,14 +124,22 @@ class ShardPoller(KeyedProcessFunction):  # type: ignore[misc]
             if shard not in self.shard_lag_ms:
                 self.shard_lag_ms[shard] = 0
                 self.metrics.add_group("shard", shard).gauge("lag_ms", lambda: self.shard_lag_ms[shard])
-        deadline = time.monotonic() + self.budget_s
+        now = time.monotonic()
+        poll_at, backoff = self.idle.get(shard, (0.0, 0.0))
+        if now < poll_at:  # idle shard: skip this tick
+            return
+        deadline = now + self.budget_s
         while True:
             first = reader.next_sequence
             rows, next_sequence = reader.fetch_values(FETCH_LIMIT)
             if rows:
+                self.idle.pop(shard, None)
                 yield from self._batch(shard, first, rows)
                 self.next_sequence.update(next_sequence)
                 self.fault.count(len(rows))
+            else:  # nothing new: wait twice as long before asking again, up to flink.idle_poll_max
+                backoff = min(max(backoff * 2, self.poll_interval), self.idle_poll_max)
+                self.idle[shard] = (now + backoff - self.poll_interval, backoff)
             if len(rows) < FETCH_LIMIT or time.monotonic() > deadline:
                 return
 

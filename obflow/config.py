@@ -201,6 +201,9 @@ class FlinkConfig(Section):
         gt=0,
         description="How long an event_id is remembered for duplicate removal (state holds at most rate x window ids).",
     )
+    idle_poll_max: Duration = Field(
+        1.0, ge=0, description="A shard with nothing new is polled less often, down to once per this long."
+    )
     out_of_orderness: Duration = Field(
         5.0, ge=0, description="Watermark delay behind the newest commit time seen (event time, R2.3)."
     )
