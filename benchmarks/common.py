@@ -66,6 +66,7 @@ class JobUnderTest:
         else:
             self.emulator, endpoint = start_process(str(tmp / "datahub"))
         self.port = free_port()
+        self.ready = readyz(self.port)
         data["datahub"] = {**data.get("datahub", {}), "endpoint": endpoint}
         data["output"] = {**data.get("output", {}), "metrics_port": self.port}
         self.config_path = tmp / "job.yaml"
@@ -77,10 +78,6 @@ class JobUnderTest:
         self.job = Component("job", obflow_command("job", "run", "--config", str(self.config_path)), self.ready)
         self.job.env = {"FLINK_LOG_DIR": str(tmp / "logs" / "flink"), **self.env}
         self.job.stop_timeout = 120
-
-    @property
-    def ready(self) -> Any:
-        return readyz(self.port)
 
     @property
     def pgid(self) -> int:

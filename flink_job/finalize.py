@@ -137,7 +137,8 @@ class Finalizer:
         return total
 
     def finalize(self, part: Path) -> FinalizeResult:
-        table = part.relative_to(self.staging).parts[0]
+        relative = part.relative_to(self.staging)
+        table = relative.parts[0]
         lines, subtask = read_part(part)
         if table == DEAD_LETTER_TABLE:
             letters = [DeadLetter.from_json(line) for line in lines]
@@ -146,18 +147,20 @@ class Finalizer:
             return FinalizeResult(dead_letters=len(letters))
         mapping = self.mappings.get(table) or self.mappings.setdefault(table, TableMapping(self.tables.get(table)))
         rows, bad = mapping.rows(lines)
-        location = {"file": str(part.relative_to(self.staging))}
+        location = {"file": str(relative)}
         letters = [
             DeadLetter(b.line.decode(errors="replace"), b.error, b.stage, table, event_id_of(b.line), location)  # type: ignore[arg-type]
             for b in bad
         ]
         result = FinalizeResult()
-        digest = hashlib.blake2b(str(part.relative_to(self.staging)).encode(), digest_size=4).hexdigest()
+        digest = hashlib.blake2b(str(relative).encode(), digest_size=4).hexdigest()
+        written_commits = []
         for hour_rows in split_by_hour(rows):
             target = self.target(table, hour_rows, subtask, digest)
             if self._write_with_retries(hour_rows.drop_columns([LINE]), target, table):
                 result.files.append(target)
                 result.rows += hour_rows.num_rows
+                written_commits.append(pc.cast(hour_rows.column("_commit_ts"), pa.int64()).to_numpy())
             else:
                 error = f"writing {target} failed {self.config.output.write_retries + 1} times"
                 for number in hour_rows.column(LINE).to_pylist():
@@ -168,8 +171,8 @@ class Finalizer:
         self._send(letters)
         part.unlink()
         result.dead_letters = len(letters)
-        if result.files:
-            commits = pc.cast(rows.column("_commit_ts"), pa.int64()).to_numpy()
+        if result.files:  # latency of the rows now visible in files, not of those dead-lettered
+            commits = np.concatenate(written_commits)
             LATENCY.observe_many(np.maximum(time.time() - commits / 1000.0, 0.0))
             ROWS.labels(table).inc(result.rows)
             FILES.labels(table, self.format).inc(len(result.files))

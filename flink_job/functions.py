@@ -35,6 +35,9 @@ FETCH_LIMIT = 1000
 DEAD_LETTERS = "_dead_letter"
 """The pseudo-table of records the job cannot route; its staging files go to the dead-letter queue."""
 
+FAULT_ENV = "OBFLOW_FLINK_FAIL_ONCE"
+"""Test hook ``<marker file>:<records>``: fail the job once after that many records, then never again."""
+
 Progress = tuple[str, int]
 """The poller's main output, one per fetched batch: (shard, newest commit time in ms)."""
 
@@ -200,14 +203,14 @@ def subtask_index(runtime_context: RuntimeContext) -> int:
 
 
 class _FaultHook:
-    """Fails the job once, after a number of records, when the test hook is set (see job.FAULT_ENV)."""
+    """Fails the job once, after a number of records, when the test hook :data:`FAULT_ENV` is set."""
 
     def __init__(self, marker: Path | None, after: int) -> None:
         self.marker, self.after, self.seen = marker, after, 0
 
     @classmethod
     def from_env(cls) -> _FaultHook:
-        spec = os.environ.get("OBFLOW_FLINK_FAIL_ONCE", "")
+        spec = os.environ.get(FAULT_ENV, "")
         if not spec:
             return cls(None, 0)
         marker, _, after = spec.rpartition(":")

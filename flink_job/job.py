@@ -37,9 +37,6 @@ from obflow.log import Fault, log_event, log_fault
 
 log = logging.getLogger("obflow.flink")
 
-FAULT_ENV = "OBFLOW_FLINK_FAIL_ONCE"
-"""Test hook ``<marker file>:<records>``: fail the job once after that many records, then never again."""
-
 
 def python_environment() -> None:
     """Make the embedded interpreter (thread mode) find this environment's packages."""

@@ -80,6 +80,9 @@ class TableMapping:
         self.columns: list[ColumnConfig] = list(table.columns) if table else []
         row = [(c.output_name, output_type(c.column_type)) for c in self.columns]
         self.schema = pa.schema([*META, *(row or JSON_IMAGES)])
+        """The schema of the output files."""
+        self.numbered_schema = self.schema.append(pa.field(LINE, pa.int64()))
+        """The schema of :meth:`rows`: the output schema plus the :data:`LINE` bookkeeping column."""
         source = pa.struct(
             [("table", pa.string()), ("position", pa.string()), ("txid", pa.string()), ("commit_ts_ms", pa.int64())]
         )
@@ -90,11 +93,6 @@ class TableMapping:
         self.parse_options = pa_json.ParseOptions(
             explicit_schema=pa.schema(envelope), unexpected_field_behavior="ignore"
         )
-
-    @property
-    def output_schema(self) -> pa.Schema:
-        """The schema of the output files (without the :data:`LINE` bookkeeping column)."""
-        return self.schema
 
     def rows(self, lines: list[bytes]) -> tuple[pa.Table, list[BadLine]]:
         """The output rows of ``lines`` (with a :data:`LINE` column), and the lines that failed."""
@@ -130,7 +128,7 @@ class TableMapping:
 
     def _rows(self, lines: list[bytes], numbers: list[int]) -> pa.Table:
         if not lines:
-            return self.schema.append(pa.field(LINE, pa.int64())).empty_table()
+            return self.numbered_schema.empty_table()
         envelopes = pa_json.read_json(io.BytesIO(b"\n".join(lines)), parse_options=self.parse_options)
         if envelopes.num_rows != len(lines):
             raise ValueError(f"{len(lines)} lines gave {envelopes.num_rows} envelopes")
@@ -170,7 +168,7 @@ class TableMapping:
             if pc.any(failed).as_py():
                 raise EnvelopeError(message)
         columns[LINE] = pa.array(numbers, pa.int64())
-        return pa.table(columns, schema=self.schema.append(pa.field(LINE, pa.int64())))
+        return pa.table(columns, schema=self.numbered_schema)
 
 
 def _parse_value(value: object, column: ColumnType) -> pa.Array:

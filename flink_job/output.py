@@ -46,6 +46,6 @@ def read_file(file: Path, schema: pa.Schema) -> pa.Table:
 def read_output(config: ObflowConfig) -> Iterator[tuple[str, Path, list[dict[str, Any]]]]:
     """(table, file, rows) for every committed output file."""
     tables = config.source.qualified_tables()
-    schemas = {name: TableMapping(table).output_schema for name, table in tables.items()}
+    schemas = {name: TableMapping(table).schema for name, table in tables.items()}
     for table, file in output_files(config):
         yield table, file, read_file(file, schemas[table]).to_pylist()
