@@ -96,7 +96,7 @@ class LocalPipeline:
         emulator = obflow_command(
             "datahub-emulator", "--port", str(self.ports["datahub"]), "--data-dir", str(self.out / "datahub")
         )
-        self.supervisor.start(Component("datahub", emulator, self._datahub_up))
+        self.supervisor.start(Component("datahub", emulator, readyz(self.ports["datahub"], "/healthz")))
         if self.faults:
             # DataHub rejects 5 % of the records put, each at most twice: the capture agent retries them
             faults = {"put_record_failure_rate": 0.05, "put_record_max_failures": 2, "seed": 1}
@@ -110,12 +110,6 @@ class LocalPipeline:
         job.env = {"FLINK_LOG_DIR": str(self.out / "logs" / "flink")}
         job.stop_timeout = 90
         self.supervisor.start(job, timeout=180)
-
-    def _datahub_up(self) -> bool:
-        try:
-            return httpx.get(f"{self.config.datahub.endpoint}/healthz", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
 
     def _run_cli(self, *args: str) -> None:
         import subprocess
@@ -134,21 +128,19 @@ class LocalPipeline:
     def stop(self) -> None:
         self.supervisor.stop_all()
 
-    def metric(self, component: str, name: str) -> float:
-        """The sum of a metric's samples on a component's /metrics (0 when unreachable)."""
+    def metrics(self, component: str) -> dict[str, float]:
+        """A component's /metrics, each sample name with the sum of its values (empty when unreachable)."""
         from prometheus_client.parser import text_string_to_metric_families
 
-        port = self.ports[component]
         try:
-            text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+            text = httpx.get(f"http://127.0.0.1:{self.ports[component]}/metrics", timeout=2).text
         except httpx.HTTPError:
-            return 0.0
-        return sum(
-            sample.value
-            for family in text_string_to_metric_families(text)
-            for sample in family.samples
-            if sample.name == name
-        )
+            return {}
+        sums: dict[str, float] = defaultdict(float)
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                sums[sample.name] += sample.value
+        return sums
 
 
 @dataclass
@@ -224,10 +216,11 @@ class LiveView:
         pipeline, generator = self.pipeline, self.generator
         elapsed = max(time.monotonic() - self.started, 0.001)
         written = generator.history.changes
-        captured = pipeline.metric("capture", "obflow_capture_changes_total")
-        committed = pipeline.metric("job", "obflow_output_rows_total")
-        files = pipeline.metric("job", "obflow_output_files_total")
-        last = pipeline.metric("job", "obflow_output_last_commit_timestamp_seconds")
+        captured = pipeline.metrics("capture").get("obflow_capture_changes_total", 0.0)
+        job = pipeline.metrics("job")
+        committed = job.get("obflow_output_rows_total", 0.0)
+        files = job.get("obflow_output_files_total", 0.0)
+        last = job.get("obflow_output_last_commit_timestamp_seconds", 0.0)
         checkpoint = f"{time.time() - last:.0f}s ago" if last else "none yet"
         bar = "#" * int(30 * min(committed / max(generator.total, 1), 1))
         return (
@@ -271,7 +264,7 @@ def run_demo(
             raise RuntimeError(f"the load generator failed: {generator.error}")
         load_seconds = time.monotonic() - started
         deadline = time.monotonic() + 120
-        while pipeline.metric("job", "obflow_output_rows_total") < generator.history.changes:
+        while pipeline.metrics("job").get("obflow_output_rows_total", 0.0) < generator.history.changes:
             view.show()
             if time.monotonic() > deadline:
                 break

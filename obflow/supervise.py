@@ -28,12 +28,12 @@ log = logging.getLogger("obflow.supervise")
 Readiness = Callable[[], bool]
 
 
-def readyz(port: int) -> Readiness:
-    """Ready when ``http://127.0.0.1:<port>/readyz`` answers 200."""
+def readyz(port: int, path: str = "/readyz") -> Readiness:
+    """Ready when ``http://127.0.0.1:<port><path>`` answers 200."""
 
     def check() -> bool:
         try:
-            return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200
+            return httpx.get(f"http://127.0.0.1:{port}{path}", timeout=2).status_code == 200
         except httpx.HTTPError:
             return False
 
