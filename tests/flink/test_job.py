@@ -46,12 +46,14 @@ def job_config(
     fmt: str = "json",
     out: str = "out",
     backend: str = "hashmap",
+    shards: int = 4,
+    poll_interval: str = "100ms",
     **rolling: str,
 ) -> tuple[ObflowConfig, Path]:
     data: dict[str, Any] = {
         "source": {"database": "TRADE", "tables": [{"name": "ORDERS", "columns": SAMPLE_COLUMNS}]},
-        "datahub": {"endpoint": endpoint, "access_id": ACCESS_ID, "shards": 4, "retry": {"interval": "100ms"}},
-        "capture": {"poll_interval": "100ms"},
+        "datahub": {"endpoint": endpoint, "access_id": ACCESS_ID, "shards": shards, "retry": {"interval": "100ms"}},
+        "capture": {"poll_interval": poll_interval},
         "flink": {"parallelism": parallelism, "restart_delay": "1s"},
         "checkpoint": {
             "interval": "1s",
@@ -131,7 +133,7 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         os.killpg(proc.pid, signal.SIGKILL)  # the gateway JVM, if it outlived the runner
 
 
-def test_every_change_is_committed_exactly_once_despite_replays_and_a_task_failure_R2_1_R4_1_R4_2_R9_2_R9_3(
+def test_exactly_once_in_row_order_despite_replays_and_a_failure_R2_1_R2_3_R4_1_R4_2_R9_2_R9_3_R9_4(
     emulator: DataHubEmulator, tmp_path: Path
 ) -> None:
     config, path = job_config(tmp_path, emulator.endpoint, backend="rocksdb")  # restored from RocksDB state
@@ -392,3 +394,20 @@ def test_flink_and_runner_metrics_reach_prometheus_R7_1_R7_2_R7_3(emulator: Data
     assert 0 < latency_sum / count < 60
     assert sum(v for _, v in runner["obflow_output_rows_total"]) == 2000
     assert {labels["stage"] for labels, _ in runner["obflow_dead_letters_total"]} == {"route"}
+
+
+def test_runs_with_128_parallel_tasks_exactly_once_R6_5(emulator: DataHubEmulator, tmp_path: Path) -> None:
+    """128 subtasks in one mini-cluster TaskManager (thread mode), one shard each to read."""
+    config, path = job_config(tmp_path, emulator.endpoint, parallelism=128, shards=128, poll_interval="1s")
+    events = change_stream(4000, rows=4000)
+    send(config, events)
+    proc = run_job(path, tmp_path)
+    try:
+        rows = wait_for_rows(config, 4000, proc, timeout=300)
+    finally:
+        stop(proc)
+    assert "parallelism=128" in (tmp_path / "job.log").read_text()
+    ids = [str(row["_event_id"]) for row in rows]
+    assert len(ids) == len(set(ids)) == 4000
+    writers = {int(m[1]) for f in Path(config.output.path).rglob("*.jsonl") if (m := re.search(r"-st(\d+)-", f.name))}
+    assert len(writers) >= 32, f"only subtasks {sorted(writers)} wrote files"
