@@ -89,7 +89,7 @@ class ShardPoller(KeyedProcessFunction):  # type: ignore[misc]
     up to ``flink.idle_poll_max``, so idle shards cost little.
     """
 
-    def __init__(self, config_path: str, tags: dict[str, OutputTag]) -> None:
+    def __init__(self, config_path: str | None, tags: dict[str, OutputTag]) -> None:
         self.config_path = config_path
         self.tags = tags
 

@@ -49,7 +49,7 @@ def python_environment() -> None:
     os.environ.setdefault("FLINK_PLUGINS_DIR", str(Path(pyflink.__file__).parent / "plugins"))
 
 
-def build(env: Any, config: ObflowConfig, config_path: str, shard_ids: list[str]) -> None:
+def build(env: Any, config: ObflowConfig, config_path: str | None, shard_ids: list[str]) -> None:
     """Add the pipeline to ``env`` (a StreamExecutionEnvironment)."""
     from pyflink.common import Duration, Types, WatermarkStrategy
     from pyflink.common.serialization import Encoder
@@ -143,8 +143,8 @@ def environment(config: ObflowConfig, from_savepoint: str | None = None, local: 
     conf.set_string("restart-strategy.fixed-delay.attempts", str(config.flink.restart_attempts))
     conf.set_string("restart-strategy.fixed-delay.delay", f"{int(config.flink.restart_delay * 1000)} ms")
     conf.set_string("state.checkpoints.num-retained", str(config.checkpoint.retained))
-    conf.set_string("execution.checkpointing.dir", Path(config.checkpoint.dir).resolve().as_uri())
-    conf.set_string("execution.checkpointing.savepoint-dir", Path(config.checkpoint.savepoint_dir).resolve().as_uri())
+    conf.set_string("execution.checkpointing.dir", storage_uri(config.checkpoint.dir))
+    conf.set_string("execution.checkpointing.savepoint-dir", storage_uri(config.checkpoint.savepoint_dir))
     conf.set_string("execution.checkpointing.tolerable-failed-checkpoints", str(config.checkpoint.tolerable_failures))
     conf.set_string("execution.checkpointing.timeout", f"{int(config.checkpoint.timeout * 1000)} ms")
     conf.set_string("execution.checkpointing.externalized-checkpoint-retention", "RETAIN_ON_CANCELLATION")
@@ -170,6 +170,11 @@ def environment(config: ObflowConfig, from_savepoint: str | None = None, local: 
     return env
 
 
+def storage_uri(location: str) -> str:
+    """A checkpoint or savepoint location as Flink wants it: URIs as they are, paths made absolute."""
+    return location if "://" in location else Path(location).resolve().as_uri()
+
+
 def prometheus_reporter_jar() -> Path:
     import pyflink
 
@@ -186,7 +191,7 @@ def shard_ids_of(config: ObflowConfig) -> list[str]:
 
 
 def submit(
-    config_path: str, config: ObflowConfig, from_savepoint: str | None = None, local: bool = True
+    config_path: str | None, config: ObflowConfig, from_savepoint: str | None = None, local: bool = True
 ) -> tuple[Any, int]:
     """Start the job without waiting; returns Flink's JobClient and the parallelism it runs with."""
     env = environment(config, from_savepoint, local)
@@ -195,7 +200,7 @@ def submit(
 
 
 def latest_savepoint_file(config: ObflowConfig) -> Path:
-    return Path(config.checkpoint.savepoint_dir) / "LATEST"
+    return Path(config.checkpoint.savepoint_dir.removeprefix("file://")) / "LATEST"
 
 
 def latest_restore_point(config: ObflowConfig) -> str | None:
@@ -208,8 +213,9 @@ def latest_restore_point(config: ObflowConfig) -> str | None:
         local = Path(savepoint.removeprefix("file:"))
         if savepoint and (local / "_metadata").is_file():
             candidates.append(((local / "_metadata").stat().st_mtime, savepoint))
-    checkpoints = Path(config.checkpoint.dir.removeprefix("file:"))
-    if "://" not in config.checkpoint.dir and checkpoints.is_dir():
+    local_dir = config.checkpoint.dir.removeprefix("file://")
+    checkpoints = Path(local_dir)
+    if "://" not in local_dir and checkpoints.is_dir():
         for metadata in checkpoints.glob("*/chk-*/_metadata"):
             candidates.append((metadata.stat().st_mtime, str(metadata.parent.resolve())))
     return max(candidates)[1] if candidates else None
@@ -227,7 +233,7 @@ def stop_with_savepoint(client: Any, target: str) -> str:
     return str(client._j_job_client.stopWithSavepoint(False, target, format_type).get())
 
 
-def run(config_path: str, config: ObflowConfig, from_savepoint: str | None = None, local: bool = True) -> int:
+def run(config_path: str | None, config: ObflowConfig, from_savepoint: str | None = None, local: bool = True) -> int:
     """``obflow job run``: run until SIGTERM/SIGINT, then stop with a savepoint (its path is written to
     ``<checkpoint.savepoint_dir>/LATEST``) and exit 0; exit 1 if the job fails for good.
 
@@ -254,7 +260,7 @@ def run(config_path: str, config: ObflowConfig, from_savepoint: str | None = Non
             if status.is_globally_terminal_state():
                 log_fault(log, Fault.COMPONENT_CRASHED, f"job ended as {status.name}", level=logging.ERROR)
                 return 1
-        target = Path(config.checkpoint.savepoint_dir).resolve().as_uri()
+        target = storage_uri(config.checkpoint.savepoint_dir)
         try:
             savepoint = stop_with_savepoint(client, target)
         except Exception as exc:  # e.g. the job is restarting: no savepoint now; the checkpoints remain
@@ -276,6 +282,6 @@ def run(config_path: str, config: ObflowConfig, from_savepoint: str | None = Non
         health.stop()
 
 
-if __name__ == "__main__":  # flink run -py flink_job/job.py -- <config>
-    path = sys.argv[-1]
+if __name__ == "__main__":  # flink run -py flink_job/job.py [config]; no config: OBFLOW_* environment only
+    path = sys.argv[1] if len(sys.argv) > 1 else None
     sys.exit(run(path, load_config(path), local=False))

@@ -153,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dlq_commands(commands)
     _add_output_commands(commands)
     _add_demo_commands(commands)
+    _add_operator_commands(commands)
     commands.add_parser("version", help="print the version").set_defaults(handler=_version)
     return parser
 
@@ -198,8 +199,17 @@ def _add_capture_commands(commands: Any) -> None:
         ddl.add_argument("--print", action="store_true", help="print the DDL instead of applying it")
         ddl.set_defaults(handler=_capture_ddl)
     run = capture_commands.add_parser("run", help="run the capture agent until SIGTERM")
-    run.add_argument("--config", required=True)
+    _add_config_option(run)
     run.set_defaults(handler=_capture_run)
+
+
+def _add_config_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        default=None,
+        metavar="FILE",
+        help="configuration file; without it: defaults overridden by OBFLOW_* environment variables (R8.6)",
+    )
 
 
 def _config_action(commands: Any, group: str, group_help: str, action: str, action_help: str, handler: Any) -> Any:
@@ -207,7 +217,7 @@ def _config_action(commands: Any, group: str, group_help: str, action: str, acti
     parser = commands.add_parser(group, help=group_help)
     actions = parser.add_subparsers(dest=f"{group}_command", required=True, metavar="ACTION")
     action_parser = actions.add_parser(action, help=action_help)
-    action_parser.add_argument("--config", required=True)
+    _add_config_option(action_parser)
     action_parser.set_defaults(handler=handler)
     return action_parser
 
@@ -251,6 +261,66 @@ def _add_demo_commands(commands: Any) -> None:
     demo.add_argument("--out", default=None, help="working directory (default: demo-output/<time>)")
     demo.add_argument("--keep-running", action="store_true", help="leave the pipeline up until Ctrl-C")
     demo.set_defaults(handler=_demo)
+
+
+def _operator_run(args: argparse.Namespace) -> int:
+    from obflow.log import setup_logging
+    from obflow_operator.main import run_operator
+    from obflow_operator.reconcile import OperatorSettings
+
+    setup_logging(args.log_level, "json" if args.log_json else "text")
+    settings = OperatorSettings(rest_url_template=args.flink_rest_url)
+    run_operator(args.namespace or [], args.metrics_port, args.liveness_port, settings)
+    return 0
+
+
+def _operator_render(args: argparse.Namespace) -> int:
+    from obflow_operator.main import dump_all, render
+    from obflow_operator.spec import SpecError
+
+    try:
+        with open(args.file, encoding="utf-8") as stream:
+            documents = list(yaml.safe_load_all(stream))
+        manifests = list(render(documents, args.namespace))
+    except (OSError, yaml.YAMLError, SpecError) as exc:
+        print(f"obflow operator render: {exc}", file=sys.stderr)
+        return 2
+    if not manifests:
+        print(f"obflow operator render: no DataPipeline in {args.file}", file=sys.stderr)
+        return 2
+    print(dump_all(manifests), end="")
+    return 0
+
+
+def _operator_crd(args: argparse.Namespace) -> int:
+    from obflow_operator.crd import crd_yaml
+
+    print(crd_yaml(), end="")
+    return 0
+
+
+def _add_operator_commands(commands: Any) -> None:
+    operator = commands.add_parser("operator", help="the Kubernetes operator for DataPipeline resources")
+    actions = operator.add_subparsers(dest="operator_command", required=True, metavar="ACTION")
+    run = actions.add_parser("run", help="reconcile DataPipelines until stopped (kopf)")
+    run.add_argument("--namespace", action="append", help="watch this namespace (repeatable; default: every namespace)")
+    run.add_argument("--metrics-port", type=int, default=9400, help="Prometheus /metrics port (0: off)")
+    run.add_argument("--liveness-port", type=int, default=8080, help="/healthz port (0: off)")
+    run.add_argument(
+        "--flink-rest-url",
+        default="http://{name}-jobmanager.{namespace}.svc:8081",
+        help="how to reach a pipeline's JobManager REST API ({name}, {namespace} are filled in)",
+    )
+    run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    run.add_argument("--log-json", action="store_true", help="log JSON lines")
+    run.set_defaults(handler=_operator_run)
+    render = actions.add_parser("render", help="print every child manifest the operator would apply (dry run)")
+    render.add_argument("-f", "--file", required=True, help="YAML file with DataPipeline documents")
+    render.add_argument("--namespace", default="default", help="for pipelines without metadata.namespace")
+    render.set_defaults(handler=_operator_render)
+    actions.add_parser("crd", help="print the DataPipeline CustomResourceDefinition").set_defaults(
+        handler=_operator_crd
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

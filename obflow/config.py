@@ -17,7 +17,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    WithJsonSchema,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from obflow.columns import ColumnType, parse_sql_type
@@ -46,9 +55,23 @@ def _http_url(value: str) -> str:
     return value.rstrip("/")
 
 
-TableName = Annotated[str, AfterValidator(_table_name)]
-DataHubName = Annotated[str, AfterValidator(_datahub_name)]
-HttpUrl = Annotated[str, AfterValidator(_http_url)]
+# The JSON schemas (and so the CRD) carry the same rules as patterns; validation here gives the
+# friendlier messages above.
+TableName = Annotated[
+    str,
+    AfterValidator(_table_name),
+    WithJsonSchema({"type": "string", "pattern": r"^[A-Za-z_][\w$#]*(\.[A-Za-z_][\w$#]*)?$"}),
+]
+DataHubName = Annotated[
+    str,
+    AfterValidator(_datahub_name),
+    WithJsonSchema({"type": "string", "pattern": r"^[A-Za-z][A-Za-z0-9_]{2,127}$"}),
+]
+HttpUrl = Annotated[
+    str,
+    AfterValidator(_http_url),
+    WithJsonSchema({"type": "string", "pattern": r"^https?://[^\s/:]+(:\d{1,5})?(/\S*)?$"}),
+]
 
 
 def field_error(field: str, message: str) -> ValueError:

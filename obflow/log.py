@@ -15,7 +15,8 @@ from typing import Any, TextIO
 
 import orjson
 
-_STANDARD_ATTRS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+# kopf attaches its settings and the object reference to every record it logs
+_STANDARD_ATTRS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "settings", "k8s_skip"}
 _REDACTED = "**********"
 
 

@@ -1,0 +1,81 @@
+"""Applying built manifests to the API server: create what is missing, server-side-apply what changed,
+leave alone what did not (its ``obflow.io/hash`` matches)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubernetes.dynamic import DynamicClient
+from kubernetes.dynamic.exceptions import NotFoundError, ResourceNotFoundError
+
+from obflow_operator.builders import HASH_ANNOTATION, MANAGED_BY
+
+# Fault hook for tests of crash recovery: "exit-after-children=N" makes the operator process exit
+# right after applying N children, in the middle of a reconcile.
+FAULT_ENV = "OBFLOW_OPERATOR_FAULT"
+
+
+class ForeignObjectError(RuntimeError):
+    """A child's name is taken by an object this pipeline does not own."""
+
+
+@dataclass
+class ApplyResult:
+    created: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+
+    @property
+    def changed(self) -> list[str]:
+        return self.created + self.updated
+
+
+def child_key(manifest: dict[str, Any]) -> str:
+    return f"{manifest['kind']}/{manifest['metadata']['name']}"
+
+
+def apply_children(api: DynamicClient, children: list[dict[str, Any]], owner_uid: str) -> ApplyResult:
+    result = ApplyResult()
+    crash_after = _crash_after()
+    for number, manifest in enumerate(children, start=1):
+        meta = manifest["metadata"]
+        resource = api.resources.get(api_version=manifest["apiVersion"], kind=manifest["kind"])
+        try:
+            current = resource.get(name=meta["name"], namespace=meta["namespace"]).to_dict()
+        except NotFoundError:
+            current = None
+        if current is not None:
+            owners = {ref.get("uid") for ref in current["metadata"].get("ownerReferences") or []}
+            if owner_uid not in owners:
+                raise ForeignObjectError(
+                    f"{child_key(manifest)} already exists and is not owned by this DataPipeline; delete it or "
+                    "give the pipeline another name"
+                )
+            annotations = current["metadata"].get("annotations") or {}
+            if annotations.get(HASH_ANNOTATION) == meta["annotations"][HASH_ANNOTATION]:
+                result.unchanged.append(child_key(manifest))
+                continue
+        api.server_side_apply(
+            resource, body=manifest, namespace=meta["namespace"], field_manager=MANAGED_BY, force_conflicts=True
+        )
+        (result.updated if current else result.created).append(child_key(manifest))
+        if crash_after is not None and number >= crash_after:
+            os._exit(3)
+    return result
+
+
+def _crash_after() -> int | None:
+    fault = os.environ.get(FAULT_ENV, "")
+    if fault.startswith("exit-after-children="):
+        return int(fault.partition("=")[2])
+    return None
+
+
+def served(api: DynamicClient, api_version: str, kind: str) -> bool:
+    try:
+        api.resources.get(api_version=api_version, kind=kind)
+    except ResourceNotFoundError:
+        return False
+    return True

@@ -1,0 +1,325 @@
+"""What the operator does for a ``DataPipeline``, apart from kopf: reconcile (spec → children), observe
+(children and job → status), suspend/resume and the final savepoint. Handlers in
+:mod:`obflow_operator.handlers` call these and write the returned status and events.
+
+Everything that must survive an operator restart lives in the resource's status (phase, restore
+path, savepoints); each function can run again after a crash and converges.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubernetes.dynamic import DynamicClient
+from kubernetes.dynamic.exceptions import NotFoundError
+
+from obflow_operator.apply import ApplyResult, apply_children
+from obflow_operator.builders import BuildOptions, Owner, build_children, task_managers_for
+from obflow_operator.flink_rest import FlinkRest, FlinkRestError, JobOverview
+from obflow_operator.spec import DataPipelineSpec, parse_spec, storage_paths
+from obflow_operator.status import (
+    DataPipelineStatus,
+    Phase,
+    SavepointRecord,
+    check_transition,
+    now,
+    timestamp,
+    with_condition,
+)
+
+log = logging.getLogger("obflow.operator")
+
+SAVEPOINT_HISTORY = 10
+NO_CLAIM = (
+    "no spec.storage.claimName: checkpoints, savepoints and HA metadata live in each pod's emptyDir and "
+    "are lost with it; set it to a ReadWriteMany PersistentVolumeClaim for anything but a trial"
+)
+
+
+@dataclass(frozen=True)
+class OperatorSettings:
+    # where the operator reaches a pipeline's JobManager REST API; in the cluster, its Service
+    rest_url_template: str = "http://{name}-jobmanager.{namespace}.svc:8081"
+    pdb_api_version: str = "policy/v1"
+    rest_timeout: float = 10.0
+
+    def rest(self, name: str, namespace: str, retries: int = 2) -> FlinkRest:
+        url = self.rest_url_template.format(name=name, namespace=namespace)
+        return FlinkRest(url, timeout=self.rest_timeout, retries=retries)
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str  # Normal | Warning
+    reason: str
+    message: str
+
+
+@dataclass
+class Outcome:
+    """A status to write (camelCase, for the status subresource) and events to post."""
+
+    status: DataPipelineStatus
+    events: list[Event] = field(default_factory=list)
+
+    def move(self, target: Phase, reason: str, message: str) -> None:
+        """Go to ``target`` (checked against the lifecycle table), with an Event when the phase changes."""
+        current = self.status.phase
+        check_transition(current, target)
+        if current != target:
+            self.events.append(Event("Normal", reason, f"{current or 'New'} -> {target}: {message}"))
+        self.status.phase = target
+        self.status.message = message
+
+    def status_patch(self) -> dict[str, Any]:
+        return self.status.model_dump(by_alias=True, mode="json")
+
+
+def owner_of(meta: Mapping[str, Any]) -> Owner:
+    return Owner(name=meta["name"], namespace=meta["namespace"], uid=meta["uid"])
+
+
+def load_status(status: Mapping[str, Any] | None) -> DataPipelineStatus:
+    return DataPipelineStatus.model_validate(dict(status or {}))
+
+
+def invalid_spec(status: Mapping[str, Any] | None, generation: int | None, problem: str) -> Outcome:
+    """The status and Event for a spec the operator refuses: Failed, with the field and the fix."""
+    outcome = Outcome(load_status(status))
+    outcome.status.observed_generation = generation
+    outcome.status.conditions = with_condition(outcome.status.conditions, "SpecValid", "False", "InvalidSpec", problem)
+    check_transition(outcome.status.phase, Phase.FAILED)
+    outcome.status.phase = Phase.FAILED
+    outcome.status.message = problem
+    outcome.events.append(Event("Warning", "InvalidSpec", problem))
+    return outcome
+
+
+def reconcile(api: DynamicClient, settings: OperatorSettings, body: Mapping[str, Any]) -> Outcome:
+    """Bring the children in line with the spec. Raises :class:`~obflow_operator.spec.SpecError` for an
+    invalid spec and :class:`~obflow_operator.apply.ForeignObjectError` for a name clash."""
+    meta = body["metadata"]
+    owner = owner_of(meta)
+    spec = parse_spec(dict(body["spec"]))
+    outcome = Outcome(load_status(body.get("status")))
+    status = outcome.status
+    if status.phase is None:
+        outcome.move(Phase.PENDING, "Accepted", "spec accepted")
+
+    if spec.suspend and status.phase not in {Phase.SUSPENDED}:
+        _suspend(settings, owner, spec, outcome)
+    options = BuildOptions(restore_path=status.restore_path, pdb_api_version=settings.pdb_api_version)
+    children = build_children(owner, spec, options)
+    result = apply_children(api, children, owner.uid)
+
+    status.observed_generation = meta.get("generation")
+    status.conditions = with_condition(status.conditions, "SpecValid", "True", "Valid", "the spec is valid")
+    status.conditions = with_condition(
+        status.conditions, "ChildrenApplied", "True", "Applied", _describe(result) or "every child up to date"
+    )
+    if spec.storage.claim_name:
+        status.conditions = with_condition(
+            status.conditions, "DurableStorage", "True", "Claim", f"state on claim {spec.storage.claim_name}"
+        )
+    else:
+        status.conditions = with_condition(status.conditions, "DurableStorage", "False", "EmptyDir", NO_CLAIM)
+    if result.changed:
+        outcome.events.append(Event("Normal", "Applied", _describe(result)))
+    if spec.suspend:
+        outcome.move(Phase.SUSPENDED, "Suspended", "scaled to zero; set spec.suspend: false to resume")
+        status.task_managers = 0
+        return outcome
+    status.parallelism = spec.flink.parallelism
+    status.task_managers = task_managers_for(spec)
+    if status.phase in {Phase.PENDING, Phase.FAILED, Phase.SUSPENDED}:
+        restored = f" from {status.restore_path}" if status.restore_path else ""
+        outcome.move(Phase.DEPLOYING, "Deploying", f"children applied; waiting for the job to run{restored}")
+    elif status.phase == Phase.RUNNING and _touches_flink(result):
+        outcome.move(Phase.DEPLOYING, "Redeploying", "Flink children changed; waiting for the job to run again")
+    return outcome
+
+
+def _describe(result: ApplyResult) -> str:
+    parts = []
+    if result.created:
+        parts.append(f"created {', '.join(result.created)}")
+    if result.updated:
+        parts.append(f"updated {', '.join(result.updated)}")
+    return "; ".join(parts)
+
+
+def _touches_flink(result: ApplyResult) -> bool:
+    flink = ("-jobmanager", "-taskmanager")
+    return any(key.startswith("Deployment/") and key.endswith(flink) for key in result.changed)
+
+
+def _running_job(settings: OperatorSettings, owner: Owner) -> tuple[FlinkRest, JobOverview] | None:
+    rest = settings.rest(owner.name, owner.namespace)
+    try:
+        job = rest.current_job()
+    except FlinkRestError:
+        rest.close()
+        return None
+    if job is None or job.state != "RUNNING":
+        rest.close()
+        return None
+    return rest, job
+
+
+def take_savepoint(
+    settings: OperatorSettings, owner: Owner, spec: DataPipelineSpec, status: DataPipelineStatus, reason: str
+) -> tuple[str | None, str]:
+    """Stop the running job with a savepoint; returns (its path or None, what happened)."""
+    found = _running_job(settings, owner)
+    if found is None:
+        return None, "no running job; nothing to savepoint"
+    rest, job = found
+    try:
+        target = storage_paths(owner.name, spec)["savepoints"]
+        path = rest.stop_with_savepoint(job.jid, target, spec.deletion.timeout_seconds)
+    except FlinkRestError as exc:
+        return None, str(exc)
+    finally:
+        rest.close()
+    record = SavepointRecord(path=path, time=now(), reason=reason)
+    status.last_savepoint = record
+    status.savepoints = [record, *status.savepoints][:SAVEPOINT_HISTORY]
+    status.restore_path = path
+    status.job_state = "FINISHED"
+    return path, f"job {job.jid} stopped with savepoint {path}"
+
+
+def _suspend(settings: OperatorSettings, owner: Owner, spec: DataPipelineSpec, outcome: Outcome) -> None:
+    if outcome.status.phase in {Phase.RUNNING, Phase.DEPLOYING}:
+        outcome.move(Phase.SUSPENDING, "Suspending", "stopping the job with a savepoint")
+    path, what = take_savepoint(settings, owner, spec, outcome.status, "suspend")
+    if path:
+        outcome.events.append(Event("Normal", "Savepoint", what))
+    elif outcome.status.job_state == "RUNNING":
+        # scaling to zero without a savepoint keeps the HA metadata: the job resumes from its latest
+        # checkpoint, so nothing is lost, only the savepoint's exact cut
+        outcome.events.append(
+            Event("Warning", "SavepointFailed", f"{what}; suspending anyway, resume restores the latest checkpoint")
+        )
+
+
+def final_savepoint(settings: OperatorSettings, body: Mapping[str, Any]) -> Outcome:
+    """Before deletion: stop the job with a savepoint, bounded by ``spec.deletion.timeout``. Never
+    raises for a job that is gone or a savepoint that fails: deletion must not hang."""
+    meta = body["metadata"]
+    owner = owner_of(meta)
+    outcome = Outcome(load_status(body.get("status")))
+    outcome.move(Phase.DELETING, "Deleting", "taking the final savepoint")
+    try:
+        spec = parse_spec(dict(body["spec"]))
+    except ValueError as exc:
+        outcome.events.append(Event("Warning", "FinalSavepointSkipped", f"invalid spec, no savepoint: {exc}"))
+        return outcome
+    path, what = take_savepoint(settings, owner, spec, outcome.status, "delete")
+    if path:
+        outcome.events.append(Event("Normal", "FinalSavepoint", what))
+    else:
+        checkpoints = storage_paths(owner.name, spec)["checkpoints"]
+        kept = f"{what}; deleting anyway, retained checkpoints stay in {checkpoints}"
+        outcome.events.append(Event("Warning", "FinalSavepointFailed", kept))
+    outcome.status.message = what
+    return outcome
+
+
+def needs_final_savepoint(spec: Mapping[str, Any], status: Mapping[str, Any]) -> bool:
+    """Whether deletion waits for a final savepoint: only while a job runs and the spec asks for it, so
+    a pipeline whose job (or operator) is gone is never held by a finalizer it cannot clear."""
+    deletion = (spec or {}).get("deletion") or {}
+    return bool(deletion.get("savepoint", True)) and (status or {}).get("jobState") == "RUNNING"
+
+
+# --- observing ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Observation:
+    jobmanagers_available: int
+    taskmanagers_available: int
+    capture_ready: int
+    job: JobOverview | None
+    checkpoint_time_ms: int | None = None
+
+
+def observed_phase(current: Phase | None, seen: Observation) -> tuple[Phase | None, str]:
+    """The phase the observation implies for a pipeline in ``current`` (pure; None: leave it)."""
+    state = seen.job.state if seen.job else None
+    if current in {Phase.DEPLOYING, Phase.RESCALING, Phase.UPGRADING} and state == "RUNNING":
+        return Phase.RUNNING, f"job {seen.job.jid if seen.job else ''} is RUNNING"
+    if current == Phase.RUNNING and state == "FAILED":
+        return Phase.FAILED, "the job FAILED; its exceptions are in the JobManager log"
+    if current == Phase.RUNNING and seen.jobmanagers_available == 0:
+        return Phase.DEPLOYING, "no JobManager is available; waiting for one"
+    return None, ""
+
+
+def observe(api: DynamicClient, settings: OperatorSettings, body: Mapping[str, Any]) -> Outcome:
+    meta = body["metadata"]
+    owner = owner_of(meta)
+    outcome = Outcome(load_status(body.get("status")))
+    status = outcome.status
+    if status.phase in {None, Phase.PENDING, Phase.SUSPENDED, Phase.SUSPENDING, Phase.DELETING}:
+        return outcome
+    seen = _observation(api, settings, owner)
+    status.task_managers = seen.taskmanagers_available
+    status.job_id = seen.job.jid if seen.job else status.job_id
+    status.job_state = seen.job.state if seen.job else None
+    if seen.checkpoint_time_ms:
+        status.last_checkpoint = timestamp(seen.checkpoint_time_ms / 1000)
+    status.conditions = with_condition(
+        status.conditions,
+        "CaptureReady",
+        "True" if seen.capture_ready else "False",
+        "Ready" if seen.capture_ready else "NotReady",
+        f"{seen.capture_ready} capture agent(s) ready",
+    )
+    status.conditions = with_condition(
+        status.conditions,
+        "JobRunning",
+        "True" if status.job_state == "RUNNING" else "False",
+        status.job_state or "NoJob",
+        f"{seen.jobmanagers_available} JobManager(s) available, job {status.job_state or 'not found'}",
+    )
+    target, why = observed_phase(status.phase, seen)
+    if target is not None:
+        outcome.move(target, "Observed", why)
+    return outcome
+
+
+def _available(api: DynamicClient, owner: Owner, component: str, field_name: str) -> int:
+    deployments = api.resources.get(api_version="apps/v1", kind="Deployment")
+    try:
+        found = deployments.get(name=f"{owner.name}-{component}", namespace=owner.namespace).to_dict()
+    except NotFoundError:
+        return 0
+    return int((found.get("status") or {}).get(field_name) or 0)
+
+
+def _observation(api: DynamicClient, settings: OperatorSettings, owner: Owner) -> Observation:
+    jobmanagers = _available(api, owner, "jobmanager", "availableReplicas")
+    job, checkpoint_ms = None, None
+    # asked even when no JobManager looks available: the answer is quick either way, and the
+    # Deployment's availability lags the JobManager's own
+    rest = settings.rest(owner.name, owner.namespace, retries=0)
+    try:
+        job = rest.current_job()
+        if job is not None:
+            checkpoint_ms = rest.checkpoints(job.jid).latest_time_ms
+    except FlinkRestError as exc:
+        log.debug("JobManager of %s/%s not answering: %s", owner.namespace, owner.name, exc)
+    finally:
+        rest.close()
+    return Observation(
+        jobmanagers_available=jobmanagers,
+        taskmanagers_available=_available(api, owner, "taskmanager", "availableReplicas"),
+        capture_ready=_available(api, owner, "capture", "readyReplicas"),
+        job=job,
+        checkpoint_time_ms=checkpoint_ms,
+    )

@@ -1,0 +1,242 @@
+"""Pure builders: spec in, manifests out (no cluster). Golden files pin every child of a minimal and a
+full pipeline; regenerate them with UPDATE_GOLDEN=1 after an intended change and review the diff."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import pytest
+import yaml
+
+from obflow.config import load_config
+from obflow_operator.builders import (
+    CONFIG_HASH_ANNOTATION,
+    HASH_ANNOTATION,
+    BuildOptions,
+    Owner,
+    build_children,
+    flink_configuration,
+)
+from obflow_operator.main import dump_all, render
+from obflow_operator.spec import parse_spec, runtime_config
+from tests.conftest import REPO_ROOT, run_cli
+from tests.operator.test_spec_and_crd import FULL, MINIMAL, spec_of
+
+GOLDEN = REPO_ROOT / "tests" / "operator" / "golden"
+OWNER = Owner(name="orders", namespace="data", uid="11111111-2222-3333-4444-555555555555")
+
+
+def children(spec: dict[str, Any], options: BuildOptions | None = None) -> dict[str, dict[str, Any]]:
+    built = build_children(OWNER, parse_spec(spec), options)
+    return {f"{c['kind']}/{c['metadata']['name']}": c for c in built}
+
+
+def containers(manifests: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        c for m in manifests.values() if m["kind"] == "Deployment" for c in m["spec"]["template"]["spec"]["containers"]
+    ]
+
+
+@pytest.mark.parametrize("example", [MINIMAL, FULL], ids=["minimal", "full"])
+def test_children_match_the_golden_files(example: Any) -> None:
+    rendered = dump_all(render(yaml.safe_load_all(example.read_text())))
+    golden = GOLDEN / f"{example.stem}.yaml"
+    if os.environ.get("UPDATE_GOLDEN"):
+        golden.write_text(rendered)
+    assert rendered == golden.read_text(), f"children changed; if intended: UPDATE_GOLDEN=1 pytest {__file__}"
+
+
+def test_render_prints_every_child_from_the_same_builders() -> None:
+    result = run_cli("operator", "render", "-f", str(FULL))
+    assert result.returncode == 0, result.stderr
+    kinds = [(d["kind"], d["metadata"]["name"]) for d in yaml.safe_load_all(result.stdout)]
+    assert kinds == [
+        ("ServiceAccount", "orders-flink"),
+        ("Role", "orders-flink"),
+        ("RoleBinding", "orders-flink"),
+        ("ConfigMap", "orders-flink-config"),
+        ("ConfigMap", "orders-flink-env"),
+        ("ConfigMap", "orders-capture-env"),
+        ("Deployment", "orders-jobmanager"),
+        ("Service", "orders-jobmanager"),
+        ("Deployment", "orders-taskmanager"),
+        ("Deployment", "orders-capture"),
+        ("PodDisruptionBudget", "orders-jobmanager"),
+        ("PodDisruptionBudget", "orders-taskmanager"),
+    ]
+
+
+def test_render_rejects_a_bad_spec_naming_pipeline_and_field(tmp_path: Any) -> None:
+    bad = yaml.safe_load(FULL.read_text())
+    bad["spec"]["flink"]["parallelism"] = 100
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(bad))
+    result = run_cli("operator", "render", "-f", str(path))
+    assert result.returncode == 2
+    assert "DataPipeline orders: spec.flink.parallelism: 100 needs 50 TaskManagers" in result.stderr
+
+
+def test_jobmanagers_run_in_kubernetes_ha_with_two_replicas_R5_1_R5_2() -> None:
+    built = children(spec_of(FULL))
+    jobmanager = built["Deployment/orders-jobmanager"]
+    assert jobmanager["spec"]["replicas"] == 2
+    assert jobmanager["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
+    conf = yaml.safe_load(built["ConfigMap/orders-flink-config"]["data"]["config.yaml"])
+    assert conf["high-availability.type"] == "kubernetes"
+    assert conf["high-availability.storageDir"] == "file:///data/orders/ha"
+    assert conf["kubernetes.cluster-id"] == "orders"
+    assert conf["kubernetes.namespace"] == "data"
+    args = jobmanager["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[:3] == ["standalone-job", "--host", "$(POD_IP)"]  # each JobManager advertises its own address
+    role = built["Role/orders-flink"]["rules"][0]
+    assert role["resources"] == ["configmaps"] and {"create", "update", "watch", "delete"} <= set(role["verbs"])
+    for component in ("jobmanager", "taskmanager"):
+        pod = built[f"Deployment/orders-{component}"]["spec"]["template"]["spec"]
+        assert pod["serviceAccountName"] == "orders-flink"
+    assert built["PodDisruptionBudget/orders-jobmanager"]["spec"]["minAvailable"] == 1
+
+
+def test_flink_configuration_covers_checkpoints_restarts_metrics_and_memory_R2_4_R4_4_R7_1() -> None:
+    spec = parse_spec(spec_of(FULL))
+    conf = flink_configuration(OWNER, spec, BuildOptions())
+    assert conf["execution.checkpointing.interval"] == "5m"
+    assert conf["execution.checkpointing.num-retained"] == "3"
+    assert conf["execution.checkpointing.externalized-checkpoint-retention"] == "RETAIN_ON_CANCELLATION"
+    assert conf["restart-strategy.type"] == "fixed-delay"
+    assert conf["metrics.reporter.prom.port"] == "9249"
+    assert conf["jobmanager.memory.process.size"] == "1600m"
+    assert conf["taskmanager.memory.process.size"] == "4096m"
+    assert conf["taskmanager.numberOfTaskSlots"] == "2"
+    assert "--add-opens=java.base/java.util=ALL-UNNAMED" in conf["env.java.opts.all"]
+    assert conf["execution.checkpointing.min-pause"] == "30s"  # spec.flink.configuration wins
+    assert "execution.state-recovery.path" not in conf
+    restored = flink_configuration(OWNER, spec, BuildOptions(restore_path="file:///data/orders/savepoints/sp-1"))
+    assert restored["execution.state-recovery.path"] == "file:///data/orders/savepoints/sp-1"
+
+
+def test_every_container_has_liveness_readiness_and_startup_probes_R7_8() -> None:
+    for container in containers(children(spec_of(FULL))):
+        for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+            assert probe in container, f"{container['name']} lacks {probe}"
+    capture = children(spec_of(FULL))["Deployment/orders-capture"]["spec"]["template"]["spec"]["containers"][0]
+    assert capture["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert capture["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+
+
+def test_capture_runs_once_and_is_replaced_not_doubled() -> None:
+    capture = children(spec_of(FULL))["Deployment/orders-capture"]
+    assert capture["spec"]["replicas"] == 1
+    assert capture["spec"]["strategy"] == {"type": "Recreate"}
+    assert "PodDisruptionBudget/orders-capture" not in children(spec_of(FULL))
+
+
+def test_parameters_reach_containers_through_environment_variables_R8_6(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loading the runtime config from nothing but a container's environment gives what the spec says."""
+    spec = parse_spec(spec_of(FULL))
+    built = children(spec_of(FULL))
+    expected = runtime_config("orders", spec).model_dump(mode="json")
+    for component, sections in (("flink", ("flink", "checkpoint", "output", "datahub")), ("capture", ("source",))):
+        for name, value in built[f"ConfigMap/orders-{component}-env"]["data"].items():
+            monkeypatch.setenv(name, value)
+        loaded = load_config(None).model_dump(mode="json")
+        for section in sections:
+            secrets = {"password", "access_key", "access_id", "user"}
+            got = {k: v for k, v in loaded[section].items() if k not in secrets}
+            want = {k: v for k, v in expected[section].items() if k not in secrets}
+            assert got == want, section
+        for name in list(os.environ):
+            if name.startswith("OBFLOW_"):
+                monkeypatch.delenv(name)
+    jobmanager = built["Deployment/orders-jobmanager"]["spec"]["template"]["spec"]["containers"][0]
+    assert jobmanager["envFrom"] == [{"configMapRef": {"name": "orders-flink-env"}}]
+
+
+def test_credentials_come_only_from_secrets() -> None:
+    built = children(spec_of(FULL))
+    config_maps = json.dumps([m["data"] for m in built.values() if m["kind"] == "ConfigMap"])
+    for secret_setting in ("PASSWORD", "ACCESS_KEY", "ACCESS_ID", "SOURCE__USER"):
+        assert secret_setting not in config_maps
+    env = {c["name"]: {e["name"]: e for e in c["env"]} for c in containers(built)}
+    assert env["capture"]["OBFLOW_SOURCE__PASSWORD"]["valueFrom"] == {
+        "secretKeyRef": {"name": "trade-db", "key": "password"}
+    }
+    assert env["capture"]["OBFLOW_SOURCE__USER"]["valueFrom"]["secretKeyRef"]["name"] == "trade-db"
+    assert "OBFLOW_SOURCE__PASSWORD" not in env["jobmanager"]  # Flink never sees the database password
+    assert env["taskmanager"]["OBFLOW_DATAHUB__ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["key"] == "access-key"
+
+
+def test_every_child_is_owned_by_the_pipeline() -> None:
+    for manifest in children(spec_of(MINIMAL)).values():
+        (reference,) = manifest["metadata"]["ownerReferences"]
+        assert reference == {
+            "apiVersion": "obflow.io/v1alpha1",
+            "kind": "DataPipeline",
+            "name": "orders",
+            "uid": OWNER.uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+        assert manifest["metadata"]["namespace"] == "data"
+
+
+def changed_children(before: dict[str, Any], after: dict[str, Any]) -> set[str]:
+    def digests(spec: dict[str, Any]) -> dict[str, str]:
+        return {key: child["metadata"]["annotations"][HASH_ANNOTATION] for key, child in children(spec).items()}
+
+    old, new = digests(before), digests(after)
+    return {key for key in new if old[key] != new[key]}
+
+
+def test_a_capture_setting_changes_only_the_capture_children_R5_7() -> None:
+    assert changed_children(spec_of(FULL), spec_of(FULL, capture__pollInterval="1s")) == {
+        "ConfigMap/orders-capture-env",
+        "Deployment/orders-capture",
+    }
+
+
+def test_a_parallelism_change_touches_only_flink_children_R6_3() -> None:
+    assert changed_children(spec_of(FULL), spec_of(FULL, flink__parallelism=12)) == {
+        "ConfigMap/orders-flink-config",
+        "ConfigMap/orders-flink-env",
+        "Deployment/orders-jobmanager",
+        "Deployment/orders-taskmanager",
+    }
+
+
+def test_pods_roll_when_the_configuration_they_read_changes() -> None:
+    before = children(spec_of(FULL))
+    after = children(spec_of(FULL, flink__checkpoint__interval="1m"))
+    for name in ("jobmanager", "taskmanager", "capture"):
+        old = before[f"Deployment/orders-{name}"]["spec"]["template"]["metadata"]["annotations"]
+        new = after[f"Deployment/orders-{name}"]["spec"]["template"]["metadata"]["annotations"]
+        rolled = old[CONFIG_HASH_ANNOTATION] != new[CONFIG_HASH_ANNOTATION]
+        assert rolled == (name != "capture"), name
+
+
+def test_taskmanagers_follow_parallelism_and_slots_R5_4() -> None:
+    assert children(spec_of(FULL, flink__parallelism=8))["Deployment/orders-taskmanager"]["spec"]["replicas"] == 4
+    assert children(spec_of(FULL, flink__parallelism=9))["Deployment/orders-taskmanager"]["spec"]["replicas"] == 5
+    assert children(spec_of(FULL, flink__parallelism=1))["Deployment/orders-taskmanager"]["spec"]["replicas"] == 2
+
+
+def test_suspend_scales_every_deployment_to_zero() -> None:
+    built = children(spec_of(FULL, suspend=True))
+    assert {k: m["spec"]["replicas"] for k, m in built.items() if m["kind"] == "Deployment"} == {
+        "Deployment/orders-jobmanager": 0,
+        "Deployment/orders-taskmanager": 0,
+        "Deployment/orders-capture": 0,
+    }
+
+
+def test_pod_template_overrides_reach_every_pod() -> None:
+    spec = spec_of(FULL, podTemplate__tolerations=[{"key": "dedicated", "operator": "Exists"}])
+    for manifest in children(spec).values():
+        if manifest["kind"] != "Deployment":
+            continue
+        pod = manifest["spec"]["template"]
+        assert pod["metadata"]["labels"]["team"] == "data-platform"
+        assert pod["spec"]["nodeSelector"] == {"pool": "streaming"}
+        assert pod["spec"]["tolerations"] == [{"key": "dedicated", "operator": "Exists"}]
+        assert pod["spec"]["securityContext"]["runAsNonRoot"] is True

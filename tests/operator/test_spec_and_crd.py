@@ -1,0 +1,143 @@
+"""The DataPipeline spec model, the CRD generated from it, and the runtime config built from a spec."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pydantic import BaseModel
+
+from obflow_operator.builders import validate
+from obflow_operator.crd import crd_manifest, crd_yaml
+from obflow_operator.spec import DataPipelineSpec, SpecError, parse_spec, runtime_config
+from obflow_operator.status import IllegalTransitionError, Phase, check_transition
+from tests.conftest import REPO_ROOT
+
+MINIMAL = REPO_ROOT / "examples" / "datapipeline-minimal.yaml"
+FULL = REPO_ROOT / "examples" / "datapipeline.yaml"
+
+
+def spec_of(path: Path, **changes: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = yaml.safe_load(path.read_text())["spec"]
+    for dotted, value in changes.items():
+        node = spec
+        *parents, leaf = dotted.split("__")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return spec
+
+
+def test_crd_file_is_generated_from_the_spec_model() -> None:
+    """crds/datapipeline.yaml is `obflow operator crd`; regenerate it when the model changes."""
+    assert (REPO_ROOT / "crds" / "datapipeline.yaml").read_text() == crd_yaml()
+
+
+def _aliases(model: type[BaseModel]) -> dict[str, type[BaseModel] | None]:
+    out: dict[str, type[BaseModel] | None] = {}
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        args = getattr(annotation, "__args__", ())
+        nested = next((a for a in (annotation, *args) if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        out[field.alias or name] = nested
+    return out
+
+
+def _assert_same_fields(model: type[BaseModel], schema: dict[str, Any], path: str) -> None:
+    fields = _aliases(model)
+    properties = schema.get("properties") or schema.get("items", {}).get("properties", {})
+    assert set(properties) == set(fields), f"{path}: CRD {sorted(properties)} vs model {sorted(fields)}"
+    for name, nested in fields.items():
+        if nested is not None:
+            _assert_same_fields(nested, properties[name], f"{path}.{name}")
+
+
+def test_every_spec_field_is_in_the_crd_schema_and_nothing_else() -> None:
+    version = crd_manifest()["spec"]["versions"][0]
+    _assert_same_fields(DataPipelineSpec, version["schema"]["openAPIV3Schema"]["properties"]["spec"], "spec")
+
+
+def test_crd_names_printer_columns_and_status_subresource() -> None:
+    crd = crd_manifest()["spec"]
+    assert crd["group"] == "obflow.io"
+    assert crd["names"]["kind"] == "DataPipeline"
+    assert crd["names"]["plural"] == "datapipelines"
+    assert crd["names"]["shortNames"] == ["dp"]
+    version = crd["versions"][0]
+    assert version["name"] == "v1alpha1"
+    assert version["subresources"] == {"status": {}}
+    columns = [c["name"] for c in version["additionalPrinterColumns"]]
+    assert columns == ["Phase", "Parallelism", "TaskManagers", "Lag", "Last-Savepoint", "Age"]
+
+
+def test_schema_carries_defaults_enums_and_bounds() -> None:
+    spec = crd_manifest()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    flink = spec["properties"]["flink"]["properties"]
+    assert flink["jobManager"]["properties"]["replicas"]["default"] == 2
+    assert flink["upgradeMode"]["enum"] == ["savepoint", "last-state", "stateless"]
+    assert flink["parallelism"]["minimum"] == 1
+    assert spec["properties"]["output"]["properties"]["format"]["enum"] == ["json", "parquet", "csv"]
+    assert spec["required"] == ["source", "datahub"]
+    assert "pattern" in flink["checkpoint"]["properties"]["interval"]
+
+
+def test_the_examples_are_valid_specs() -> None:
+    for path in (MINIMAL, FULL):
+        parse_spec(spec_of(path))
+
+
+def test_spec_errors_name_the_field_and_the_fix_R10_3() -> None:
+    bad = spec_of(
+        FULL,
+        flink__taskManager__maxReplicas=1,
+        flink__checkpoint__interval="soon",
+        datahub__shards=0,
+        output__colour="blue",
+    )
+    with pytest.raises(SpecError) as caught:
+        parse_spec(bad)
+    problems = "\n".join(caught.value.problems)
+    assert "spec.flink.taskManager.maxReplicas: must be at least minReplicas (2)" in problems
+    assert "spec.flink.checkpoint.interval: expected a duration such as 500ms" in problems
+    assert "spec.datahub.shards:" in problems
+    assert "spec.output.colour: unknown field; remove it or check its spelling" in problems
+    missing = spec_of(MINIMAL)
+    del missing["source"]["credentials"]
+    with pytest.raises(SpecError, match=r"spec.source.credentials: required; set it"):
+        parse_spec(missing)
+
+
+def test_rules_across_sections_name_the_field_and_the_fix() -> None:
+    spec = parse_spec(spec_of(FULL, flink__parallelism=40))
+    with pytest.raises(SpecError) as caught:
+        validate("orders", spec)
+    assert caught.value.problems == [
+        "spec.flink.parallelism: 40 needs 20 TaskManagers of 2 slots, more than taskManager.maxReplicas (16); "
+        "raise maxReplicas or slots"
+    ]
+    bad_column = spec_of(MINIMAL)
+    bad_column["source"]["tables"][0]["columns"] = [{"name": "X", "type": "NUMBER(a)"}]
+    with pytest.raises(SpecError, match=r"spec.source.tables.0.columns.0.type"):
+        parse_spec(bad_column)
+
+
+def test_runtime_config_comes_from_the_spec_not_the_operators_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OBFLOW_FLINK__PARALLELISM", "99")
+    config = runtime_config("orders", parse_spec(spec_of(FULL)))
+    assert config.flink.parallelism == 8
+    assert config.checkpoint.dir == "file:///data/orders/checkpoints"
+    assert config.output.path == "/data/orders/output"
+    assert config.source.qualified_tables().keys() == {"TRADE.ORDERS", "TRADE.ORDER_LINES"}
+    assert config.source.password.get_secret_value() == ""  # secrets come from Secrets only
+
+
+def test_lifecycle_allows_only_named_transitions() -> None:
+    check_transition(None, Phase.PENDING)
+    check_transition(Phase.RUNNING, Phase.SUSPENDING)
+    check_transition(Phase.SUSPENDED, Phase.DEPLOYING)
+    with pytest.raises(IllegalTransitionError):
+        check_transition(Phase.SUSPENDED, Phase.RUNNING)  # resuming always redeploys first
+    with pytest.raises(IllegalTransitionError):
+        check_transition(Phase.DELETING, Phase.RUNNING)
