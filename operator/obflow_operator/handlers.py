@@ -15,13 +15,16 @@ from kubernetes.dynamic import DynamicClient
 
 from obflow_operator import metrics
 from obflow_operator.apply import ForeignObjectError, served
+from obflow_operator.builders import MANAGED_BY
+from obflow_operator.events import post_events
+from obflow_operator.observer import Observer
 from obflow_operator.reconcile import (
+    Event,
     OperatorSettings,
     Outcome,
     final_savepoint,
     invalid_spec,
     needs_final_savepoint,
-    observe,
     reconcile,
 )
 from obflow_operator.spec import GROUP, PLURAL, VERSION, SpecError
@@ -49,7 +52,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
         prefix=GROUP, key="last-handled-configuration"
     )
     settings.posting.level = logging.WARNING  # our own Events say what happened; kopf's add errors
-    settings.posting.reporting_component = "obflow-operator"
+    settings.posting.reporting_component = MANAGED_BY
     memo.api = api_client()
     operator_settings: OperatorSettings = memo.get("settings") or OperatorSettings()
     if not served(memo.api, "policy/v1", "PodDisruptionBudget"):
@@ -59,20 +62,18 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
             rest_timeout=operator_settings.rest_timeout,
         )
     memo.settings = operator_settings
+    memo.observer = Observer(memo.api, operator_settings, list(memo.get("namespaces") or []), OBSERVE_INTERVAL).start()
 
 
-def _write(outcome: Outcome, body: kopf.Body, patch: kopf.Patch) -> None:
+@kopf.on.cleanup()
+def stop_observer(memo: kopf.Memo, **_: Any) -> None:
+    if memo.get("observer"):
+        memo.observer.stop()
+
+
+def _write(outcome: Outcome, body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo) -> None:
     patch.status.update(outcome.status_patch())
-    for event in outcome.events:
-        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
-        log.log(
-            logging.WARNING if event.type == "Warning" else logging.INFO,
-            "%s/%s %s: %s",
-            body.metadata.namespace,
-            body.metadata.name,
-            event.reason,
-            event.message,
-        )
+    post_events(memo.api, body, outcome.events)
     metrics.record_phase(f"{body.metadata.namespace}/{body.metadata.name}", outcome.status.phase)
 
 
@@ -85,12 +86,12 @@ def reconcile_pipeline(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_:
         outcome = reconcile(memo.api, memo.settings, body)
     except SpecError as exc:
         metrics.RECONCILES.labels(result="invalid").inc()
-        _write(invalid_spec(body.get("status"), body.metadata.get("generation"), str(exc)), body, patch)
+        _write(invalid_spec(body.get("status"), body.metadata.get("generation"), str(exc)), body, patch, memo)
         raise kopf.PermanentError(str(exc)) from None
     except ForeignObjectError as exc:
         metrics.RECONCILES.labels(result="error").inc()
         metrics.ERRORS.labels(kind="name_clash").inc()
-        kopf.event(body, type="Warning", reason="NameClash", message=str(exc))
+        post_events(memo.api, body, [Event("Warning", "NameClash", str(exc))])
         raise kopf.TemporaryError(str(exc), delay=60) from None
     except ApiException as exc:
         metrics.RECONCILES.labels(result="error").inc()
@@ -99,17 +100,7 @@ def reconcile_pipeline(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_:
     finally:
         metrics.RECONCILE_SECONDS.observe(time.monotonic() - started)
     metrics.RECONCILES.labels(result="ok").inc()
-    _write(outcome, body, patch)
-
-
-@kopf.timer(*RESOURCE, interval=OBSERVE_INTERVAL, initial_delay=OBSERVE_INTERVAL / 2)
-def observe_pipeline(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
-    try:
-        outcome = observe(memo.api, memo.settings, body)
-    except ApiException as exc:
-        metrics.ERRORS.labels(kind="observe").inc()
-        raise kopf.TemporaryError(f"Kubernetes API: {exc.status} {exc.reason}", delay=OBSERVE_INTERVAL) from None
-    _write(outcome, body, patch)
+    _write(outcome, body, patch, memo)
 
 
 def _final_savepoint_needed(spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:
@@ -118,7 +109,7 @@ def _final_savepoint_needed(spec: kopf.Spec, status: kopf.Status, **_: Any) -> b
 
 @kopf.on.delete(*RESOURCE, when=_final_savepoint_needed)
 def delete_pipeline(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
-    _write(final_savepoint(memo.settings, body), body, patch)
+    _write(final_savepoint(memo.settings, body), body, patch, memo)
 
 
 @kopf.on.event(*RESOURCE)

@@ -56,7 +56,7 @@ def run_operator(
         namespaces=namespaces,
         standalone=True,
         liveness_endpoint=f"http://0.0.0.0:{liveness_port}/healthz" if liveness_port else None,
-        memo=kopf.Memo(settings=settings),
+        memo=kopf.Memo(settings=settings, namespaces=namespaces),
         stop_flag=stop_flag,
         ready_flag=ready_flag,
     )

@@ -15,23 +15,33 @@ cache=${OBFLOW_KUBE_CACHE:-$HOME/.cache/obflow/kubernetes}
 bin="$cache/bin"
 mkdir -p "$bin"
 
+install_packages() {
+  (($#)) || return 0
+  [ "$(id -u)" -eq 0 ] || { echo "kube build: install as root: apt-get install $*" >&2; exit 1; }
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+# What runs next to the binaries: etcd, kubectl for the tests, openssl for the service-account keys.
+need=()
+command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
+command -v kubectl >/dev/null 2>&1 || need+=(kubernetes-client)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
+install_packages "${need[@]}"
+
 missing=()
 for c in "${components[@]}"; do [ -x "$bin/$c" ] || missing+=("$c"); done
 if ((${#missing[@]} == 0)); then echo "$bin"; exit 0; fi
 
-# Build tools and the packages the recipe takes sources from: etcd runs next to the apiserver.
+# Build tools, and Debian's reflect2 1.0.2 sources for the one fix the recipe needs.
 need=()
 command -v go >/dev/null 2>&1 || need+=(golang-go)
-command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
 [ -d /usr/share/gocode/src/github.com/modern-go/reflect2 ] || need+=(golang-github-modern-go-reflect2-dev)
 command -v make >/dev/null 2>&1 || need+=(make)
 command -v rsync >/dev/null 2>&1 || need+=(rsync)
-if ((${#need[@]})); then
-  [ "$(id -u)" -eq 0 ] || { echo "kube build: install as root: apt-get install ${need[*]}" >&2; exit 1; }
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-fi
+command -v dpkg-source >/dev/null 2>&1 || need+=(dpkg-dev)
+install_packages "${need[@]}"
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/obflow-kube-build.XXXXXX")
 trap 'rm -rf "$work"' EXIT

@@ -98,7 +98,7 @@ def test_jobmanagers_run_in_kubernetes_ha_with_two_replicas_R5_1_R5_2() -> None:
     assert built["PodDisruptionBudget/orders-jobmanager"]["spec"]["minAvailable"] == 1
 
 
-def test_flink_configuration_covers_checkpoints_restarts_metrics_and_memory_R2_4_R4_4_R7_1() -> None:
+def test_flink_configuration_covers_checkpoints_restarts_metrics_and_memory() -> None:
     spec = parse_spec(spec_of(FULL))
     conf = flink_configuration(OWNER, spec, BuildOptions())
     assert conf["execution.checkpointing.interval"] == "5m"
@@ -189,14 +189,14 @@ def changed_children(before: dict[str, Any], after: dict[str, Any]) -> set[str]:
     return {key for key in new if old[key] != new[key]}
 
 
-def test_a_capture_setting_changes_only_the_capture_children_R5_7() -> None:
+def test_a_capture_setting_changes_only_the_capture_children() -> None:
     assert changed_children(spec_of(FULL), spec_of(FULL, capture__pollInterval="1s")) == {
         "ConfigMap/orders-capture-env",
         "Deployment/orders-capture",
     }
 
 
-def test_a_parallelism_change_touches_only_flink_children_R6_3() -> None:
+def test_a_parallelism_change_touches_only_flink_children() -> None:
     assert changed_children(spec_of(FULL), spec_of(FULL, flink__parallelism=12)) == {
         "ConfigMap/orders-flink-config",
         "ConfigMap/orders-flink-env",
@@ -215,7 +215,7 @@ def test_pods_roll_when_the_configuration_they_read_changes() -> None:
         assert rolled == (name != "capture"), name
 
 
-def test_taskmanagers_follow_parallelism_and_slots_R5_4() -> None:
+def test_taskmanagers_follow_parallelism_and_slots() -> None:
     assert children(spec_of(FULL, flink__parallelism=8))["Deployment/orders-taskmanager"]["spec"]["replicas"] == 4
     assert children(spec_of(FULL, flink__parallelism=9))["Deployment/orders-taskmanager"]["spec"]["replicas"] == 5
     assert children(spec_of(FULL, flink__parallelism=1))["Deployment/orders-taskmanager"]["spec"]["replicas"] == 2

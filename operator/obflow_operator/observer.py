@@ -1,0 +1,80 @@
+"""The periodic observer: every few seconds it looks at each DataPipeline's Deployments and job and
+writes what it sees to status (phase, job state, TaskManagers, last checkpoint), with an Event for
+every phase change.
+
+It runs beside kopf rather than as a kopf timer on purpose: kopf puts a finalizer on every object a
+timer watches, and that finalizer would block deleting a pipeline while the operator is down.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from kubernetes.client.exceptions import ApiException
+from kubernetes.dynamic import DynamicClient
+
+from obflow_operator import metrics
+from obflow_operator.events import post_events
+from obflow_operator.reconcile import OperatorSettings, observe
+from obflow_operator.spec import GROUP, KIND, VERSION
+
+log = logging.getLogger("obflow.operator")
+
+
+class Observer:
+    def __init__(self, api: DynamicClient, settings: OperatorSettings, namespaces: list[str], interval: float) -> None:
+        self.api = api
+        self.settings = settings
+        self.namespaces = namespaces
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="obflow-observer", daemon=True)
+
+    def start(self) -> Observer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.observe_all()
+            except Exception:  # one bad round must not end observing
+                metrics.ERRORS.labels(kind="observe").inc()
+                log.exception("observing DataPipelines failed")
+
+    def _pipelines(self) -> list[dict[str, Any]]:
+        resource = self.api.resources.get(api_version=f"{GROUP}/{VERSION}", kind=KIND)
+        if not self.namespaces:
+            return [p.to_dict() for p in resource.get().items]
+        return [p.to_dict() for ns in self.namespaces for p in resource.get(namespace=ns).items]
+
+    def observe_all(self) -> None:
+        for body in self._pipelines():
+            if body["metadata"].get("deletionTimestamp"):
+                continue
+            outcome = observe(self.api, self.settings, body)
+            patch = outcome.status_patch()
+            if {k: v for k, v in patch.items() if v != (body.get("status") or {}).get(k)}:
+                self._write_status(body, patch)
+            post_events(self.api, body, outcome.events)
+            metrics.record_phase(f"{body['metadata']['namespace']}/{body['metadata']['name']}", outcome.status.phase)
+
+    def _write_status(self, body: dict[str, Any], status: dict[str, Any]) -> None:
+        resource = self.api.resources.get(api_version=f"{GROUP}/{VERSION}", kind=KIND)
+        try:
+            self.api.patch(
+                resource.subresources["status"],
+                body={"status": status},
+                name=body["metadata"]["name"],
+                namespace=body["metadata"]["namespace"],
+                content_type="application/merge-patch+json",
+            )
+        except ApiException as exc:
+            if exc.status != 404:  # deleted meanwhile: nothing to write to
+                raise
