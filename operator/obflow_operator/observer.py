@@ -59,22 +59,27 @@ class Observer:
             if body["metadata"].get("deletionTimestamp"):
                 continue
             outcome = observe(self.api, self.settings, body)
-            patch = outcome.status_patch()
-            if {k: v for k, v in patch.items() if v != (body.get("status") or {}).get(k)}:
-                self._write_status(body, patch)
+            current = body.get("status") or {}
+            changed = {k: v for k, v in outcome.status_patch().items() if v != current.get(k)}
+            if changed and not self._write_status(body, changed):
+                continue  # the pipeline changed meanwhile; the next round observes it afresh
             post_events(self.api, body, outcome.events)
             metrics.record_phase(f"{body['metadata']['namespace']}/{body['metadata']['name']}", outcome.status.phase)
 
-    def _write_status(self, body: dict[str, Any], status: dict[str, Any]) -> None:
+    def _write_status(self, body: dict[str, Any], changed: dict[str, Any]) -> bool:
+        """Patch the changed status fields, only if the pipeline is still the version observed (a
+        reconcile may have written a newer status meanwhile); False if it was not written."""
         resource = self.api.resources.get(api_version=f"{GROUP}/{VERSION}", kind=KIND)
         try:
             self.api.patch(
                 resource.subresources["status"],
-                body={"status": status},
+                body={"metadata": {"resourceVersion": body["metadata"]["resourceVersion"]}, "status": changed},
                 name=body["metadata"]["name"],
                 namespace=body["metadata"]["namespace"],
                 content_type="application/merge-patch+json",
             )
         except ApiException as exc:
-            if exc.status != 404:  # deleted meanwhile: nothing to write to
-                raise
+            if exc.status in {404, 409}:  # deleted, or changed since observed
+                return False
+            raise
+        return True

@@ -14,9 +14,11 @@ from kubernetes.dynamic.exceptions import NotFoundError, UnprocessibleEntityErro
 
 from obflow_operator.apply import FAULT_ENV
 from obflow_operator.builders import BuildOptions, Owner, build_children
+from obflow_operator.observer import Observer
+from obflow_operator.reconcile import OperatorSettings
 from obflow_operator.spec import parse_spec
 from tests.kube.controlplane import ControlPlane
-from tests.operator.conftest import OperatorProcess, pipeline_manifest, wait_for
+from tests.operator.conftest import NO_JOBMANAGER, OperatorProcess, pipeline_manifest, wait_for
 from tests.operator.fake_jobmanager import JOB_ID, FakeJobManager
 from tests.operator.test_spec_and_crd import FULL, MINIMAL
 
@@ -327,3 +329,20 @@ def test_the_operator_restarted_mid_reconcile_converges(
     status = wait_phase(kube, namespace, "trade", "Deploying")
     assert len(existing_children(kube, manifest)) == 12
     assert status["observedGeneration"] == 1
+
+
+def test_the_observer_never_overwrites_a_newer_status(
+    kube: DynamicClient, namespace: str, start_operator: StartOperator
+) -> None:
+    start_operator()
+    pipelines(kube).create(body=pipeline_manifest(MINIMAL, namespace), namespace=namespace)
+    wait_phase(kube, namespace, "trade", "Deploying")
+    stale = get_pipeline(kube, namespace, "trade")
+    pipelines(kube).patch(
+        name="trade", namespace=namespace, body={"spec": {"suspend": True}}, content_type="application/merge-patch+json"
+    )
+    wait_phase(kube, namespace, "trade", "Suspended")
+
+    observer = Observer(kube, OperatorSettings(rest_url_template=NO_JOBMANAGER), [namespace], interval=3600)
+    assert observer._write_status(stale, {"phase": "Running"}) is False
+    assert status_of(kube, namespace, "trade")["phase"] == "Suspended"

@@ -11,6 +11,8 @@ from pydantic import BaseModel
 
 from obflow_operator.builders import validate
 from obflow_operator.crd import crd_manifest, crd_yaml
+from obflow_operator.flink_rest import JobOverview
+from obflow_operator.reconcile import Observation, observed_phase
 from obflow_operator.spec import DataPipelineSpec, SpecError, parse_spec, runtime_config
 from obflow_operator.status import IllegalTransitionError, Phase, check_transition
 from tests.conftest import REPO_ROOT
@@ -141,3 +143,19 @@ def test_lifecycle_allows_only_named_transitions() -> None:
         check_transition(Phase.SUSPENDED, Phase.RUNNING)  # resuming always redeploys first
     with pytest.raises(IllegalTransitionError):
         check_transition(Phase.DELETING, Phase.RUNNING)
+
+
+def seen(job_state: str | None, jobmanagers: int = 2) -> Observation:
+    overview = {"jid": "j1", "name": "x", "state": job_state, "start-time": 1}
+    job = JobOverview.model_validate(overview) if job_state else None
+    return Observation(jobmanagers_available=jobmanagers, taskmanagers_available=1, capture_ready=1, job=job)
+
+
+def test_the_observer_moves_phases_only_on_what_it_sees() -> None:
+    assert observed_phase(Phase.DEPLOYING, seen("RUNNING"))[0] == Phase.RUNNING
+    assert observed_phase(Phase.DEPLOYING, seen("CREATED"))[0] is None
+    assert observed_phase(Phase.DEPLOYING, seen(None, jobmanagers=0))[0] is None
+    assert observed_phase(Phase.RUNNING, seen("RESTARTING"))[0] is None  # Flink restarts it; not a failure yet
+    assert observed_phase(Phase.RUNNING, seen("FAILED"))[0] == Phase.FAILED
+    assert observed_phase(Phase.RUNNING, seen(None, jobmanagers=0))[0] == Phase.DEPLOYING
+    assert observed_phase(Phase.SUSPENDED, seen("RUNNING"))[0] is None
