@@ -12,13 +12,14 @@ runs with, so the runtime model's own checks (cross-field rules, SQL column type
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema, model_validator
 from pydantic.alias_generators import to_camel
 
 from obflow.config import DataHubName, HttpUrl, ObflowConfig, TableConfig
-from obflow.units import DURATION_HINT, SIZE_HINT, parse_duration, parse_size
+from obflow.units import parse_duration, parse_size
 
 GROUP = "obflow.io"
 VERSION = "v1alpha1"
@@ -33,20 +34,14 @@ _QUANTITY = re.compile(QUANTITY_PATTERN)
 _BINARY = {"Ki": 1024, "Mi": 1024**2, "Gi": 1024**3, "Ti": 1024**4, "k": 1000, "M": 1000**2, "G": 1000**3}
 
 
-def _duration(value: str) -> str:
-    try:
-        parse_duration(value)
-    except ValueError:
-        raise ValueError(f"expected {DURATION_HINT}") from None
-    return value
+def _checked_text(parse: Callable[[Any], object]) -> AfterValidator:
+    """Text ``parse`` accepts (its ValueError names what is expected), kept as the user wrote it."""
 
+    def check(value: str) -> str:
+        parse(value)
+        return value
 
-def _size(value: str) -> str:
-    try:
-        parse_size(value)
-    except ValueError:
-        raise ValueError(f"expected {SIZE_HINT}") from None
-    return value
+    return AfterValidator(check)
 
 
 def _quantity(value: str) -> str:
@@ -60,8 +55,8 @@ def _text(pattern: str) -> WithJsonSchema:
     return WithJsonSchema({"type": "string", "pattern": pattern})
 
 
-SpecDuration = Annotated[str, AfterValidator(_duration), _text(DURATION_PATTERN)]
-SpecSize = Annotated[str, AfterValidator(_size), _text(SIZE_PATTERN)]
+SpecDuration = Annotated[str, _checked_text(parse_duration), _text(DURATION_PATTERN)]
+SpecSize = Annotated[str, _checked_text(parse_size), _text(SIZE_PATTERN)]
 Quantity = Annotated[str, AfterValidator(_quantity), _text(QUANTITY_PATTERN)]
 
 

@@ -14,6 +14,7 @@ from kubernetes.dynamic.exceptions import NotFoundError, UnprocessibleEntityErro
 
 from obflow_operator.apply import FAULT_ENV
 from obflow_operator.builders import BuildOptions, Owner, build_children
+from obflow_operator.handlers import FINALIZER
 from obflow_operator.observer import Observer
 from obflow_operator.reconcile import OperatorSettings
 from obflow_operator.spec import parse_spec
@@ -47,6 +48,11 @@ def wait_phase(kube: DynamicClient, namespace: str, name: str, phase: str, timeo
         f"{name} to be {phase}",
     )
     return status
+
+
+def patch_spec(kube: DynamicClient, namespace: str, name: str, changes: dict[str, Any]) -> None:
+    body = {"spec": changes}
+    pipelines(kube).patch(name=name, namespace=namespace, body=body, content_type="application/merge-patch+json")
 
 
 def events_of(kube: DynamicClient, namespace: str, name: str) -> list[dict[str, Any]]:
@@ -179,12 +185,7 @@ def test_an_invalid_spec_is_a_permanent_error_naming_the_field_and_the_fix(
     assert "raise maxReplicas or slots" in kubectl(control_plane, "describe", "dp", "orders", "-n", namespace)
     assert existing_children(kube, pipeline_manifest(FULL, namespace)) == {}  # nothing built from a bad spec
 
-    pipelines(kube).patch(
-        name="orders",
-        namespace=namespace,
-        body={"spec": {"flink": {"parallelism": 8}}},
-        content_type="application/merge-patch+json",
-    )
+    patch_spec(kube, namespace, "orders", {"flink": {"parallelism": 8}})
     status = wait_phase(kube, namespace, "orders", "Deploying")
     assert status["observedGeneration"] == 2
 
@@ -203,12 +204,7 @@ def test_a_spec_change_updates_exactly_the_children_it_affects(
     wait_phase(kube, namespace, "orders", "Deploying")
     before = _versions(existing_children(kube, manifest))
 
-    pipelines(kube).patch(
-        name="orders",
-        namespace=namespace,
-        body={"spec": {"capture": {"pollInterval": "1s"}}},
-        content_type="application/merge-patch+json",
-    )
+    patch_spec(kube, namespace, "orders", {"capture": {"pollInterval": "1s"}})
     wait_for(lambda: status_of(kube, namespace, "orders").get("observedGeneration") == 2, 30, "generation 2")
     after = _versions(existing_children(kube, manifest))
     assert {k for k in after if after[k] != before[k]} == {"ConfigMap/orders-capture-env", "Deployment/orders-capture"}
@@ -226,9 +222,7 @@ def test_suspend_stops_the_job_with_a_savepoint_and_resume_restores_from_it(
     status = wait_phase(kube, namespace, "trade", "Running")
     assert status["jobId"] == JOB_ID and status["lastCheckpoint"]
 
-    pipelines(kube).patch(
-        name="trade", namespace=namespace, body={"spec": {"suspend": True}}, content_type="application/merge-patch+json"
-    )
+    patch_spec(kube, namespace, "trade", {"suspend": True})
     status = wait_phase(kube, namespace, "trade", "Suspended")
     assert fake_jobmanager.stop_requests == [{"targetDirectory": "file:///data/trade/savepoints", "drain": False}]
     savepoint = status["lastSavepoint"]["path"]
@@ -241,18 +235,29 @@ def test_suspend_stops_the_job_with_a_savepoint_and_resume_restores_from_it(
     }
     assert {"Suspending", "Savepoint", "Suspended"} <= set(reasons(kube, namespace, "trade"))
 
-    pipelines(kube).patch(
-        name="trade",
-        namespace=namespace,
-        body={"spec": {"suspend": False}},
-        content_type="application/merge-patch+json",
-    )
+    patch_spec(kube, namespace, "trade", {"suspend": False})
     wait_phase(kube, namespace, "trade", "Deploying")
     children = existing_children(kube, manifest)
     assert children["Deployment/trade-jobmanager"]["spec"]["replicas"] == 2
     assert (
         f"execution.state-recovery.path: {savepoint}" in children["ConfigMap/trade-flink-config"]["data"]["config.yaml"]
     )
+
+
+def running_pipeline(
+    kube: DynamicClient, namespace: str, start_operator: StartOperator, fake: FakeJobManager
+) -> dict[str, Any]:
+    """The minimal pipeline, Running (as the stand-in JobManager reports), with its finalizer."""
+    start_operator(rest_url=fake.url)
+    manifest = pipeline_manifest(MINIMAL, namespace)
+    pipelines(kube).create(body=manifest, namespace=namespace)
+    wait_phase(kube, namespace, "trade", "Running")
+    wait_for(
+        lambda: FINALIZER in (get_pipeline(kube, namespace, "trade")["metadata"].get("finalizers") or []),
+        30,
+        "the final-savepoint finalizer on a running pipeline",
+    )
+    return manifest
 
 
 def _gone(kube: DynamicClient, namespace: str, manifest: dict[str, Any]) -> bool:
@@ -266,17 +271,7 @@ def _gone(kube: DynamicClient, namespace: str, manifest: dict[str, Any]) -> bool
 def test_delete_takes_a_final_savepoint_then_children_are_garbage_collected(
     kube: DynamicClient, namespace: str, start_operator: StartOperator, fake_jobmanager: FakeJobManager
 ) -> None:
-    start_operator(rest_url=fake_jobmanager.url)
-    manifest = pipeline_manifest(MINIMAL, namespace)
-    pipelines(kube).create(body=manifest, namespace=namespace)
-    wait_phase(kube, namespace, "trade", "Running")
-    wait_for(
-        lambda: (
-            "obflow.io/final-savepoint" in (get_pipeline(kube, namespace, "trade")["metadata"].get("finalizers") or [])
-        ),
-        30,
-        "the final-savepoint finalizer on a running pipeline",
-    )
+    manifest = running_pipeline(kube, namespace, start_operator, fake_jobmanager)
 
     pipelines(kube).delete(name="trade", namespace=namespace)
     wait_for(lambda: _gone(kube, namespace, manifest), 60, "the pipeline to be deleted")
@@ -288,11 +283,7 @@ def test_delete_takes_a_final_savepoint_then_children_are_garbage_collected(
 def test_deletion_never_hangs_when_the_job_is_gone(
     kube: DynamicClient, namespace: str, start_operator: StartOperator, fake_jobmanager: FakeJobManager
 ) -> None:
-    start_operator(rest_url=fake_jobmanager.url)
-    manifest = pipeline_manifest(MINIMAL, namespace)
-    pipelines(kube).create(body=manifest, namespace=namespace)
-    wait_phase(kube, namespace, "trade", "Running")
-    wait_for(lambda: get_pipeline(kube, namespace, "trade")["metadata"].get("finalizers"), 30, "the finalizer")
+    manifest = running_pipeline(kube, namespace, start_operator, fake_jobmanager)
     fake_jobmanager.close()  # the JobManager disappears before the user deletes
 
     pipelines(kube).delete(name="trade", namespace=namespace)
@@ -338,9 +329,7 @@ def test_the_observer_never_overwrites_a_newer_status(
     pipelines(kube).create(body=pipeline_manifest(MINIMAL, namespace), namespace=namespace)
     wait_phase(kube, namespace, "trade", "Deploying")
     stale = get_pipeline(kube, namespace, "trade")
-    pipelines(kube).patch(
-        name="trade", namespace=namespace, body={"spec": {"suspend": True}}, content_type="application/merge-patch+json"
-    )
+    patch_spec(kube, namespace, "trade", {"suspend": True})
     wait_phase(kube, namespace, "trade", "Suspended")
 
     observer = Observer(kube, OperatorSettings(rest_url_template=NO_JOBMANAGER), [namespace], interval=3600)
