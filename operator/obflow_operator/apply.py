@@ -4,13 +4,16 @@ leave alone what did not (its ``obflow.io/hash`` matches)."""
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import NotFoundError, ResourceNotFoundError
 
 from obflow_operator.builders import HASH_ANNOTATION, MANAGED_BY
+from obflow_operator.spec import GROUP, KIND, VERSION
 
 # Fault hook for tests of crash recovery: "exit-after-children=N" makes the operator process exit
 # right after applying N children, in the middle of a reconcile.
@@ -78,4 +81,28 @@ def served(api: DynamicClient, api_version: str, kind: str) -> bool:
         api.resources.get(api_version=api_version, kind=kind)
     except ResourceNotFoundError:
         return False
+    return True
+
+
+def patch_status(
+    api: DynamicClient, meta: Mapping[str, Any], changes: dict[str, Any], only_over_version: bool = False
+) -> bool:
+    """Merge ``changes`` into a pipeline's status; with ``only_over_version``, only if the pipeline is
+    still at ``meta``'s resourceVersion. False when it was not written (deleted, or changed meanwhile)."""
+    resource = api.resources.get(api_version=f"{GROUP}/{VERSION}", kind=KIND)
+    body: dict[str, Any] = {"status": changes}
+    if only_over_version:
+        body["metadata"] = {"resourceVersion": meta["resourceVersion"]}
+    try:
+        api.patch(
+            resource.subresources["status"],
+            body=body,
+            name=meta["name"],
+            namespace=meta["namespace"],
+            content_type="application/merge-patch+json",
+        )
+    except ApiException as exc:
+        if exc.status in {404, 409}:
+            return False
+        raise
     return True

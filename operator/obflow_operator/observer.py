@@ -12,10 +12,10 @@ import logging
 import threading
 from typing import Any
 
-from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 
 from obflow_operator import metrics
+from obflow_operator.apply import patch_status
 from obflow_operator.events import post_events
 from obflow_operator.reconcile import OperatorSettings, observe
 from obflow_operator.spec import GROUP, KIND, VERSION
@@ -61,25 +61,7 @@ class Observer:
             outcome = observe(self.api, self.settings, body)
             current = body.get("status") or {}
             changed = {k: v for k, v in outcome.status_patch().items() if v != current.get(k)}
-            if changed and not self._write_status(body, changed):
+            if changed and not patch_status(self.api, body["metadata"], changed, only_over_version=True):
                 continue  # the pipeline changed meanwhile; the next round observes it afresh
             post_events(self.api, body, outcome.events)
             metrics.record_phase(f"{body['metadata']['namespace']}/{body['metadata']['name']}", outcome.status.phase)
-
-    def _write_status(self, body: dict[str, Any], changed: dict[str, Any]) -> bool:
-        """Patch the changed status fields, only if the pipeline is still the version observed (a
-        reconcile may have written a newer status meanwhile); False if it was not written."""
-        resource = self.api.resources.get(api_version=f"{GROUP}/{VERSION}", kind=KIND)
-        try:
-            self.api.patch(
-                resource.subresources["status"],
-                body={"metadata": {"resourceVersion": body["metadata"]["resourceVersion"]}, "status": changed},
-                name=body["metadata"]["name"],
-                namespace=body["metadata"]["namespace"],
-                content_type="application/merge-patch+json",
-            )
-        except ApiException as exc:
-            if exc.status in {404, 409}:  # deleted, or changed since observed
-                return False
-            raise
-        return True

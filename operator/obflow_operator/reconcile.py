@@ -10,16 +10,24 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import NotFoundError
 
-from obflow_operator.apply import ApplyResult, apply_children
+from obflow_operator.apply import ApplyResult, apply_children, patch_status
 from obflow_operator.builders import BuildOptions, Owner, build_children, task_managers_for
 from obflow_operator.flink_rest import FlinkRest, FlinkRestError, JobOverview
-from obflow_operator.spec import DataPipelineSpec, parse_spec, storage_paths
+from obflow_operator.spec import (
+    DataPipelineSpec,
+    SpecError,
+    parse_spec,
+    secret_problems,
+    secret_references,
+    storage_paths,
+)
 from obflow_operator.status import (
     DataPipelineStatus,
     Phase,
@@ -99,7 +107,8 @@ def invalid_spec(status: Mapping[str, Any] | None, generation: int | None, probl
 
 
 def reconcile(api: DynamicClient, settings: OperatorSettings, body: Mapping[str, Any]) -> Outcome:
-    """Bring the children in line with the spec. Raises :class:`~obflow_operator.spec.SpecError` for an
+    """Bring the children in line with the spec (a savepoint taken on the way is written to status at
+    once, before anything else can fail). Raises :class:`~obflow_operator.spec.SpecError` for an
     invalid spec and :class:`~obflow_operator.apply.ForeignObjectError` for a name clash."""
     meta = body["metadata"]
     owner = owner_of(meta)
@@ -111,6 +120,8 @@ def reconcile(api: DynamicClient, settings: OperatorSettings, body: Mapping[str,
 
     if spec.suspend and status.phase not in {Phase.SUSPENDED}:
         _suspend(settings, owner, spec, outcome)
+        if outcome.status.last_savepoint is not None:
+            patch_status(api, meta, outcome.status_patch())
     options = BuildOptions(restore_path=status.restore_path, pdb_api_version=settings.pdb_api_version)
     children = build_children(owner, spec, options)
     result = apply_children(api, children, owner.uid)
@@ -128,6 +139,7 @@ def reconcile(api: DynamicClient, settings: OperatorSettings, body: Mapping[str,
         status.conditions = with_condition(status.conditions, "DurableStorage", "False", "EmptyDir", NO_CLAIM)
     if result.changed:
         outcome.events.append(Event("Normal", "Applied", _describe(result)))
+    check_secrets(api, owner, spec, outcome)
     if spec.suspend:
         outcome.move(Phase.SUSPENDED, "Suspended", "scaled to zero; set spec.suspend: false to resume")
         status.task_managers = 0
@@ -140,6 +152,32 @@ def reconcile(api: DynamicClient, settings: OperatorSettings, body: Mapping[str,
     elif status.phase == Phase.RUNNING and _touches_flink(result):
         outcome.move(Phase.DEPLOYING, "Redeploying", "Flink children changed; waiting for the job to run again")
     return outcome
+
+
+def check_secrets(api: DynamicClient, owner: Owner, spec: DataPipelineSpec, outcome: Outcome) -> None:
+    """Say plainly when a referenced Secret or key is missing (the pods would only wait for it)."""
+    refs = secret_references(spec)
+    secrets = api.resources.get(api_version="v1", kind="Secret")
+    found: dict[str, set[str] | None] = {}
+    for name in {ref.name for ref in refs.values()}:
+        try:
+            found[name] = set(secrets.get(name=name, namespace=owner.namespace).to_dict().get("data") or {})
+        except NotFoundError:
+            found[name] = None
+    problems = secret_problems(refs, owner.namespace, found)
+    was_missing = any(c.type == "CredentialsFound" and c.status == "False" for c in outcome.status.conditions)
+    if problems:
+        message = "; ".join(problems)
+        outcome.status.conditions = with_condition(
+            outcome.status.conditions, "CredentialsFound", "False", "SecretMissing", message
+        )
+        outcome.events.append(Event("Warning", "SecretMissing", message))
+    else:
+        outcome.status.conditions = with_condition(
+            outcome.status.conditions, "CredentialsFound", "True", "Found", "every referenced Secret key exists"
+        )
+        if was_missing:
+            outcome.events.append(Event("Normal", "SecretFound", "every referenced Secret key exists now"))
 
 
 def _describe(result: ApplyResult) -> str:
@@ -287,6 +325,8 @@ def observe(api: DynamicClient, settings: OperatorSettings, body: Mapping[str, A
         status.job_state or "NoJob",
         f"{seen.jobmanagers_available} JobManager(s) available, job {status.job_state or 'not found'}",
     )
+    with suppress(SpecError):  # the reconcile has said what is wrong with the spec
+        check_secrets(api, owner, parse_spec(dict(body["spec"])), outcome)
     target, why = observed_phase(status.phase, seen)
     if target is not None:
         outcome.move(target, "Observed", why)

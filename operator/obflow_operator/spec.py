@@ -277,6 +277,33 @@ class DataPipelineSpec(SpecSection):
     suspend: bool = Field(False, description="true: stop the job with a savepoint and scale to zero.")
 
 
+def secret_references(spec: DataPipelineSpec) -> dict[str, SecretKeyRef]:
+    """Every Secret key the pipeline reads, by the spec field that names it."""
+    refs = {
+        "spec.source.credentials.password": spec.source.credentials.password,
+        "spec.datahub.credentials.accessId": spec.datahub.credentials.access_id,
+        "spec.datahub.credentials.accessKey": spec.datahub.credentials.access_key,
+    }
+    if spec.source.credentials.user is not None:
+        refs["spec.source.credentials.user"] = spec.source.credentials.user
+    return refs
+
+
+def secret_problems(refs: dict[str, SecretKeyRef], namespace: str, found: dict[str, set[str] | None]) -> list[str]:
+    """What is wrong with ``refs`` given the keys of each Secret that exists (``None``: no such Secret)."""
+    problems = []
+    for field, ref in refs.items():
+        keys = found.get(ref.name)
+        if keys is None:
+            problems.append(
+                f"{field}: Secret {ref.name} not found in namespace {namespace}; create it "
+                f"(kubectl create secret generic {ref.name} -n {namespace} --from-literal={ref.key}=...)"
+            )
+        elif ref.key not in keys:
+            problems.append(f"{field}: Secret {ref.name} has no key {ref.key} (it has: {', '.join(sorted(keys))})")
+    return problems
+
+
 class SpecError(ValueError):
     """An invalid spec: every problem, each naming the field (``spec.…``) and the fix."""
 

@@ -12,14 +12,12 @@ import pytest
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import NotFoundError, UnprocessibleEntityError
 
-from obflow_operator.apply import FAULT_ENV
+from obflow_operator.apply import FAULT_ENV, patch_status
 from obflow_operator.builders import BuildOptions, Owner, build_children
 from obflow_operator.handlers import FINALIZER
-from obflow_operator.observer import Observer
-from obflow_operator.reconcile import OperatorSettings
 from obflow_operator.spec import parse_spec
 from tests.kube.controlplane import ControlPlane
-from tests.operator.conftest import NO_JOBMANAGER, OperatorProcess, pipeline_manifest, wait_for
+from tests.operator.conftest import OperatorProcess, pipeline_manifest, wait_for
 from tests.operator.fake_jobmanager import JOB_ID, FakeJobManager
 from tests.operator.test_spec_and_crd import FULL, MINIMAL
 
@@ -190,6 +188,32 @@ def test_an_invalid_spec_is_a_permanent_error_naming_the_field_and_the_fix(
     assert status["observedGeneration"] == 2
 
 
+def test_a_missing_secret_is_named_until_it_exists(
+    kube: DynamicClient, namespace: str, start_operator: StartOperator
+) -> None:
+    start_operator()
+    pipelines(kube).create(body=pipeline_manifest(MINIMAL, namespace), namespace=namespace)
+    wait_phase(kube, namespace, "trade", "Deploying")
+    condition = next(c for c in status_of(kube, namespace, "trade")["conditions"] if c["type"] == "CredentialsFound")
+    assert condition["status"] == "False"
+    missing = f"spec.source.credentials.password: Secret trade-db not found in namespace {namespace}"
+    assert missing in condition["message"]
+    assert "SecretMissing" in reasons(kube, namespace, "trade")
+
+    secrets = kube.resources.get(api_version="v1", kind="Secret")
+    for name, keys in (("trade-db", ["password"]), ("trade-datahub", ["access-id", "access-key"])):
+        data = {key: "c2VjcmV0" for key in keys}
+        body = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "data": data}
+        secrets.create(body=body, namespace=namespace)
+
+    def credentials_found() -> bool:
+        conditions = status_of(kube, namespace, "trade")["conditions"]
+        return any(c["type"] == "CredentialsFound" and c["status"] == "True" for c in conditions)
+
+    wait_for(credentials_found, 30, "the observer to see the Secrets")
+    assert "SecretFound" in reasons(kube, namespace, "trade")
+
+
 def _versions(children: dict[str, dict[str, Any]]) -> dict[str, Any]:
     # generation moves only with the spec (status updates by controllers do not count)
     return {k: c["metadata"].get("generation") or c["metadata"]["resourceVersion"] for k, c in children.items()}
@@ -332,6 +356,5 @@ def test_the_observer_never_overwrites_a_newer_status(
     patch_spec(kube, namespace, "trade", {"suspend": True})
     wait_phase(kube, namespace, "trade", "Suspended")
 
-    observer = Observer(kube, OperatorSettings(rest_url_template=NO_JOBMANAGER), [namespace], interval=3600)
-    assert observer._write_status(stale, {"phase": "Running"}) is False
+    assert patch_status(kube, stale["metadata"], {"phase": "Running"}, only_over_version=True) is False
     assert status_of(kube, namespace, "trade")["phase"] == "Suspended"
