@@ -35,7 +35,7 @@ format: setup
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-bench: setup
+bench: setup kube
 	$(BIN)/python -m benchmarks
 
 # Re-pin constraints.txt from a fresh resolve of pyproject.toml (apache-flink stays pinned there).

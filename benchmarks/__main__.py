@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import sys
 
-from benchmarks import capture_throughput, datahub_throughput, job_throughput, parallelism, recovery
+from benchmarks import (
+    capture_throughput,
+    datahub_throughput,
+    job_throughput,
+    operator_reconcile,
+    parallelism,
+    recovery,
+)
 
 
 def main() -> int:
@@ -15,6 +22,8 @@ def main() -> int:
     job_throughput.main([])
     print()
     recovery.main([])
+    print()
+    operator_reconcile.main([])
     print()
     return parallelism.main(["--parallelism", "10,128", "--records", "10000"])
 

@@ -165,13 +165,15 @@ def check_secrets(api: DynamicClient, owner: Owner, spec: DataPipelineSpec, outc
         except NotFoundError:
             found[name] = None
     problems = secret_problems(refs, owner.namespace, found)
-    was_missing = any(c.type == "CredentialsFound" and c.status == "False" for c in outcome.status.conditions)
+    before = next((c for c in outcome.status.conditions if c.type == "CredentialsFound"), None)
+    was_missing = before is not None and before.status == "False"
     if problems:
         message = "; ".join(problems)
         outcome.status.conditions = with_condition(
             outcome.status.conditions, "CredentialsFound", "False", "SecretMissing", message
         )
-        outcome.events.append(Event("Warning", "SecretMissing", message))
+        if not (was_missing and before is not None and before.message == message):  # said once, not every round
+            outcome.events.append(Event("Warning", "SecretMissing", message))
     else:
         outcome.status.conditions = with_condition(
             outcome.status.conditions, "CredentialsFound", "True", "Found", "every referenced Secret key exists"

@@ -290,17 +290,22 @@ def secret_references(spec: DataPipelineSpec) -> dict[str, SecretKeyRef]:
 
 
 def secret_problems(refs: dict[str, SecretKeyRef], namespace: str, found: dict[str, set[str] | None]) -> list[str]:
-    """What is wrong with ``refs`` given the keys of each Secret that exists (``None``: no such Secret)."""
+    """What is wrong with ``refs`` given the keys of each Secret that exists (``None``: no such Secret),
+    each with the command that fixes it."""
     problems = []
-    for field, ref in refs.items():
-        keys = found.get(ref.name)
+    for name in sorted({ref.name for ref in refs.values()}):
+        wanted = {field: ref.key for field, ref in refs.items() if ref.name == name}
+        keys = found.get(name)
         if keys is None:
+            literals = " ".join(f"--from-literal={key}=..." for key in sorted(set(wanted.values())))
             problems.append(
-                f"{field}: Secret {ref.name} not found in namespace {namespace}; create it "
-                f"(kubectl create secret generic {ref.name} -n {namespace} --from-literal={ref.key}=...)"
+                f"{', '.join(wanted)}: Secret {name} not found in namespace {namespace}; create it: "
+                f"kubectl create secret generic {name} -n {namespace} {literals}"
             )
-        elif ref.key not in keys:
-            problems.append(f"{field}: Secret {ref.name} has no key {ref.key} (it has: {', '.join(sorted(keys))})")
+            continue
+        for field, key in wanted.items():
+            if key not in keys:
+                problems.append(f"{field}: Secret {name} has no key {key} (it has: {', '.join(sorted(keys))})")
     return problems
 
 

@@ -48,6 +48,15 @@ def wait_phase(kube: DynamicClient, namespace: str, name: str, phase: str, timeo
     return status
 
 
+def wait_observed(kube: DynamicClient, namespace: str, name: str) -> None:
+    """Until the observer has looked at the pipeline once (it sets the JobRunning condition)."""
+    wait_for(
+        lambda: any(c["type"] == "JobRunning" for c in status_of(kube, namespace, name)["conditions"]),
+        30,
+        "a round of the observer",
+    )
+
+
 def patch_spec(kube: DynamicClient, namespace: str, name: str, changes: dict[str, Any]) -> None:
     body = {"spec": changes}
     pipelines(kube).patch(name=name, namespace=namespace, body=body, content_type="application/merge-patch+json")
@@ -156,12 +165,7 @@ def test_a_pipeline_creates_every_child_owned_by_it_and_reports_its_status_R5_1_
     ]
     assert table.split("\n")[1].split()[:3] == ["trade", "Deploying", "2"]
 
-    # observed: no JobManager can run here, and the status says so
-    wait_for(
-        lambda: any(c["type"] == "JobRunning" for c in status_of(kube, namespace, "trade")["conditions"]),
-        30,
-        "the observer's JobRunning condition",
-    )
+    wait_observed(kube, namespace, "trade")  # no JobManager can run here, and the status says so
     metrics = operator.metrics()
     assert 'obflow_operator_reconciles_total{result="ok"}' in metrics
     assert 'obflow_operator_pipelines{phase="Deploying"} 1.0' in metrics
@@ -196,9 +200,15 @@ def test_a_missing_secret_is_named_until_it_exists(
     wait_phase(kube, namespace, "trade", "Deploying")
     condition = next(c for c in status_of(kube, namespace, "trade")["conditions"] if c["type"] == "CredentialsFound")
     assert condition["status"] == "False"
-    missing = f"spec.source.credentials.password: Secret trade-db not found in namespace {namespace}"
-    assert missing in condition["message"]
-    assert "SecretMissing" in reasons(kube, namespace, "trade")
+    assert condition["message"] == (
+        "spec.datahub.credentials.accessId, spec.datahub.credentials.accessKey: Secret trade-datahub not found in "
+        f"namespace {namespace}; create it: kubectl create secret generic trade-datahub -n {namespace} "
+        "--from-literal=access-id=... --from-literal=access-key=...; "
+        f"spec.source.credentials.password: Secret trade-db not found in namespace {namespace}; create it: "
+        f"kubectl create secret generic trade-db -n {namespace} --from-literal=password=..."
+    )
+    wait_observed(kube, namespace, "trade")
+    assert reasons(kube, namespace, "trade").count("SecretMissing") == 1  # said once, not every round
 
     secrets = kube.resources.get(api_version="v1", kind="Secret")
     for name, keys in (("trade-db", ["password"]), ("trade-datahub", ["access-id", "access-key"])):
