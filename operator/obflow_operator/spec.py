@@ -223,12 +223,25 @@ class OutputSpec(SpecSection):
 
 
 class AutoscalerSpec(SpecSection):
+    """FLIP-271's idea: parallelism from the true processing rate (records per busy second)."""
+
     enabled: bool = False
     target_utilization: float = Field(0.7, gt=0, le=1, description="Busy ratio aimed at after scaling.")
+    utilization_boundary: float = Field(
+        0.1, ge=0, lt=1, description="No scaling while utilization is within target ± this."
+    )
     min_parallelism: int = Field(1, ge=1)
     max_parallelism: int = Field(64, ge=1)
-    stabilization_window: SpecDuration = "5m"
-    scale_down_delay: SpecDuration = "15m"
+    stabilization_window: SpecDuration = Field(
+        "5m", description="Metrics window for a decision; no decision this soon after a rescale."
+    )
+    scale_down_delay: SpecDuration = Field(
+        "15m", description="Scale down only when lower parallelism was wanted for this long."
+    )
+    catch_up_duration: SpecDuration = Field("5m", description="Size the job to work off its lag in this long.")
+
+    def seconds(self, field: str) -> float:
+        return parse_duration(getattr(self, field))
 
 
 class AlertsSpec(SpecSection):

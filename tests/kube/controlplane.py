@@ -62,9 +62,18 @@ class ControlPlane:
         self.kubeconfig = workdir / "kubeconfig"
 
     def start(self, timeout: float = 60) -> ControlPlane:
+        """Start every process and wait for the API server; on any failure stop what did start."""
         problems = missing_prerequisites()
         if problems:
             raise RuntimeError("cannot start the control plane; missing: " + ", ".join(problems))
+        try:
+            self._start(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self, timeout: float) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._write_credentials()
         etcd_port, peer_port = free_port(), free_port()
@@ -115,7 +124,6 @@ class ControlPlane:
                     f"--service-cluster-ip-range={SERVICE_RANGE}",
                 ],
             )
-        return self
 
     def _write_credentials(self) -> None:
         (self.workdir / "tokens.csv").write_text(f'{self.token},{ADMIN_TOKEN_USER},1,"system:masters"\n')

@@ -27,13 +27,16 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
     missing = missing_prerequisites()
     if missing:
         pytest.fail("the real API server is needed; missing: " + ", ".join(missing) + " (make test builds them)")
-    plane = ControlPlane(tmp_path_factory.mktemp("kube")).start()
-    api = client_for(plane)
-    crds = api.resources.get(api_version="apiextensions.k8s.io/v1", kind="CustomResourceDefinition")
-    crds.create(body=crd_manifest())
-    wait_for(lambda: _crd_established(api), 30, "the DataPipeline CRD to be established")
-    yield plane
-    plane.stop()
+    plane = ControlPlane(tmp_path_factory.mktemp("kube"))
+    try:
+        plane.start()
+        api = client_for(plane)
+        crds = api.resources.get(api_version="apiextensions.k8s.io/v1", kind="CustomResourceDefinition")
+        crds.create(body=crd_manifest())
+        wait_for(lambda: _crd_established(api), 30, "the DataPipeline CRD to be established")
+        yield plane
+    finally:
+        plane.stop()  # also when starting failed half-way: no etcd or apiserver outlives the session
 
 
 def client_for(plane: ControlPlane) -> DynamicClient:
