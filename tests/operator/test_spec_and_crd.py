@@ -37,7 +37,8 @@ def test_crd_file_is_generated_from_the_spec_model() -> None:
     assert (REPO_ROOT / "crds" / "datapipeline.yaml").read_text() == crd_yaml()
 
 
-def _aliases(model: type[BaseModel]) -> dict[str, type[BaseModel] | None]:
+def fields_by_alias(model: type[BaseModel]) -> dict[str, type[BaseModel] | None]:
+    """Each field's camelCase name and the model it holds (directly, optional or in a list), if any."""
     out: dict[str, type[BaseModel] | None] = {}
     for name, field in model.model_fields.items():
         annotation = field.annotation
@@ -48,7 +49,7 @@ def _aliases(model: type[BaseModel]) -> dict[str, type[BaseModel] | None]:
 
 
 def _assert_same_fields(model: type[BaseModel], schema: dict[str, Any], path: str) -> None:
-    fields = _aliases(model)
+    fields = fields_by_alias(model)
     properties = schema.get("properties") or schema.get("items", {}).get("properties", {})
     assert set(properties) == set(fields), f"{path}: CRD {sorted(properties)} vs model {sorted(fields)}"
     for name, nested in fields.items():

@@ -1,0 +1,51 @@
+"""Every spec field is classified once, and a change asks for exactly what its fields need."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+
+from obflow_operator.changes import CLASSIFICATION, Change, classify, entry_for, required_actions
+from obflow_operator.spec import DataPipelineSpec, parse_spec
+from tests.operator.test_spec_and_crd import FULL, fields_by_alias, spec_of
+
+
+def leaf_paths(model: type[BaseModel], prefix: str = "") -> list[str]:
+    paths = []
+    for alias, nested in fields_by_alias(model).items():
+        paths += leaf_paths(nested, f"{prefix}{alias}.") if nested else [f"{prefix}{alias}"]
+    return paths
+
+
+def test_every_spec_field_is_classified_once_and_every_entry_is_used() -> None:
+    leaves = leaf_paths(DataPipelineSpec)
+    used = {entry_for(path) for path in leaves}  # raises for an unclassified field
+    assert used == set(CLASSIFICATION), f"unused entries: {set(CLASSIFICATION) - used}"
+    assert "flink.checkpoint.interval" in leaves and "source.tables.primaryKey" in leaves
+
+
+def changes(**edits: Any) -> dict[str, frozenset[Change]]:
+    return classify(parse_spec(spec_of(FULL)), parse_spec(spec_of(FULL, **edits)))
+
+
+def test_changes_ask_for_what_their_fields_need() -> None:
+    assert changes() == {}
+    assert changes(flink__parallelism=12) == {"flink.parallelism": {Change.RESCALE}}
+    assert changes(capture__pollInterval="1s") == {"capture.pollInterval": {Change.CAPTURE}}
+    assert changes(source__host="ob2.db.svc") == {"source.host": {Change.CAPTURE}}
+    assert changes(flink__checkpoint__interval="1m") == {"flink.checkpoint.interval": {Change.UPGRADE}}
+    assert changes(flink__image="obflow/flink:0.2.0") == {"flink.image": {Change.UPGRADE}}
+    assert changes(datahub__shards=16) == {"datahub.shards": {Change.CAPTURE, Change.UPGRADE}}
+    assert changes(autoscaler__targetUtilization=0.6) == {"autoscaler.targetUtilization": {Change.OPERATOR_ONLY}}
+    assert changes(flink__jobManager__replicas=3) == {"flink.jobManager.replicas": {Change.JOBMANAGERS}}
+    assert changes(flink__configuration={"pipeline.object-reuse": "true"}) == {
+        "flink.configuration.execution.checkpointing.min-pause": {Change.UPGRADE},
+        "flink.configuration.pipeline.object-reuse": {Change.UPGRADE},
+    }
+
+
+def test_required_actions_combine_every_field() -> None:
+    old = parse_spec(spec_of(FULL))
+    new = parse_spec(spec_of(FULL, flink__parallelism=12, capture__batchSize=10, alerts__load=0.9))
+    assert required_actions(old, new) == {Change.RESCALE, Change.CAPTURE, Change.OPERATOR_ONLY}
