@@ -257,6 +257,9 @@ def run(config_path: str | None, config: ObflowConfig, from_savepoint: str | Non
             if status.name != state["status"]:
                 log_event(log, "job.status", f"job is {status.name}", status=status.name)
             state["status"] = status.name
+            if status.name == "FINISHED":  # stopped with a savepoint from outside, e.g. by the operator
+                log_event(log, "job.finished", "job FINISHED; the runner ends with it")
+                return 0
             if status.is_globally_terminal_state():
                 log_fault(log, Fault.COMPONENT_CRASHED, f"job ended as {status.name}", level=logging.ERROR)
                 return 1

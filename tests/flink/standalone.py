@@ -1,0 +1,150 @@
+"""A real standalone Flink cluster from the PyFlink wheel: one JobManager and TaskManagers on loopback,
+each its own process, and the job submitted with ``flink run`` the way a cluster runs it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pyflink
+import yaml
+
+from obflow.net import free_port
+from obflow_operator.builders import JAVA_17_OPTS
+
+FLINK_HOME = Path(pyflink.__file__).parent
+REPO_ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+class StandaloneFlink:
+    def __init__(
+        self,
+        workdir: Path,
+        slots: int = 4,
+        taskmanagers: int = 1,
+        adaptive: bool = False,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
+        """``extra_env``: for every process, as Kubernetes gives the pods their Secrets."""
+        self.workdir = workdir
+        self.extra_env = extra_env or {}
+        self.slots = slots
+        self.taskmanagers = taskmanagers
+        self.rest_port = free_port()
+        self.url = f"http://127.0.0.1:{self.rest_port}"
+        self.conf_dir = workdir / "conf"
+        self.processes: list[subprocess.Popen[bytes]] = []
+        self.adaptive = adaptive
+
+    def env(self) -> dict[str, str]:
+        site = [p for p in sys.path if p.endswith("site-packages")]
+        return {
+            **os.environ,
+            "FLINK_CONF_DIR": str(self.conf_dir),
+            "FLINK_LOG_DIR": str(self.workdir / "log"),
+            "FLINK_PID_DIR": str(self.workdir / "pid"),
+            # the TaskManager's embedded Python (thread mode) finds this environment's packages
+            "PYTHONPATH": os.pathsep.join([*site, str(REPO_ROOT)]),
+            **self.extra_env,
+        }
+
+    def _write_conf(self) -> None:
+        self.conf_dir.mkdir(parents=True, exist_ok=True)
+        conf = {
+            "env.java.opts.all": JAVA_17_OPTS,
+            "jobmanager.rpc.address": "localhost",
+            "jobmanager.rpc.port": free_port(),
+            "jobmanager.bind-host": "localhost",
+            "taskmanager.bind-host": "localhost",
+            "taskmanager.host": "localhost",
+            "rest.address": "localhost",
+            "rest.bind-address": "localhost",
+            "rest.port": self.rest_port,
+            "taskmanager.numberOfTaskSlots": self.slots,
+            "jobmanager.memory.process.size": "768m",
+            "taskmanager.memory.process.size": "1728m",
+            "python.executable": sys.executable,
+            "python.client.executable": sys.executable,
+        }
+        if self.adaptive:
+            conf["jobmanager.scheduler"] = "adaptive"
+        (self.conf_dir / "config.yaml").write_text(yaml.safe_dump(conf))
+        for name in ("log4j-console.properties", "log4j.properties", "log4j-cli.properties"):
+            shutil.copy(FLINK_HOME / "conf" / name, self.conf_dir / name)
+
+    def start(self, timeout: float = 90) -> StandaloneFlink:
+        self._write_conf()
+        try:
+            self.jobmanager = self._spawn("jobmanager", [str(FLINK_HOME / "bin" / "jobmanager.sh"), "start-foreground"])
+            self._start_taskmanagers()
+            self._wait_ready(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start_taskmanagers(self) -> None:
+        self.taskmanager_processes = [
+            self._spawn(f"taskmanager-{n}", [str(FLINK_HOME / "bin" / "taskmanager.sh"), "start-foreground"])
+            for n in range(self.taskmanagers)
+        ]
+
+    def replace_taskmanagers(self, timeout: float = 90) -> None:
+        """New TaskManager processes, as a redeploy gives new pods. PyFlink's thread mode cannot start a
+        second job's Python in a TaskManager that ran one before (Java 17: ``NoSuchFieldException:
+        loadedLibraryNames`` when pemja reloads its library), so each job needs fresh TaskManagers."""
+        for process in self.taskmanager_processes:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(30)
+        self._start_taskmanagers()
+        self._wait_ready(timeout, exactly=True)
+
+    def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+        log = (self.workdir / f"{name}.out").open("ab")
+        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=self.env(), start_new_session=True)
+        self.processes.append(process)
+        return process
+
+    def _wait_ready(self, timeout: float, exactly: bool = False) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                overview = httpx.get(f"{self.url}/overview", timeout=2).json()
+                registered = overview.get("taskmanagers", 0)
+                if registered == self.taskmanagers or (registered > self.taskmanagers and not exactly):
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        raise TimeoutError(f"Flink not ready within {timeout:.0f}s; see {self.workdir}")
+
+    def submit(
+        self, config_path: Path, log: Path, env: dict[str, str], savepoint: str | None = None
+    ) -> subprocess.Popen[bytes]:
+        """``flink run -py flink_job/job.py CONFIG``: the client process stays up as the job's runner
+        (finalizer, /metrics) until the job ends."""
+        argv = [str(FLINK_HOME / "bin" / "flink"), "run", "-m", f"localhost:{self.rest_port}"]
+        if savepoint:
+            argv += ["-s", savepoint]
+        argv += ["-py", str(REPO_ROOT / "flink_job" / "job.py"), str(config_path)]
+        return subprocess.Popen(
+            argv, stdout=log.open("ab"), stderr=subprocess.STDOUT, env={**self.env(), **env}, start_new_session=True
+        )
+
+    def stop(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in self.processes:
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        self.processes.clear()

@@ -1,0 +1,121 @@
+"""The operator's Flink REST client against a real standalone Flink cluster (JobManager and TaskManager
+processes from the PyFlink wheel, adaptive scheduler) running the real job on DataHub-emulator input:
+savepoint while running, per-vertex metrics, checkpoint statistics, in-place rescale, stop with a
+savepoint, and a restore at another parallelism, with every change in the output exactly once."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from obflow.datahub.emulator import DataHubEmulator
+from obflow.sample import change_stream
+from obflow_operator.flink_rest import FlinkRest, FlinkRestError, JobOverview
+from tests.datahub.conftest import ACCESS_KEY
+from tests.flink.standalone import StandaloneFlink
+from tests.flink.test_job import emulator, job_config, send, wait_for, wait_for_rows
+
+pytestmark = pytest.mark.slow
+__all__ = ["emulator"]  # the fixture, imported for this module's tests
+
+RUNNER_ENV = {"OBFLOW_DATAHUB__ACCESS_KEY": ACCESS_KEY}
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[StandaloneFlink]:
+    flink = StandaloneFlink(tmp_path / "flink", slots=4, adaptive=True, extra_env=RUNNER_ENV).start()
+    yield flink
+    flink.stop()
+
+
+def stop_runner(runner: subprocess.Popen[bytes]) -> None:
+    if runner.poll() is None:
+        os.killpg(runner.pid, signal.SIGTERM)
+        runner.wait(60)
+
+
+def running_job(rest: FlinkRest, parallelism: int, timeout: float = 120) -> JobOverview:
+    found: list[JobOverview] = []
+
+    def ready() -> bool:
+        try:
+            job = rest.current_job()
+        except FlinkRestError:
+            return False
+        if job is None or not rest.job(job.jid).all_running(parallelism):
+            return False
+        found[:] = [job]
+        return True
+
+    wait_for(ready, timeout, f"every vertex RUNNING at parallelism {parallelism}")
+    return found[0]
+
+
+def test_savepoint_metrics_in_place_rescale_stop_and_restore_exactly_once_R6_3_R6_6(
+    emulator: DataHubEmulator, tmp_path: Path, cluster: StandaloneFlink
+) -> None:
+    config, path = job_config(tmp_path, emulator.endpoint, parallelism=2)
+    savepoints = Path(config.checkpoint.savepoint_dir).resolve().as_uri()
+    events = change_stream(3000, rows=500)
+    send(config, events[:1000])
+    rest = FlinkRest(cluster.url)
+    runner = cluster.submit(path, tmp_path / "runner.log", RUNNER_ENV)
+    try:
+        job = running_job(rest, 2)
+        wait_for(lambda: rest.checkpoints(job.jid).completed >= 1, 60, "a completed checkpoint")
+        summary = rest.checkpoints(job.jid)
+        assert summary.latest_time_ms and summary.latest_path and summary.latest_duration_ms is not None
+
+        # a savepoint while the job keeps running
+        savepoint = rest.trigger_savepoint(job.jid, savepoints, timeout=60)
+        assert (Path(savepoint.removeprefix("file:")) / "_metadata").is_file()
+        assert rest.job(job.jid).state == "RUNNING"
+
+        vertices = rest.job(job.jid).vertices
+        poller = next(v for v in vertices if "DataHub shards" in v.name)
+        metrics = rest.vertex_metrics(job.jid, poller.id)
+        assert 0.0 <= metrics.busy_ratio <= 1.0 and metrics.records_in_per_second >= 0.0
+
+        # in place, through the adaptive scheduler: 2 -> 4 while changes keep arriving (R6.6)
+        pinned = {v.id for v in vertices if v.parallelism == 1}  # the ticker runs once
+        send(config, events[1000:2000])
+        rescale_started = time.monotonic()
+        rest.rescale_in_place(job.jid, 4, pinned=pinned)
+        running_job(rest, 4)
+        in_place_seconds = time.monotonic() - rescale_started
+        assert rest.current_job() is not None and rest.current_job().jid == job.jid  # type: ignore[union-attr]
+
+        # stop with a savepoint; the runner ends with the job
+        stopped_at = rest.stop_with_savepoint(job.jid, savepoints, timeout=60)
+        assert runner.wait(60) == 0
+    finally:
+        stop_runner(runner)
+
+    # more changes and a replay arrive while no job runs; restore from the savepoint at 3 on new
+    # TaskManagers, as a redeploy gives new pods
+    cluster.replace_taskmanagers()
+    send(config, events[2000:])
+    send(config, events[1500:1700])
+    runner = cluster.submit(
+        path, tmp_path / "runner-2.log", {**RUNNER_ENV, "OBFLOW_FLINK__PARALLELISM": "3"}, stopped_at
+    )
+    try:
+        running_job(rest, 3)
+        rows = wait_for_rows(config, 3000, runner)
+    finally:
+        stop_runner(runner)
+    ids = [str(row["_event_id"]) for row in rows]
+    assert len(ids) == len(set(ids)) == 3000
+    print(f"in-place rescale 2 -> 4: {in_place_seconds:.1f}s until every vertex ran at 4")
+
+
+def test_a_savepoint_that_cannot_be_taken_fails_with_flinks_reason(cluster: StandaloneFlink) -> None:
+    rest = FlinkRest(cluster.url, retries=0)
+    with pytest.raises(FlinkRestError, match=r"failed: .*FlinkJobNotFoundException: Could not find Flink job"):
+        rest.trigger_savepoint("00000000000000000000000000000000", "file:///tmp/none", timeout=5)
