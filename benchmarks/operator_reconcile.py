@@ -77,7 +77,7 @@ def through_operator(pipelines: Any, config_maps: Any, template: dict[str, Any],
 def applied_directly(api: DynamicClient, template: dict[str, Any], name: str) -> float:
     """Seconds to server-side-apply the pipeline's 12 children one by one, as a client would."""
     owner = Owner(name, NAMESPACE, "00000000-0000-0000-0000-000000000000")
-    children = build_children(owner, parse_spec(template["spec"]), BuildOptions(None, "policy/v1beta1"))
+    children = build_children(owner, parse_spec(template["spec"]), BuildOptions(pdb_api_version="policy/v1beta1"))
     started = time.monotonic()
     for child in children:
         child["metadata"].pop("ownerReferences")

@@ -137,7 +137,13 @@ class BuildOptions:
     """What depends on the cluster or on the pipeline's history rather than on its spec."""
 
     restore_path: str | None = None  # savepoint or checkpoint the job starts from
+    job_id: str | None = None  # the job's fixed id; a new one for every new start (see job_id_for)
     pdb_api_version: str = "policy/v1"  # policy/v1beta1 on Kubernetes < 1.21
+
+
+def job_id_for(uid: str, generation: int) -> str:
+    """The fixed Flink job id of a pipeline's ``generation``-th start (32 hex digits)."""
+    return hashlib.sha256(f"{uid}/{generation}".encode()).hexdigest()[:32]
 
 
 def task_managers_for(spec: DataPipelineSpec, parallelism: int | None = None) -> int:
@@ -277,6 +283,11 @@ def flink_configuration(owner: Owner, spec: DataPipelineSpec, options: BuildOpti
     }
     if options.restore_path:
         conf["execution.state-recovery.path"] = options.restore_path
+    if options.job_id:
+        conf["$internal.pipeline.job-id"] = options.job_id
+    # A JobManager that restarts after its job FINISHED (stopped with a savepoint) finds the job in
+    # the job result store and does not run it again; a new start gets a new job id instead.
+    conf["job-result-store.delete-on-commit"] = "false"
     conf.update(flink.configuration)
     return conf
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from obflow_operator.builders import BuildOptions, Owner, build_children
+from obflow_operator.builders import BuildOptions, Owner, build_children, job_id_for
 from obflow_operator.reconcile import OperatorSettings
 from obflow_operator.spec import KIND, SpecError, parse_spec
 
@@ -26,7 +26,8 @@ def render(documents: Iterable[Any], namespace: str = "default") -> Iterator[dic
         name = meta.get("name") or "<unnamed>"
         owner = Owner(name=name, namespace=meta.get("namespace") or namespace, uid=meta.get("uid") or RENDER_UID)
         try:
-            yield from build_children(owner, parse_spec(document.get("spec") or {}), BuildOptions())
+            options = BuildOptions(job_id=job_id_for(owner.uid, 0))  # as for a new pipeline
+            yield from build_children(owner, parse_spec(document.get("spec") or {}), options)
         except SpecError as exc:
             raise SpecError([f"DataPipeline {name}: {p}" for p in exc.problems]) from None
 

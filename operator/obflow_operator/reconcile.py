@@ -18,7 +18,7 @@ from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import NotFoundError
 
 from obflow_operator.apply import ApplyResult, apply_children, patch_status
-from obflow_operator.builders import BuildOptions, Owner, build_children, task_managers_for
+from obflow_operator.builders import BuildOptions, Owner, build_children, job_id_for, task_managers_for
 from obflow_operator.flink_rest import FlinkRest, FlinkRestError, JobOverview
 from obflow_operator.spec import (
     DataPipelineSpec,
@@ -122,7 +122,11 @@ def reconcile(api: DynamicClient, settings: OperatorSettings, body: Mapping[str,
         _suspend(settings, owner, spec, outcome)
         if outcome.status.last_savepoint is not None:
             patch_status(api, meta, outcome.status_patch())
-    options = BuildOptions(restore_path=status.restore_path, pdb_api_version=settings.pdb_api_version)
+    options = BuildOptions(
+        restore_path=status.restore_path,
+        job_id=job_id_for(owner.uid, status.job_generation),
+        pdb_api_version=settings.pdb_api_version,
+    )
     children = build_children(owner, spec, options)
     result = apply_children(api, children, owner.uid)
 
@@ -229,6 +233,7 @@ def take_savepoint(
     status.savepoints = [record, *status.savepoints][:SAVEPOINT_HISTORY]
     status.restore_path = path
     status.job_state = "FINISHED"
+    status.job_generation += 1  # the next start is a new job, from this savepoint
     return path, f"job {job.jid} stopped with savepoint {path}"
 
 

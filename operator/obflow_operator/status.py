@@ -89,6 +89,7 @@ class DataPipelineStatus(StatusModel):
     last_savepoint: SavepointRecord | None = None
     savepoints: list[SavepointRecord] = Field(default_factory=list, description="Newest first.")
     restore_path: str | None = Field(None, description="Savepoint the job (re)starts from.")
+    job_generation: int = Field(0, description="Starts of the job so far; each gets its own fixed job id.")
 
 
 def timestamp(epoch_seconds: float) -> str:

@@ -18,6 +18,7 @@ from obflow_operator.builders import (
     Owner,
     build_children,
     flink_configuration,
+    job_id_for,
 )
 from obflow_operator.main import dump_all, render
 from obflow_operator.spec import parse_spec, runtime_config
@@ -114,6 +115,18 @@ def test_flink_configuration_covers_checkpoints_restarts_metrics_and_memory() ->
     assert "execution.state-recovery.path" not in conf
     restored = flink_configuration(OWNER, spec, BuildOptions(restore_path="file:///data/orders/savepoints/sp-1"))
     assert restored["execution.state-recovery.path"] == "file:///data/orders/savepoints/sp-1"
+
+
+def test_each_start_of_the_job_has_its_own_fixed_job_id() -> None:
+    """A JobManager restarting after its job was stopped with a savepoint must not run it again (the
+    job result store remembers the id); the operator's next start uses the next generation's id."""
+    spec = parse_spec(spec_of(FULL))
+    first = flink_configuration(OWNER, spec, BuildOptions(job_id=job_id_for(OWNER.uid, 0)))
+    second = flink_configuration(OWNER, spec, BuildOptions(job_id=job_id_for(OWNER.uid, 1)))
+    assert first["job-result-store.delete-on-commit"] == "false"
+    assert len(first["$internal.pipeline.job-id"]) == 32
+    assert first["$internal.pipeline.job-id"] != second["$internal.pipeline.job-id"]
+    assert job_id_for(OWNER.uid, 0) == job_id_for(OWNER.uid, 0)  # deterministic across operator restarts
 
 
 def test_every_container_has_liveness_readiness_and_startup_probes_R7_8() -> None:

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import NotFoundError, UnprocessibleEntityError
 
@@ -255,6 +256,7 @@ def test_suspend_stops_the_job_with_a_savepoint_and_resume_restores_from_it(
     pipelines(kube).create(body=manifest, namespace=namespace)
     status = wait_phase(kube, namespace, "trade", "Running")
     assert status["jobId"] == JOB_ID and status["lastCheckpoint"]
+    first_job_id = job_id_in(existing_children(kube, manifest))
 
     patch_spec(kube, namespace, "trade", {"suspend": True})
     status = wait_phase(kube, namespace, "trade", "Suspended")
@@ -273,9 +275,9 @@ def test_suspend_stops_the_job_with_a_savepoint_and_resume_restores_from_it(
     wait_phase(kube, namespace, "trade", "Deploying")
     children = existing_children(kube, manifest)
     assert children["Deployment/trade-jobmanager"]["spec"]["replicas"] == 2
-    assert (
-        f"execution.state-recovery.path: {savepoint}" in children["ConfigMap/trade-flink-config"]["data"]["config.yaml"]
-    )
+    conf = yaml.safe_load(children["ConfigMap/trade-flink-config"]["data"]["config.yaml"])
+    assert conf["execution.state-recovery.path"] == savepoint
+    assert job_id_in(children) != first_job_id  # a new start, not the stopped job again
 
 
 def running_pipeline(
@@ -292,6 +294,11 @@ def running_pipeline(
         "the final-savepoint finalizer on a running pipeline",
     )
     return manifest
+
+
+def job_id_in(children: dict[str, dict[str, Any]]) -> str:
+    conf = yaml.safe_load(children["ConfigMap/trade-flink-config"]["data"]["config.yaml"])
+    return str(conf["$internal.pipeline.job-id"])
 
 
 def _gone(kube: DynamicClient, namespace: str, manifest: dict[str, Any]) -> bool:
