@@ -40,6 +40,19 @@ def readyz(port: int, path: str = "/readyz") -> Readiness:
     return check
 
 
+def stop_process_group(proc: subprocess.Popen[bytes], timeout: float = 20) -> int:
+    """SIGTERM to a process started in its own session, then SIGKILL to its group if it lingers."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+    return proc.wait(30)
+
+
 def obflow_command(*args: str) -> list[str]:
     """``obflow ARGS`` with this interpreter (works before the console script is on PATH)."""
     return [sys.executable, "-m", "obflow.cli", *args]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ import pyflink
 import yaml
 
 from obflow.net import free_port
+from obflow.supervise import stop_process_group
 from obflow_operator.builders import JAVA_17_OPTS
 
 FLINK_HOME = Path(pyflink.__file__).parent
@@ -100,8 +100,7 @@ class StandaloneFlink:
         second job's Python in a TaskManager that ran one before (Java 17: ``NoSuchFieldException:
         loadedLibraryNames`` when pemja reloads its library), so each job needs fresh TaskManagers."""
         for process in self.taskmanager_processes:
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(30)
+            stop_process_group(process)
         self._start_taskmanagers()
         self._wait_ready(timeout, exactly=True)
 
@@ -139,12 +138,5 @@ class StandaloneFlink:
 
     def stop(self) -> None:
         for process in self.processes:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-        for process in self.processes:
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+            stop_process_group(process)
         self.processes.clear()

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import yaml
 
+from obflow.supervise import stop_process_group
+
 BIN_DIR = Path(os.environ.get("OBFLOW_KUBE_CACHE", Path.home() / ".cache/obflow/kubernetes")) / "bin"
 SERVICE_RANGE = "10.96.0.0/24"
 ADMIN_TOKEN_USER = "obflow-admin"
@@ -177,14 +179,7 @@ class ControlPlane:
 
     def stop(self) -> None:
         for name in reversed(list(self.processes)):
-            process = self.processes[name]
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-                try:
-                    process.wait(10)
-                except subprocess.TimeoutExpired:
-                    os.killpg(process.pid, signal.SIGKILL)
-                    process.wait()
+            stop_process_group(self.processes[name], timeout=10)
         self.processes.clear()
 
 

@@ -5,9 +5,6 @@ savepoint, and a restore at another parallelism, with every change in the output
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +13,7 @@ import pytest
 
 from obflow.datahub.emulator import DataHubEmulator
 from obflow.sample import change_stream
+from obflow.supervise import stop_process_group
 from obflow_operator.flink_rest import FlinkRest, FlinkRestError, JobOverview
 from tests.datahub.conftest import ACCESS_KEY
 from tests.flink.standalone import StandaloneFlink
@@ -32,12 +30,6 @@ def cluster(tmp_path: Path) -> Iterator[StandaloneFlink]:
     flink = StandaloneFlink(tmp_path / "flink", slots=4, adaptive=True, extra_env=RUNNER_ENV).start()
     yield flink
     flink.stop()
-
-
-def stop_runner(runner: subprocess.Popen[bytes]) -> None:
-    if runner.poll() is None:
-        os.killpg(runner.pid, signal.SIGTERM)
-        runner.wait(60)
 
 
 def running_job(rest: FlinkRest, parallelism: int, timeout: float = 120) -> JobOverview:
@@ -95,7 +87,7 @@ def test_savepoint_metrics_in_place_rescale_stop_and_restore_exactly_once_R6_3_R
         stopped_at = rest.stop_with_savepoint(job.jid, savepoints, timeout=60)
         assert runner.wait(60) == 0
     finally:
-        stop_runner(runner)
+        stop_process_group(runner, timeout=60)
 
     # more changes and a replay arrive while no job runs; restore from the savepoint at 3 on new
     # TaskManagers, as a redeploy gives new pods
@@ -109,7 +101,7 @@ def test_savepoint_metrics_in_place_rescale_stop_and_restore_exactly_once_R6_3_R
         running_job(rest, 3)
         rows = wait_for_rows(config, 3000, runner)
     finally:
-        stop_runner(runner)
+        stop_process_group(runner, timeout=60)
     ids = [str(row["_event_id"]) for row in rows]
     assert len(ids) == len(set(ids)) == 3000
     print(f"in-place rescale 2 -> 4: {in_place_seconds:.1f}s until every vertex ran at 4")
