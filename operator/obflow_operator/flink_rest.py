@@ -151,6 +151,10 @@ class FlinkRest:
             records_in_per_second=agg("numRecordsInPerSecond", "sum"),
         )
 
+    def cancel(self, job_id: str) -> None:
+        """Cancel the job; with RETAIN_ON_CANCELLATION its retained checkpoints stay restorable."""
+        self._call("PATCH", f"/jobs/{job_id}?mode=cancel")
+
     def trigger_savepoint(self, job_id: str, target_directory: str, timeout: float) -> str:
         """Take a savepoint of the running job (it keeps running); returns its location."""
         body = {"target-directory": target_directory, "cancel-job": False}

@@ -22,6 +22,7 @@ from obflow_operator.reconcile import (
     Event,
     OperatorSettings,
     Outcome,
+    UpgradeBlockedError,
     final_savepoint,
     invalid_spec,
     needs_final_savepoint,
@@ -92,6 +93,10 @@ def reconcile_pipeline(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_:
         metrics.RECONCILES.labels(result="error").inc()
         metrics.ERRORS.labels(kind="name_clash").inc()
         post_events(memo.api, body, [Event("Warning", "NameClash", str(exc))])
+        raise kopf.TemporaryError(str(exc), delay=60) from None
+    except UpgradeBlockedError as exc:
+        metrics.RECONCILES.labels(result="blocked").inc()
+        post_events(memo.api, body, [Event("Warning", "UpgradeBlocked", str(exc))])
         raise kopf.TemporaryError(str(exc), delay=60) from None
     except ApiException as exc:
         metrics.RECONCILES.labels(result="error").inc()

@@ -8,6 +8,7 @@ path, savepoints); each function can run again after a crash and converges.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
 from contextlib import suppress
@@ -19,6 +20,7 @@ from kubernetes.dynamic.exceptions import NotFoundError
 
 from obflow_operator.apply import ApplyResult, apply_children, patch_status
 from obflow_operator.builders import BuildOptions, Owner, build_children, job_id_for, task_managers_for
+from obflow_operator.changes import Change, classify, required_actions
 from obflow_operator.flink_rest import FlinkRest, FlinkRestError, JobOverview
 from obflow_operator.spec import (
     DataPipelineSpec,
@@ -118,10 +120,13 @@ def reconcile(api: DynamicClient, settings: OperatorSettings, body: Mapping[str,
     if status.phase is None:
         outcome.move(Phase.PENDING, "Accepted", "spec accepted")
 
+    generation_before = status.job_generation
     if spec.suspend and status.phase not in {Phase.SUSPENDED}:
         _suspend(settings, owner, spec, outcome)
-        if outcome.status.last_savepoint is not None:
-            patch_status(api, meta, outcome.status_patch())
+    elif status.last_reconciled_spec and status.job_state == "RUNNING":
+        stop_for_job_change(settings, owner, parse_spec(json.loads(status.last_reconciled_spec)), spec, outcome)
+    if status.job_generation != generation_before:  # the job was stopped: its restore point goes on record first
+        patch_status(api, meta, outcome.status_patch())
     options = BuildOptions(
         restore_path=status.restore_path,
         job_id=job_id_for(owner.uid, status.job_generation),
@@ -131,6 +136,7 @@ def reconcile(api: DynamicClient, settings: OperatorSettings, body: Mapping[str,
     result = apply_children(api, children, owner.uid)
 
     status.observed_generation = meta.get("generation")
+    status.last_reconciled_spec = json.dumps(spec.model_dump(by_alias=True, mode="json"), sort_keys=True)
     status.conditions = with_condition(status.conditions, "SpecValid", "True", "Valid", "the spec is valid")
     status.conditions = with_condition(
         status.conditions, "ChildrenApplied", "True", "Applied", _describe(result) or "every child up to date"
@@ -235,6 +241,68 @@ def take_savepoint(
     status.job_state = "FINISHED"
     status.job_generation += 1  # the next start is a new job, from this savepoint
     return path, f"job {job.jid} stopped with savepoint {path}"
+
+
+class UpgradeBlockedError(RuntimeError):
+    """A job change cannot be rolled out without losing state; the job keeps running unchanged."""
+
+
+def stop_for_job_change(
+    settings: OperatorSettings, owner: Owner, old: DataPipelineSpec, spec: DataPipelineSpec, outcome: Outcome
+) -> None:
+    """Before a rescale or upgrade reaches a running job, stop the job at a point it restarts from,
+    per ``flink.upgradeMode``: a savepoint (falling back to the newest retained checkpoint when the
+    savepoint fails), the newest retained checkpoint, or nothing (stateless). Never into empty state
+    unless the spec says stateless: without a savepoint or a checkpoint this raises
+    :class:`UpgradeBlockedError` and the job keeps running."""
+    actions = required_actions(old, spec) & {Change.RESCALE, Change.UPGRADE}
+    if not actions:
+        return
+    target = Phase.UPGRADING if Change.UPGRADE in actions else Phase.RESCALING
+    fields = ", ".join(path for path, kinds in classify(old, spec).items() if kinds & actions)
+    mode = spec.flink.upgrade_mode
+    outcome.move(target, str(target), f"{fields} changed: {mode} upgrade of the running job")
+    status = outcome.status
+    if mode == "savepoint":
+        path, what = take_savepoint(
+            settings, owner, spec, status, "rescale" if target == Phase.RESCALING else "upgrade"
+        )
+        if path:
+            outcome.events.append(Event("Normal", "Savepoint", what))
+            return
+        outcome.events.append(Event("Warning", "SavepointFailed", f"{what}; falling back to the latest checkpoint"))
+    checkpoint = _cancel_at_latest_checkpoint(settings, owner, status, keep_state=mode != "stateless")
+    if checkpoint is None and mode != "stateless":
+        raise UpgradeBlockedError(
+            f"{fields} not rolled out: no savepoint and no retained checkpoint to restart from, and the job "
+            "keeps running; wait for a checkpoint, or set flink.upgradeMode: stateless to start empty"
+        )
+    restored = f"restarting from checkpoint {checkpoint}" if checkpoint else "restarting with empty state (stateless)"
+    outcome.events.append(Event("Normal", "JobStopped", restored))
+
+
+def _cancel_at_latest_checkpoint(
+    settings: OperatorSettings, owner: Owner, status: DataPipelineStatus, keep_state: bool
+) -> str | None:
+    """Cancel the running job, recording its newest retained checkpoint as the restore point; with
+    ``keep_state`` and no checkpoint, leave the job alone and return None."""
+    found = _running_job(settings, owner)
+    if found is None:
+        return None
+    rest, job = found
+    try:
+        checkpoint = rest.checkpoints(job.jid).latest_path if keep_state else None
+        if keep_state and checkpoint is None:
+            return None
+        rest.cancel(job.jid)
+    except FlinkRestError:
+        return None
+    finally:
+        rest.close()
+    status.restore_path = checkpoint
+    status.job_state = "CANCELED"
+    status.job_generation += 1
+    return checkpoint
 
 
 def _suspend(settings: OperatorSettings, owner: Owner, spec: DataPipelineSpec, outcome: Outcome) -> None:

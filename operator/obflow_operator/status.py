@@ -90,6 +90,7 @@ class DataPipelineStatus(StatusModel):
     savepoints: list[SavepointRecord] = Field(default_factory=list, description="Newest first.")
     restore_path: str | None = Field(None, description="Savepoint the job (re)starts from.")
     job_generation: int = Field(0, description="Starts of the job so far; each gets its own fixed job id.")
+    last_reconciled_spec: str | None = Field(None, description="The spec last applied, as JSON.")
 
 
 def timestamp(epoch_seconds: float) -> str:

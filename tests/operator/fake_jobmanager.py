@@ -1,6 +1,7 @@
 """A stand-in for a JobManager's REST API: MOCK, because no kubelet runs here to start the real
 JobManager pod the operator created. It answers the calls the operator makes (job overview,
-checkpoints, stop-with-savepoint) the way Flink 2.3 does. The real Flink side is exercised by the
+checkpoints, stop-with-savepoint, cancel) the way Flink 2.3 does (tests/operator/test_flink_rest.py
+checks the client against a real cluster). The real Flink side is exercised by the
 Flink job tests and, with the lifecycle, against a standalone cluster."""
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ class FakeJobManager:
         self.state = "RUNNING"
         self.savepoint_dir = savepoint_dir
         self.stop_requests: list[dict[str, Any]] = []
+        self.cancel_requests = 0
         self.fail_savepoint = False
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
@@ -66,6 +68,14 @@ class FakeJobManager:
                     if not fake.fail_savepoint:
                         fake.state = "FINISHED"
                     self._reply({"request-id": "trigger-1"}, 202)
+                else:
+                    self._reply({"errors": ["Not found: " + self.path]}, 404)
+
+            def do_PATCH(self) -> None:
+                if self.path == f"/jobs/{JOB_ID}?mode=cancel":
+                    fake.cancel_requests += 1
+                    fake.state = "CANCELED"
+                    self._reply({}, 202)
                 else:
                     self._reply({"errors": ["Not found: " + self.path]}, 404)
 

@@ -49,6 +49,16 @@ def wait_phase(kube: DynamicClient, namespace: str, name: str, phase: str, timeo
     return status
 
 
+def wait_reconciled(kube: DynamicClient, namespace: str, name: str, generation: int) -> dict[str, Any]:
+    """The status once the reconcile of ``generation`` has finished (its Events are posted by then)."""
+    status: dict[str, Any] = wait_for(
+        lambda: (s := status_of(kube, namespace, name)).get("observedGeneration") == generation and s,
+        40,
+        f"{name} generation {generation} reconciled",
+    )
+    return status
+
+
 def wait_observed(kube: DynamicClient, namespace: str, name: str) -> None:
     """Until the observer has looked at the pipeline once (it sets the JobRunning condition)."""
     wait_for(
@@ -240,7 +250,7 @@ def test_a_spec_change_updates_exactly_the_children_it_affects(
     before = _versions(existing_children(kube, manifest))
 
     patch_spec(kube, namespace, "orders", {"capture": {"pollInterval": "1s"}})
-    wait_for(lambda: status_of(kube, namespace, "orders").get("observedGeneration") == 2, 30, "generation 2")
+    wait_reconciled(kube, namespace, "orders", 2)
     after = _versions(existing_children(kube, manifest))
     assert {k for k in after if after[k] != before[k]} == {"ConfigMap/orders-capture-env", "Deployment/orders-capture"}
     capture_env = existing_children(kube, manifest)["ConfigMap/orders-capture-env"]["data"]
@@ -375,3 +385,46 @@ def test_the_observer_never_overwrites_a_newer_status(
 
     assert patch_status(kube, stale["metadata"], {"phase": "Running"}, only_over_version=True) is False
     assert status_of(kube, namespace, "trade")["phase"] == "Suspended"
+
+
+def test_a_parallelism_change_of_a_running_job_goes_through_a_savepoint_R6_3(
+    kube: DynamicClient, namespace: str, start_operator: StartOperator, fake_jobmanager: FakeJobManager
+) -> None:
+    manifest = running_pipeline(kube, namespace, start_operator, fake_jobmanager)
+    first_job_id = job_id_in(existing_children(kube, manifest))
+    patch_spec(kube, namespace, "trade", {"capture": {"batchSize": 500}})  # capture only: the job is left alone
+    wait_reconciled(kube, namespace, "trade", 2)
+    assert fake_jobmanager.stop_requests == [] and status_of(kube, namespace, "trade")["phase"] == "Running"
+
+    patch_spec(kube, namespace, "trade", {"flink": {"parallelism": 4}})
+    status = wait_reconciled(kube, namespace, "trade", 3)
+    assert status["phase"] == "Rescaling"
+    assert len(fake_jobmanager.stop_requests) == 1
+    assert status["lastSavepoint"]["reason"] == "rescale"
+    assert status["restorePath"] == status["lastSavepoint"]["path"] and status["jobGeneration"] == 1
+    children = existing_children(kube, manifest)
+    conf = yaml.safe_load(children["ConfigMap/trade-flink-config"]["data"]["config.yaml"])
+    assert conf["parallelism.default"] == "4" and conf["execution.state-recovery.path"] == status["restorePath"]
+    assert job_id_in(children) != first_job_id
+    assert children["Deployment/trade-taskmanager"]["spec"]["replicas"] == 2
+    assert "flink.parallelism changed: savepoint upgrade" in status["message"]
+
+    fake_jobmanager.state = "RUNNING"  # the redeployed JobManager runs the job from the savepoint
+    wait_phase(kube, namespace, "trade", "Running")
+
+
+def test_a_failed_savepoint_falls_back_to_the_latest_checkpoint_never_to_empty_state(
+    kube: DynamicClient, namespace: str, start_operator: StartOperator, fake_jobmanager: FakeJobManager
+) -> None:
+    running_pipeline(kube, namespace, start_operator, fake_jobmanager)
+    fake_jobmanager.fail_savepoint = True
+    patch_spec(kube, namespace, "trade", {"flink": {"checkpoint": {"interval": "1m"}}})
+    status = wait_reconciled(kube, namespace, "trade", 2)
+    assert status["phase"] == "Upgrading"
+    assert fake_jobmanager.cancel_requests == 1
+    assert status["restorePath"] == "file:///c/chk-7"  # the newest retained checkpoint
+    failed = [e["message"] for e in events_of(kube, namespace, "trade") if e["reason"] == "SavepointFailed"]
+    assert failed and "falling back to the latest checkpoint" in failed[0]
+    assert "restarting from checkpoint file:///c/chk-7" in [
+        e["message"] for e in events_of(kube, namespace, "trade") if e["reason"] == "JobStopped"
+    ]
