@@ -1,5 +1,6 @@
-"""What the operator does for a ``DataPipeline``, apart from kopf: reconcile (spec → children), observe
-(children and job → status), suspend/resume and the final savepoint. Handlers in
+"""What the operator does for a ``DataPipeline``, apart from kopf: reconcile (spec → children, stopping a
+running job at a restorable point first when a change needs it), observe (children and job → status),
+suspend/resume and the final savepoint. Handlers in
 :mod:`obflow_operator.handlers` call these and write the returned status and events.
 
 Everything that must survive an operator restart lives in the resource's status (phase, restore
