@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -41,6 +42,9 @@ class StandaloneFlink:
         self.conf_dir = workdir / "conf"
         self.processes: list[subprocess.Popen[bytes]] = []
         self.adaptive = adaptive
+        self.taskmanager_restarts = 0
+        self._stopping = threading.Event()
+        self._replacing = False
 
     def env(self) -> dict[str, str]:
         site = [p for p in sys.path if p.endswith("site-packages")]
@@ -90,23 +94,39 @@ class StandaloneFlink:
         return self
 
     def _start_taskmanagers(self) -> None:
-        self.taskmanager_processes = [
-            self._spawn(f"taskmanager-{n}", [str(FLINK_HOME / "bin" / "taskmanager.sh"), "start-foreground"])
-            for n in range(self.taskmanagers)
-        ]
+        self.taskmanager_processes = [self._spawn_taskmanager(n) for n in range(self.taskmanagers)]
+        if not hasattr(self, "_watcher"):
+            self._watcher = threading.Thread(target=self._restart_crashed_taskmanagers, daemon=True)
+            self._watcher.start()
+
+    def _spawn_taskmanager(self, number: int) -> subprocess.Popen[bytes]:
+        return self._spawn(f"taskmanager-{number}", [str(FLINK_HOME / "bin" / "taskmanager.sh"), "start-foreground"])
+
+    def _restart_crashed_taskmanagers(self) -> None:
+        """Restart a TaskManager whose process died, as the kubelet restarts a crashed pod; counted in
+        ``taskmanager_restarts`` (a JVM crash leaves hs_err_pid*.log in the work directory)."""
+        while not self._stopping.wait(1.0):
+            for number, process in enumerate(self.taskmanager_processes):
+                if process.poll() is not None and not self._replacing:
+                    self.taskmanager_restarts += 1
+                    self.taskmanager_processes[number] = self._spawn_taskmanager(number)
 
     def replace_taskmanagers(self, timeout: float = 90) -> None:
         """New TaskManager processes, as a redeploy gives new pods. PyFlink's thread mode cannot start a
         second job's Python in a TaskManager that ran one before (Java 17: ``NoSuchFieldException:
         loadedLibraryNames`` when pemja reloads its library), so each job needs fresh TaskManagers."""
+        self._replacing = True
         for process in self.taskmanager_processes:
             stop_process_group(process)
         self._start_taskmanagers()
+        self._replacing = False
         self._wait_ready(timeout, exactly=True)
 
     def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
         log = (self.workdir / f"{name}.out").open("ab")
-        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=self.env(), start_new_session=True)
+        process = subprocess.Popen(
+            argv, stdout=log, stderr=subprocess.STDOUT, env=self.env(), cwd=self.workdir, start_new_session=True
+        )
         self.processes.append(process)
         return process
 
@@ -137,6 +157,7 @@ class StandaloneFlink:
         )
 
     def stop(self) -> None:
+        self._stopping.set()
         for process in self.processes:
             stop_process_group(process)
         self.processes.clear()
