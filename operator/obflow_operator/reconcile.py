@@ -22,7 +22,7 @@ from kubernetes.dynamic.exceptions import NotFoundError
 from obflow_operator.apply import ApplyResult, apply_children, patch_status
 from obflow_operator.builders import BuildOptions, Owner, build_children, job_id_for, task_managers_for
 from obflow_operator.changes import Change, classify, required_actions
-from obflow_operator.flink_rest import FlinkRest, FlinkRestError, JobOverview
+from obflow_operator.flink_rest import FlinkRest, FlinkRestError, JobDetails, JobOverview
 from obflow_operator.spec import (
     DataPipelineSpec,
     SpecError,
@@ -360,13 +360,22 @@ class Observation:
     capture_ready: int
     job: JobOverview | None
     checkpoint_time_ms: int | None = None
+    details: JobDetails | None = None  # vertices, when the job runs
 
 
-def observed_phase(current: Phase | None, seen: Observation) -> tuple[Phase | None, str]:
-    """The phase the observation implies for a pipeline in ``current`` (pure; None: leave it)."""
+def observed_phase(
+    current: Phase | None, seen: Observation, parallelism: int | None = None
+) -> tuple[Phase | None, str]:
+    """The phase the observation implies for a pipeline in ``current`` (pure; None: leave it). After a
+    rescale or upgrade the job counts as running again only when every vertex runs at ``parallelism``."""
     state = seen.job.state if seen.job else None
-    if current in {Phase.DEPLOYING, Phase.RESCALING, Phase.UPGRADING} and state == "RUNNING":
-        return Phase.RUNNING, f"job {seen.job.jid if seen.job else ''} is RUNNING"
+    jid = seen.job.jid if seen.job else ""
+    if current == Phase.DEPLOYING and state == "RUNNING":
+        return Phase.RUNNING, f"job {jid} is RUNNING"
+    if current in {Phase.RESCALING, Phase.UPGRADING} and state == "RUNNING":
+        if seen.details is not None and seen.details.all_running(parallelism):
+            return Phase.RUNNING, f"job {jid} is RUNNING, every vertex at parallelism {parallelism}"
+        return None, ""
     if current == Phase.RUNNING and state == "FAILED":
         return Phase.FAILED, "the job FAILED; its exceptions are in the JobManager log"
     if current == Phase.RUNNING and seen.jobmanagers_available == 0:
@@ -403,7 +412,7 @@ def observe(api: DynamicClient, settings: OperatorSettings, body: Mapping[str, A
     )
     with suppress(SpecError):  # the reconcile has said what is wrong with the spec
         check_secrets(api, owner, parse_spec(dict(body["spec"])), outcome)
-    target, why = observed_phase(status.phase, seen)
+    target, why = observed_phase(status.phase, seen, status.parallelism)
     if target is not None:
         outcome.move(target, "Observed", why)
     return outcome
@@ -420,7 +429,7 @@ def _available(api: DynamicClient, owner: Owner, component: str, field_name: str
 
 def _observation(api: DynamicClient, settings: OperatorSettings, owner: Owner) -> Observation:
     jobmanagers = _available(api, owner, "jobmanager", "availableReplicas")
-    job, checkpoint_ms = None, None
+    job, checkpoint_ms, details = None, None, None
     # asked even when no JobManager looks available: the answer is quick either way, and the
     # Deployment's availability lags the JobManager's own
     rest = settings.rest(owner.name, owner.namespace, retries=0)
@@ -428,6 +437,7 @@ def _observation(api: DynamicClient, settings: OperatorSettings, owner: Owner) -
         job = rest.current_job()
         if job is not None:
             checkpoint_ms = rest.checkpoints(job.jid).latest_time_ms
+            details = rest.job(job.jid) if job.state == "RUNNING" else None
     except FlinkRestError as exc:
         log.debug("JobManager of %s/%s not answering: %s", owner.namespace, owner.name, exc)
     finally:
@@ -438,4 +448,5 @@ def _observation(api: DynamicClient, settings: OperatorSettings, owner: Owner) -
         capture_ready=_available(api, owner, "capture", "readyReplicas"),
         job=job,
         checkpoint_time_ms=checkpoint_ms,
+        details=details,
     )

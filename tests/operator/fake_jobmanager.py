@@ -21,6 +21,7 @@ class FakeJobManager:
         self.stop_requests: list[dict[str, Any]] = []
         self.cancel_requests = 0
         self.fail_savepoint = False
+        self.parallelism = 2  # of the DataHub-reading vertex; the ticker runs at 1
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
@@ -47,6 +48,12 @@ class FakeJobManager:
             def do_GET(self) -> None:
                 if self.path == "/jobs/overview":
                     self._reply({"jobs": [{"jid": JOB_ID, "name": "obflow", "state": fake.state, "start-time": 1}]})
+                elif self.path == f"/jobs/{JOB_ID}":
+                    vertices = [
+                        {"id": "v1", "name": "Source: ticks", "parallelism": 1, "status": fake.state},
+                        {"id": "v2", "name": "DataHub shards", "parallelism": fake.parallelism, "status": fake.state},
+                    ]
+                    self._reply({"jid": JOB_ID, "name": "obflow", "state": fake.state, "vertices": vertices})
                 elif self.path == f"/jobs/{JOB_ID}/checkpoints":
                     latest = {"id": 7, "latest_ack_timestamp": 1_795_000_000_000, "external_path": "file:///c/chk-7"}
                     self._reply({"counts": {"completed": 7, "failed": 0}, "latest": {"completed": latest}})

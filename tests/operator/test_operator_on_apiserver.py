@@ -409,8 +409,12 @@ def test_a_parallelism_change_of_a_running_job_goes_through_a_savepoint_R6_3(
     assert children["Deployment/trade-taskmanager"]["spec"]["replicas"] == 2
     assert "flink.parallelism changed: savepoint upgrade" in status["message"]
 
-    fake_jobmanager.state = "RUNNING"  # the redeployed JobManager runs the job from the savepoint
-    wait_phase(kube, namespace, "trade", "Running")
+    fake_jobmanager.state = "RUNNING"  # the redeployed JobManager runs the job from the savepoint, ...
+    wait_for(lambda: status_of(kube, namespace, "trade").get("jobState") == "RUNNING", 30, "the job seen running")
+    assert status_of(kube, namespace, "trade")["phase"] == "Rescaling"  # ... but not yet at parallelism 4
+    fake_jobmanager.parallelism = 4
+    status = wait_phase(kube, namespace, "trade", "Running")
+    assert "every vertex at parallelism 4" in status["message"]
 
 
 def test_a_failed_savepoint_falls_back_to_the_latest_checkpoint_never_to_empty_state(
