@@ -45,6 +45,7 @@ class StandaloneFlink:
         self.taskmanager_restarts = 0
         self._stopping = threading.Event()
         self._replacing = False
+        self._lock = threading.Lock()
 
     def env(self) -> dict[str, str]:
         site = [p for p in sys.path if p.endswith("site-packages")]
@@ -106,20 +107,25 @@ class StandaloneFlink:
         """Restart a TaskManager whose process died, as the kubelet restarts a crashed pod; counted in
         ``taskmanager_restarts`` (a JVM crash leaves hs_err_pid*.log in the work directory)."""
         while not self._stopping.wait(1.0):
-            for number, process in enumerate(self.taskmanager_processes):
-                if process.poll() is not None and not self._replacing:
-                    self.taskmanager_restarts += 1
-                    self.taskmanager_processes[number] = self._spawn_taskmanager(number)
+            with self._lock:  # never races stop() or replace_taskmanagers() into an orphan process
+                if self._stopping.is_set() or self._replacing:
+                    continue
+                for number, process in enumerate(self.taskmanager_processes):
+                    if process.poll() is not None:
+                        self.taskmanager_restarts += 1
+                        self.taskmanager_processes[number] = self._spawn_taskmanager(number)
 
     def replace_taskmanagers(self, timeout: float = 90) -> None:
         """New TaskManager processes, as a redeploy gives new pods. PyFlink's thread mode cannot start a
         second job's Python in a TaskManager that ran one before (Java 17: ``NoSuchFieldException:
         loadedLibraryNames`` when pemja reloads its library), so each job needs fresh TaskManagers."""
-        self._replacing = True
+        with self._lock:
+            self._replacing = True
         for process in self.taskmanager_processes:
             stop_process_group(process)
         self._start_taskmanagers()
-        self._replacing = False
+        with self._lock:
+            self._replacing = False
         self._wait_ready(timeout, exactly=True)
 
     def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
@@ -157,7 +163,8 @@ class StandaloneFlink:
         )
 
     def stop(self) -> None:
-        self._stopping.set()
+        with self._lock:
+            self._stopping.set()
         for process in self.processes:
             stop_process_group(process)
         self.processes.clear()

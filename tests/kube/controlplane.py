@@ -29,6 +29,7 @@ from obflow.supervise import stop_process_group
 BIN_DIR = Path(os.environ.get("OBFLOW_KUBE_CACHE", Path.home() / ".cache/obflow/kubernetes")) / "bin"
 SERVICE_RANGE = "10.96.0.0/24"
 ADMIN_TOKEN_USER = "obflow-admin"
+BIND_ATTEMPTS = 3
 
 
 def free_port() -> int:
@@ -68,14 +69,23 @@ class ControlPlane:
         problems = missing_prerequisites()
         if problems:
             raise RuntimeError("cannot start the control plane; missing: " + ", ".join(problems))
-        try:
-            self._start(timeout)
-        except BaseException:
-            self.stop()
-            raise
-        return self
+        for attempt in range(1, BIND_ATTEMPTS + 1):
+            try:
+                self._start(timeout)
+                return self
+            except RuntimeError as exc:
+                self.stop()
+                # a port picked free was taken before the process bound it: pick others
+                if "address already in use" not in str(exc) or attempt == BIND_ATTEMPTS:
+                    raise
+            except BaseException:
+                self.stop()
+                raise
+        raise AssertionError("unreachable")
 
     def _start(self, timeout: float) -> None:
+        self.port = free_port()
+        self.url = f"https://127.0.0.1:{self.port}"
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._write_credentials()
         etcd_port, peer_port = free_port(), free_port()
