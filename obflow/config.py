@@ -379,7 +379,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 def env_overrides() -> dict[str, str]:
     """Dotted config keys set from the environment, each mapped to the variable that set it."""
     source = EnvSettingsSource(ObflowConfig, env_prefix=ENV_PREFIX, env_nested_delimiter=ENV_NESTED_DELIMITER)
-    overridden = {key for key, _ in _flatten(source())}
+    overridden = {key for key, _ in flatten(source())}
     by_key: dict[str, str] = {}
     for name in os.environ:
         if not name.upper().startswith(ENV_PREFIX):
@@ -407,10 +407,11 @@ def redacted_dump(config: ObflowConfig) -> dict[str, Any]:
     return config.model_dump(mode="json")
 
 
-def _flatten(data: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+def flatten(data: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """``(dotted key, value)`` of every leaf of nested mappings."""
     for key, value in data.items():
         if isinstance(value, Mapping):
-            yield from _flatten(value, f"{prefix}{key}.")
+            yield from flatten(value, f"{prefix}{key}.")
         else:
             yield f"{prefix}{key}", value
 

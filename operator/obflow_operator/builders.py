@@ -30,7 +30,7 @@ from typing import Any
 
 import yaml
 
-from obflow.config import ObflowConfig
+from obflow.config import ENV_NESTED_DELIMITER, ENV_PREFIX, ObflowConfig, flatten
 from obflow_operator.spec import (
     CAPTURE_HTTP_PORT,
     FLINK_METRICS_PORT,
@@ -196,24 +196,14 @@ SECRET_SETTINGS = ("source.user", "source.password", "datahub.access_id", "datah
 def env_settings(config: ObflowConfig, selected: tuple[str, ...]) -> dict[str, str]:
     """``OBFLOW_*`` variables for the ``selected`` dotted settings (sections or keys), secrets excluded."""
     out: dict[str, str] = {}
-    for key, value in _leaves(config.model_dump(mode="json")):
+    for key, value in flatten(config.model_dump(mode="json")):
         if key in SECRET_SETTINGS or not any(key == s or key.startswith(s + ".") for s in selected):
             continue
         if value is None:
             continue
         text = value if isinstance(value, str) else json.dumps(value)
-        out["OBFLOW_" + key.upper().replace(".", "__")] = text
+        out[ENV_PREFIX + key.upper().replace(".", ENV_NESTED_DELIMITER)] = text
     return dict(sorted(out.items()))
-
-
-def _leaves(data: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
-    items: list[tuple[str, Any]] = []
-    for key, value in data.items():
-        if isinstance(value, dict):
-            items += _leaves(value, f"{prefix}{key}.")
-        else:
-            items.append((f"{prefix}{key}", value))
-    return items
 
 
 def _secret_env(variable: str, ref: SecretKeyRef) -> dict[str, Any]:
@@ -393,16 +383,13 @@ def _container(
     }
 
 
-def _http_probe(path: str, port: str, period: int, failures: int, initial: int = 0) -> dict[str, Any]:
-    probe: dict[str, Any] = {
+def _http_probe(path: str, port: str, period: int, failures: int) -> dict[str, Any]:
+    return {
         "httpGet": {"path": path, "port": port},
         "periodSeconds": period,
         "timeoutSeconds": 5,
         "failureThreshold": failures,
     }
-    if initial:
-        probe["initialDelaySeconds"] = initial
-    return probe
 
 
 def _deployment(
@@ -421,6 +408,9 @@ def _deployment(
     }
 
 
+# one new pod at a time, the old one kept until it is ready: with HA the standby JobManager takes
+# over while the other is replaced
+ONE_NEW_POD_AT_A_TIME = {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
 POD_IP_ENV = {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}
 
 
@@ -501,8 +491,6 @@ def build_jobmanager(owner: Owner, spec: DataPipelineSpec, config_hash: str) -> 
     replicas = 0 if spec.suspend else jm.replicas
     template = _pod_template(owner, spec, "jobmanager", [container], volumes, config_hash)
     name = f"{owner.name}-jobmanager"
-    # one new JobManager at a time: with HA the standby takes over while the other is replaced
-    rolling = {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
     service = {
         "apiVersion": "v1",
         "kind": "Service",
@@ -517,7 +505,7 @@ def build_jobmanager(owner: Owner, spec: DataPipelineSpec, config_hash: str) -> 
             ],
         },
     }
-    return [_deployment(owner, name, "jobmanager", replicas, template, rolling), service]
+    return [_deployment(owner, name, "jobmanager", replicas, template, ONE_NEW_POD_AT_A_TIME), service]
 
 
 def build_taskmanager(owner: Owner, spec: DataPipelineSpec, config_hash: str) -> dict[str, Any]:
@@ -545,8 +533,7 @@ def build_taskmanager(owner: Owner, spec: DataPipelineSpec, config_hash: str) ->
     }
     replicas = 0 if spec.suspend else task_managers_for(spec)
     template = _pod_template(owner, spec, "taskmanager", [container], volumes, config_hash)
-    rolling = {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
-    return _deployment(owner, f"{owner.name}-taskmanager", "taskmanager", replicas, template, rolling)
+    return _deployment(owner, f"{owner.name}-taskmanager", "taskmanager", replicas, template, ONE_NEW_POD_AT_A_TIME)
 
 
 def build_capture(owner: Owner, spec: DataPipelineSpec, config_hash: str) -> dict[str, Any]:

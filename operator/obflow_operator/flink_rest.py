@@ -88,6 +88,12 @@ class FlinkRest:
     def close(self) -> None:
         self._http.close()
 
+    def __enter__(self) -> FlinkRest:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
     def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         for attempt in range(self.retries + 1):
             try:

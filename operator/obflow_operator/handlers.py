@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from typing import Any
 
 import kopf
@@ -57,11 +58,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     memo.api = api_client()
     operator_settings: OperatorSettings = memo.get("settings") or OperatorSettings()
     if not served(memo.api, "policy/v1", "PodDisruptionBudget"):
-        operator_settings = OperatorSettings(
-            rest_url_template=operator_settings.rest_url_template,
-            pdb_api_version="policy/v1beta1",
-            rest_timeout=operator_settings.rest_timeout,
-        )
+        operator_settings = replace(operator_settings, pdb_api_version="policy/v1beta1")
     memo.settings = operator_settings
     memo.observer = Observer(memo.api, operator_settings, list(memo.get("namespaces") or []), OBSERVE_INTERVAL).start()
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import collections
+
 from prometheus_client import Counter, Gauge, Histogram
 
 RECONCILES = Counter("obflow_operator_reconciles", "Reconciles of DataPipelines, by result", ["result"])
@@ -13,7 +15,8 @@ RECONCILE_SECONDS = Histogram(
 ERRORS = Counter("obflow_operator_errors", "Reconcile and observe errors, by kind", ["kind"])
 PIPELINES = Gauge("obflow_operator_pipelines", "DataPipelines by phase", ["phase"])
 
-_phases: dict[str, str] = {}
+_phases: dict[str, str] = {}  # pipeline -> its phase
+_exported: set[str] = set()  # every phase the gauge has a series for; an emptied one goes to 0
 
 
 def record_phase(key: str, phase: str | None) -> None:
@@ -22,8 +25,7 @@ def record_phase(key: str, phase: str | None) -> None:
         _phases.pop(key, None)
     else:
         _phases[key] = phase
-    counts: dict[str, int] = {}
-    for value in _phases.values():
-        counts[value] = counts.get(value, 0) + 1
-    for label in {*counts, *(s.labels.get("phase", "") for m in PIPELINES.collect() for s in m.samples)}:
-        PIPELINES.labels(phase=label).set(counts.get(label, 0))
+    counts = collections.Counter(_phases.values())
+    _exported.update(counts)
+    for label in _exported:
+        PIPELINES.labels(phase=label).set(counts[label])

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
-from contextlib import suppress
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -183,7 +183,7 @@ def check_secrets(api: DynamicClient, owner: Owner, spec: DataPipelineSpec, outc
         outcome.status.conditions = with_condition(
             outcome.status.conditions, "CredentialsFound", "False", "SecretMissing", message
         )
-        if not (was_missing and before is not None and before.message == message):  # said once, not every round
+        if not (was_missing and before and before.message == message):  # said once, not every round
             outcome.events.append(Event("Warning", "SecretMissing", message))
     else:
         outcome.status.conditions = with_condition(
@@ -207,34 +207,30 @@ def _touches_flink(result: ApplyResult) -> bool:
     return any(key.startswith("Deployment/") and key.endswith(flink) for key in result.changed)
 
 
-def _running_job(settings: OperatorSettings, owner: Owner) -> tuple[FlinkRest, JobOverview] | None:
-    rest = settings.rest(owner.name, owner.namespace)
-    try:
-        job = rest.current_job()
-    except FlinkRestError:
-        rest.close()
-        return None
-    if job is None or job.state != "RUNNING":
-        rest.close()
-        return None
-    return rest, job
+@contextmanager
+def _running_job(settings: OperatorSettings, owner: Owner) -> Iterator[tuple[FlinkRest, JobOverview] | None]:
+    """The pipeline's REST client and its RUNNING job, or None when no job runs or none answers."""
+    with settings.rest(owner.name, owner.namespace) as rest:
+        try:
+            job = rest.current_job()
+        except FlinkRestError:
+            job = None
+        yield (rest, job) if job is not None and job.state == "RUNNING" else None
 
 
 def take_savepoint(
     settings: OperatorSettings, owner: Owner, spec: DataPipelineSpec, status: DataPipelineStatus, reason: str
 ) -> tuple[str | None, str]:
     """Stop the running job with a savepoint; returns (its path or None, what happened)."""
-    found = _running_job(settings, owner)
-    if found is None:
-        return None, "no running job; nothing to savepoint"
-    rest, job = found
-    try:
-        target = storage_paths(owner.name, spec)["savepoints"]
-        path = rest.stop_with_savepoint(job.jid, target, spec.deletion.timeout_seconds)
-    except FlinkRestError as exc:
-        return None, str(exc)
-    finally:
-        rest.close()
+    with _running_job(settings, owner) as found:
+        if found is None:
+            return None, "no running job; nothing to savepoint"
+        rest, job = found
+        try:
+            target = storage_paths(owner.name, spec)["savepoints"]
+            path = rest.stop_with_savepoint(job.jid, target, spec.deletion.seconds("timeout"))
+        except FlinkRestError as exc:
+            return None, str(exc)
     record = SavepointRecord(path=path, time=now(), reason=reason)
     status.last_savepoint = record
     status.savepoints = [record, *status.savepoints][:SAVEPOINT_HISTORY]
@@ -287,19 +283,17 @@ def _cancel_at_latest_checkpoint(
 ) -> str | None:
     """Cancel the running job, recording its newest retained checkpoint as the restore point; with
     ``keep_state`` and no checkpoint, leave the job alone and return None."""
-    found = _running_job(settings, owner)
-    if found is None:
-        return None
-    rest, job = found
-    try:
-        checkpoint = rest.checkpoints(job.jid).latest_path if keep_state else None
-        if keep_state and checkpoint is None:
+    with _running_job(settings, owner) as found:
+        if found is None:
             return None
-        rest.cancel(job.jid)
-    except FlinkRestError:
-        return None
-    finally:
-        rest.close()
+        rest, job = found
+        try:
+            checkpoint = rest.checkpoints(job.jid).latest_path if keep_state else None
+            if keep_state and checkpoint is None:
+                return None
+            rest.cancel(job.jid)
+        except FlinkRestError:
+            return None
     status.restore_path = checkpoint
     status.job_state = "CANCELED"
     status.job_generation += 1
@@ -432,16 +426,14 @@ def _observation(api: DynamicClient, settings: OperatorSettings, owner: Owner) -
     job, checkpoint_ms, details = None, None, None
     # asked even when no JobManager looks available: the answer is quick either way, and the
     # Deployment's availability lags the JobManager's own
-    rest = settings.rest(owner.name, owner.namespace, retries=0)
-    try:
-        job = rest.current_job()
-        if job is not None:
-            checkpoint_ms = rest.checkpoints(job.jid).latest_time_ms
-            details = rest.job(job.jid) if job.state == "RUNNING" else None
-    except FlinkRestError as exc:
-        log.debug("JobManager of %s/%s not answering: %s", owner.namespace, owner.name, exc)
-    finally:
-        rest.close()
+    with settings.rest(owner.name, owner.namespace, retries=0) as rest:
+        try:
+            job = rest.current_job()
+            if job is not None:
+                checkpoint_ms = rest.checkpoints(job.jid).latest_time_ms
+                details = rest.job(job.jid) if job.state == "RUNNING" else None
+        except FlinkRestError as exc:
+            log.debug("JobManager of %s/%s not answering: %s", owner.namespace, owner.name, exc)
     return Observation(
         jobmanagers_available=jobmanagers,
         taskmanagers_available=_available(api, owner, "taskmanager", "availableReplicas"),

@@ -73,6 +73,10 @@ class SpecSection(BaseModel):
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", validate_default=True)
 
+    def seconds(self, field: str) -> float:
+        """A duration field of this section in seconds."""
+        return parse_duration(getattr(self, field))
+
 
 class SecretKeyRef(SpecSection):
     """A key of a Secret in the pipeline's namespace."""
@@ -240,9 +244,6 @@ class AutoscalerSpec(SpecSection):
     )
     catch_up_duration: SpecDuration = Field("5m", description="Size the job to work off its lag in this long.")
 
-    def seconds(self, field: str) -> float:
-        return parse_duration(getattr(self, field))
-
 
 class AlertsSpec(SpecSection):
     latency: SpecDuration = Field("60s", description="End-to-end latency alert threshold (R7.6).")
@@ -253,10 +254,6 @@ class AlertsSpec(SpecSection):
 class DeletionSpec(SpecSection):
     savepoint: bool = Field(True, description="Take a final savepoint of a running job before deleting.")
     timeout: SpecDuration = Field("5m", description="Give up on the final savepoint after this long.")
-
-    @property
-    def timeout_seconds(self) -> float:
-        return parse_duration(self.timeout)
 
 
 class PodTemplateSpec(SpecSection):

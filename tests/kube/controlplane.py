@@ -60,8 +60,8 @@ class ControlPlane:
         self.with_controller_manager = controller_manager
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.token = os.urandom(16).hex()
-        self.port = free_port()
-        self.url = f"https://127.0.0.1:{self.port}"
+        self.port = 0  # picked by each start attempt
+        self.url = ""
         self.kubeconfig = workdir / "kubeconfig"
 
     def start(self, timeout: float = 60) -> ControlPlane:
