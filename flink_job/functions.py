@@ -25,6 +25,7 @@ from obflow.datahub.client import make_client
 from obflow.datahub.consumer import ShardReader
 from obflow.deadletter import DeadLetter
 from obflow.events import DATAHUB_FIELDS
+from obflow.job_graph import METRIC_GROUP
 
 log = logging.getLogger("obflow.flink")
 
@@ -109,7 +110,7 @@ class ShardPoller(KeyedProcessFunction):  # type: ignore[misc]
             MapStateDescriptor("seen_event_ids", Types.LONG(), Types.STRING())
         )
         self.fault = _FaultHook.from_env()
-        self.metrics = runtime_context.get_metrics_group().add_group("obflow")
+        self.metrics = runtime_context.get_metrics_group().add_group(METRIC_GROUP)
         self.records_in = self.metrics.meter("records_in", time_span_in_seconds=60)  # rate: R7.2
         self.duplicates = self.metrics.counter("duplicates_dropped")
         self.dead_letters = self.metrics.counter("dead_letters")
@@ -141,6 +142,7 @@ class ShardPoller(KeyedProcessFunction):  # type: ignore[misc]
                 self.next_sequence.update(next_sequence)
                 self.fault.count(len(rows))
             else:  # nothing new: wait twice as long before asking again, up to flink.idle_poll_max
+                self.shard_lag_ms[shard] = 0  # read up to the end of the shard: no lag
                 backoff = min(max(backoff * 2, self.poll_interval), self.idle_poll_max)
                 self.idle[shard] = (now + backoff - self.poll_interval, backoff)
             if len(rows) < FETCH_LIMIT or time.monotonic() > deadline:

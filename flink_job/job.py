@@ -33,6 +33,7 @@ from typing import Any
 from flink_job.finalize import STAGING, Finalizer, FinalizerThread
 from obflow.config import ObflowConfig, load_config
 from obflow.health import HealthServer
+from obflow.job_graph import FAN_OUT_NAME, POLLER_NAME, TICKS_TABLE
 from obflow.log import Fault, log_event, log_fault
 
 log = logging.getLogger("obflow.flink")
@@ -68,18 +69,18 @@ def build(env: Any, config: ObflowConfig, config_path: str | None, shard_ids: li
 
     table_env = StreamTableEnvironment.create(env)
     table_env.execute_sql(
-        "CREATE TEMPORARY TABLE obflow_ticks (n INT) WITH ("
+        f"CREATE TEMPORARY TABLE {TICKS_TABLE} (n INT) WITH ("
         f"'connector' = 'datagen', 'rows-per-second' = '{max(int(1 / config.capture.poll_interval), 1)}', "
         # one ticker: a parallel one splits the rate, and at parallelism N each subtask would wait
         # N poll intervals between ticks while a checkpoint waits for its barrier
         "'scan.parallelism' = '1')"
     )
-    ticks = table_env.to_data_stream(table_env.from_path("obflow_ticks"))
+    ticks = table_env.to_data_stream(table_env.from_path(TICKS_TABLE))
     # one fan-out for all shards: N fan-outs would connect N x N channels to the pollers
     shards = (
         ticks.flat_map(lambda _: [(s,) for s in shard_ids], output_type=Types.TUPLE([Types.STRING()]))
         .set_parallelism(1)
-        .name("ticks: every shard")
+        .name(FAN_OUT_NAME)
     )
     tables = [*config.source.qualified_tables(), DEAD_LETTERS]
     tags = {table: OutputTag(f"table-{table}", Types.STRING()) for table in tables}
@@ -87,7 +88,7 @@ def build(env: Any, config: ObflowConfig, config_path: str | None, shard_ids: li
         shards.key_by(lambda t: t[0], key_type=Types.STRING())
         .process(ShardPoller(config_path, tags), output_type=Types.TUPLE([Types.STRING(), Types.LONG()]))
         .uid("obflow-shard-poller")
-        .name("DataHub shards: poll, drop duplicates")
+        .name(POLLER_NAME)
     )
     # with_idleness first: in PyFlink it returns a strategy without the Python timestamp assigner
     watermarks = (
