@@ -5,14 +5,17 @@ Every call has a timeout and retries transient failures (connection errors, 5xx)
 from __future__ import annotations
 
 import math
+import re
 import time
-from collections.abc import Collection
 from typing import Any
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
+from obflow.job_graph import METRIC_GROUP, is_reading_stage, is_single_subtask
+
 TRANSIENT = (httpx.TransportError, httpx.HTTPStatusError)
+TERMINAL_STATES = frozenset({"FINISHED", "CANCELED", "FAILED"})
 
 
 class FlinkRestError(RuntimeError):
@@ -68,14 +71,18 @@ class JobDetails(_Model):
 
 
 class VertexMetrics(_Model):
-    """Per-vertex figures, aggregated over its subtasks, as the autoscaler reads them."""
+    """The reading stage's figures, aggregated over its subtasks, as the autoscaler reads them."""
 
+    parallelism: int
     busy_ratio: float  # mean busyTimeMsPerSecond / 1000
     backpressured_ratio: float  # mean backPressuredTimeMsPerSecond / 1000
-    records_in_per_second: float  # sum of numRecordsInPerSecond
+    records_in_per_second: float  # sum of the records read from DataHub per second
+    lag_seconds: float  # the newest record read on the furthest-behind shard, behind its commit
 
 
-VERTEX_METRICS = ("busyTimeMsPerSecond", "backPressuredTimeMsPerSecond", "numRecordsInPerSecond")
+BUSY, BACKPRESSURED = "busyTimeMsPerSecond", "backPressuredTimeMsPerSecond"
+RECORDS_IN = f".{METRIC_GROUP}.records_in"  # the job's meter of records read from DataHub
+SHARD_LAG = re.compile(rf"\.{METRIC_GROUP}\.shard\.[^.]+\.lag_ms$")
 
 
 class FlinkRest:
@@ -115,7 +122,7 @@ class FlinkRest:
     def current_job(self) -> JobOverview | None:
         """The newest job that is not finished, else the newest job; None on an empty cluster."""
         jobs = sorted(self.jobs(), key=lambda j: j.start_time, reverse=True)
-        live = [j for j in jobs if j.state not in {"FINISHED", "CANCELED", "FAILED"}]
+        live = [j for j in jobs if j.state not in TERMINAL_STATES]
         newest = live or jobs
         return newest[0] if newest else None
 
@@ -142,24 +149,55 @@ class FlinkRest:
             latest_duration_ms=latest.get("end_to_end_duration"),
         )
 
-    def vertex_metrics(self, job_id: str, vertex_id: str) -> VertexMetrics:
-        names = ",".join(VERTEX_METRICS)
-        rows = self._call("GET", f"/jobs/{job_id}/vertices/{vertex_id}/subtasks/metrics?get={names}&agg=avg,sum")
-        values = {row["id"]: row for row in rows}
+    def reading_stage_metrics(self, job_id: str) -> VertexMetrics | None:
+        """Busy and back-pressured time, read rate and lag of the job's DataHub-reading vertex; None
+        until Flink has a first reading of them (it fetches metrics from the TaskManagers lazily)."""
+        vertex = next((v for v in self.job(job_id).vertices if is_reading_stage(v.name)), None)
+        if vertex is None:
+            return None
+        base = f"/jobs/{job_id}/vertices/{vertex.id}/subtasks/metrics"
+        ids = [row["id"] for row in self._call("GET", base)]
+        wanted = [i for i in ids if i in {BUSY, BACKPRESSURED} or i.endswith(RECORDS_IN) or SHARD_LAG.search(i)]
+        if BUSY not in wanted:
+            return None
+        rows = {row["id"]: row for row in self._call("GET", f"{base}?get={','.join(wanted)}&agg=avg,sum,max")}
 
-        def agg(name: str, kind: str) -> float:
-            value = values.get(name, {}).get(kind)
-            return 0.0 if value is None or math.isnan(value) else float(value)  # NaN before the first reading
+        def agg(name: str, kind: str) -> float | None:
+            value = rows.get(name, {}).get(kind)
+            return None if value is None or value == "NaN" or math.isnan(float(value)) else float(value)
 
+        busy = agg(BUSY, "avg")
+        if busy is None:  # NaN until the first measurement
+            return None
+        lags = [agg(i, "max") for i in wanted if SHARD_LAG.search(i)]
         return VertexMetrics(
-            busy_ratio=agg("busyTimeMsPerSecond", "avg") / 1000,
-            backpressured_ratio=agg("backPressuredTimeMsPerSecond", "avg") / 1000,
-            records_in_per_second=agg("numRecordsInPerSecond", "sum"),
+            parallelism=vertex.parallelism,
+            busy_ratio=busy / 1000,
+            backpressured_ratio=(agg(BACKPRESSURED, "avg") or 0.0) / 1000,
+            records_in_per_second=sum(agg(i, "sum") or 0.0 for i in wanted if i.endswith(RECORDS_IN)),
+            lag_seconds=max((lag for lag in lags if lag is not None), default=0.0) / 1000,
         )
 
     def cancel(self, job_id: str) -> None:
         """Cancel the job; with RETAIN_ON_CANCELLATION its retained checkpoints stay restorable."""
         self._call("PATCH", f"/jobs/{job_id}?mode=cancel")
+
+    def cancel_and_wait(self, job_id: str, timeout: float) -> str | None:
+        """Cancel the job and wait until it has ended; returns its newest retained checkpoint, read until
+        the end because checkpoints still complete while the tasks are being cancelled (the one seen
+        before cancelling may be subsumed by then)."""
+        latest = self.checkpoints(job_id).latest_path
+        self.cancel(job_id)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                latest = self.checkpoints(job_id).latest_path or latest
+                if self.job(job_id).state in TERMINAL_STATES:
+                    break
+            except FlinkRestError:  # an application-mode JobManager ends with its job
+                break
+            time.sleep(0.5)
+        return latest
 
     def trigger_savepoint(self, job_id: str, target_directory: str, timeout: float) -> str:
         """Take a savepoint of the running job (it keeps running); returns its location."""
@@ -172,9 +210,10 @@ class FlinkRest:
         data = self._call("GET", f"/jobs/{job_id}/resource-requirements")
         return {vertex: dict(req["parallelism"]) for vertex, req in data.items()}
 
-    def rescale_in_place(self, job_id: str, parallelism: int, pinned: Collection[str] = ()) -> None:
-        """Adaptive scheduler: run every vertex at ``parallelism`` in place, except the ``pinned`` vertex
-        ids, which keep their bounds (e.g. a source that must run once)."""
+    def rescale_in_place(self, job_id: str, parallelism: int) -> None:
+        """Adaptive scheduler: run every vertex at ``parallelism`` in place, except those that must run
+        one subtask (the job's ticker), which keep their bounds."""
+        pinned = {v.id for v in self.job(job_id).vertices if is_single_subtask(v.name)}
         requirements = self.resource_requirements(job_id)
         body = {
             vertex: {"parallelism": bounds if vertex in pinned else {"lowerBound": 1, "upperBound": parallelism}}
@@ -188,15 +227,28 @@ class FlinkRest:
         trigger = self._call("POST", f"/jobs/{job_id}/stop", {"targetDirectory": target_directory, "drain": False})
         return self._await_savepoint(job_id, trigger["request-id"], timeout)
 
+    def dispose_savepoint(self, path: str, timeout: float) -> None:
+        """Delete a savepoint's files through the JobManager (it knows the file system and its
+        credentials); raises :class:`FlinkRestError` when Flink reports a failure."""
+        trigger = self._call("POST", "/savepoint-disposal", {"savepoint-path": path})
+        self._await(f"/savepoint-disposal/{trigger['request-id']}", f"disposal of {path}", timeout)
+
     def _await_savepoint(self, job_id: str, trigger_id: str, timeout: float) -> str:
+        operation = self._await(f"/jobs/{job_id}/savepoints/{trigger_id}", f"savepoint of job {job_id}", timeout)
+        if "location" not in operation:
+            raise FlinkRestError(f"savepoint of job {job_id} failed: no location in {operation}")
+        return str(operation["location"])
+
+    def _await(self, path: str, what: str, timeout: float) -> dict[str, Any]:
+        """Poll an asynchronous operation until it completes; its ``operation``, or raises with Flink's cause."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            result = self._call("GET", f"/jobs/{job_id}/savepoints/{trigger_id}")
+            result = self._call("GET", path)
             if result["status"]["id"] == "COMPLETED":
-                operation = result.get("operation", {})
-                if "location" in operation:
-                    return str(operation["location"])
-                cause = operation.get("failure-cause", {}).get("stack-trace", "unknown cause").splitlines()[0]
-                raise FlinkRestError(f"savepoint of job {job_id} failed: {cause}")
+                operation: dict[str, Any] = result.get("operation") or {}
+                if "failure-cause" in operation:
+                    cause = operation["failure-cause"].get("stack-trace", "unknown cause").splitlines()[0]
+                    raise FlinkRestError(f"{what} failed: {cause}")
+                return operation
             time.sleep(1.0)
-        raise FlinkRestError(f"savepoint of job {job_id} not complete after {timeout:.0f}s")
+        raise FlinkRestError(f"{what} not complete after {timeout:.0f}s")

@@ -1,7 +1,8 @@
 """A stand-in for a JobManager's REST API: MOCK, because no kubelet runs here to start the real
-JobManager pod the operator created. It answers the calls the operator makes (job overview,
-checkpoints, stop-with-savepoint, cancel) the way Flink 2.3 does (tests/operator/test_flink_rest.py
-checks the client against a real cluster). The real Flink side is exercised by the
+JobManager pod the operator created. It answers the calls the operator makes (job overview and
+vertices, checkpoints, the reading stage's metrics, stop-with-savepoint, cancel, the adaptive
+scheduler's resource requirements, savepoint disposal) the way Flink 2.3 does
+(tests/operator/test_flink_rest.py checks the client against a real cluster). The real Flink side is exercised by the
 Flink job tests and, with the lifecycle, against a standalone cluster."""
 
 from __future__ import annotations
@@ -10,8 +11,18 @@ import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+from obflow.job_graph import FAN_OUT_NAME, METRIC_GROUP, POLLER_NAME, TICKS_TABLE
 
 JOB_ID = "a1b2c3d4e5f60718293a4b5c6d7e8f90"
+# the real job's vertex names (see the metric ids in test_flink_rest.py's cluster)
+VERTICES = {
+    "v0": f"Source: {TICKS_TABLE}[1]",
+    "v1": f"{FAN_OUT_NAME}, _stream_key_by_map_operator",
+    "v2": f"{POLLER_NAME} -> (Extract-Timestamp -> staging files: TRADE.ORDERS: Writer)",
+}
+POLLER_METRIC = "DataHub_shards__poll__drop_duplicates"
 
 
 class FakeJobManager:
@@ -22,6 +33,13 @@ class FakeJobManager:
         self.cancel_requests = 0
         self.fail_savepoint = False
         self.parallelism = 2  # of the DataHub-reading vertex; the ticker runs at 1
+        self.busy_ms_per_second = 100.0  # the reading stage's figures
+        self.records_in_per_second = 500.0
+        self.lag_ms = 3000.0
+        self.rescale_requests: list[dict[str, Any]] = []
+        self.in_place_follows = True  # a rescale request changes the parallelism at once
+        self.disposed: list[str] = []
+        self.savepoints_taken = 0
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
@@ -29,6 +47,29 @@ class FakeJobManager:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+    def metrics(self, wanted: str) -> list[dict[str, Any]]:
+        """Subtask metrics of the reading stage aggregated as Flink does (ids only when none are asked)."""
+        values = {
+            "busyTimeMsPerSecond": self.busy_ms_per_second,
+            "backPressuredTimeMsPerSecond": 0.0,
+            f"{POLLER_METRIC}.{METRIC_GROUP}.records_in": self.records_in_per_second,
+            f"{POLLER_METRIC}.{METRIC_GROUP}.shard.0.lag_ms": self.lag_ms,
+            f"{POLLER_METRIC}.{METRIC_GROUP}.shard.1.lag_ms": self.lag_ms / 2,
+        }
+        if not wanted:
+            return [{"id": name} for name in values]
+        return [
+            {"id": name, "avg": value, "max": value, "sum": value * self.parallelism if "records" in name else value}
+            for name, value in values.items()
+            if name in wanted.split(",")
+        ]
+
+    def requirements(self) -> dict[str, Any]:
+        return {
+            vid: {"parallelism": {"lowerBound": 1, "upperBound": self.parallelism if vid == "v2" else 1}}
+            for vid in VERTICES
+        }
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         fake = self
@@ -46,35 +87,62 @@ class FakeJobManager:
                 self.wfile.write(data)
 
             def do_GET(self) -> None:
-                if self.path == "/jobs/overview":
+                url = urlparse(self.path)
+                if url.path == "/jobs/overview":
                     self._reply({"jobs": [{"jid": JOB_ID, "name": "obflow", "state": fake.state, "start-time": 1}]})
-                elif self.path == f"/jobs/{JOB_ID}":
+                elif url.path == f"/jobs/{JOB_ID}":
                     vertices = [
-                        {"id": "v1", "name": "Source: ticks", "parallelism": 1, "status": fake.state},
-                        {"id": "v2", "name": "DataHub shards", "parallelism": fake.parallelism, "status": fake.state},
+                        {"id": vid, "name": name, "parallelism": fake.parallelism if vid == "v2" else 1}
+                        | {"status": fake.state}
+                        for vid, name in VERTICES.items()
                     ]
                     self._reply({"jid": JOB_ID, "name": "obflow", "state": fake.state, "vertices": vertices})
-                elif self.path == f"/jobs/{JOB_ID}/checkpoints":
+                elif url.path == f"/jobs/{JOB_ID}/checkpoints":
                     latest = {"id": 7, "latest_ack_timestamp": 1_795_000_000_000, "external_path": "file:///c/chk-7"}
                     self._reply({"counts": {"completed": 7, "failed": 0}, "latest": {"completed": latest}})
-                elif self.path.startswith(f"/jobs/{JOB_ID}/savepoints/"):
+                elif url.path == f"/jobs/{JOB_ID}/vertices/v2/subtasks/metrics":
+                    self._reply(fake.metrics(parse_qs(url.query).get("get", [""])[0]))
+                elif url.path.startswith(f"/jobs/{JOB_ID}/vertices/"):
+                    self._reply([])
+                elif url.path == f"/jobs/{JOB_ID}/resource-requirements":
+                    self._reply(fake.requirements())
+                elif url.path.startswith(f"/jobs/{JOB_ID}/savepoints/"):
                     if fake.fail_savepoint:
                         failure = {"failure-cause": {"stack-trace": "CheckpointException: Task not running"}}
                         self._reply({"status": {"id": "COMPLETED"}, "operation": failure})
                     else:
-                        location = f"{fake.savepoint_dir}/savepoint-a1b2c3-0123456789ab"
+                        location = f"{fake.savepoint_dir}/savepoint-a1b2c3-{fake.savepoints_taken:012d}"
                         self._reply({"status": {"id": "COMPLETED"}, "operation": {"location": location}})
+                elif url.path.startswith("/savepoint-disposal/"):
+                    self._reply({"status": {"id": "COMPLETED"}, "operation": {}})
                 else:
                     self._reply({"errors": ["Not found: " + self.path]}, 404)
 
-            def do_POST(self) -> None:
+            def _body(self) -> Any:
                 length = int(self.headers.get("Content-Length") or 0)
-                body = json.loads(self.rfile.read(length) or b"{}")
+                return json.loads(self.rfile.read(length) or b"{}")
+
+            def do_POST(self) -> None:
+                body = self._body()
                 if self.path == f"/jobs/{JOB_ID}/stop":
                     fake.stop_requests.append(body)
                     if not fake.fail_savepoint:
                         fake.state = "FINISHED"
+                        fake.savepoints_taken += 1
                     self._reply({"request-id": "trigger-1"}, 202)
+                elif self.path == "/savepoint-disposal":
+                    fake.disposed.append(body["savepoint-path"])
+                    self._reply({"request-id": "disposal-1"}, 202)
+                else:
+                    self._reply({"errors": ["Not found: " + self.path]}, 404)
+
+            def do_PUT(self) -> None:
+                body = self._body()
+                if self.path == f"/jobs/{JOB_ID}/resource-requirements":
+                    fake.rescale_requests.append(body)
+                    if fake.in_place_follows:
+                        fake.parallelism = body["v2"]["parallelism"]["upperBound"]
+                    self._reply({})
                 else:
                     self._reply({"errors": ["Not found: " + self.path]}, 404)
 
