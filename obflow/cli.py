@@ -269,7 +269,7 @@ def _operator_run(args: argparse.Namespace) -> int:
     from obflow_operator.reconcile import OperatorSettings
 
     setup_logging(args.log_level, "json" if args.log_json else "text")
-    settings = OperatorSettings(rest_url_template=args.flink_rest_url)
+    settings = OperatorSettings(rest_url_template=args.flink_rest_url, observe_interval=args.observe_interval)
     run_operator(args.namespace or [], args.metrics_port, args.liveness_port, settings)
     return 0
 
@@ -310,6 +310,12 @@ def _add_operator_commands(commands: Any) -> None:
         "--flink-rest-url",
         default="http://{name}-jobmanager.{namespace}.svc:8081",
         help="how to reach a pipeline's JobManager REST API ({name}, {namespace} are filled in)",
+    )
+    run.add_argument(
+        "--observe-interval",
+        type=float,
+        default=10.0,
+        help="seconds between looks at each pipeline's job (status, lag, autoscaler samples, rollout timeouts)",
     )
     run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     run.add_argument("--log-json", action="store_true", help="log JSON lines")

@@ -19,7 +19,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
-from obflow_operator.spec import AutoscalerSpec
+from obflow_operator.spec import AutoscalerSpec, DataPipelineSpec
 
 MIN_BUSY_RATIO = 0.02  # below this the true rate is too noisy to extrapolate from
 
@@ -61,7 +61,29 @@ class Limits:
 
     job_max_parallelism: int
     shards: int
+    capacity: int = 2**15  # TaskManager maxReplicas x slots
     load_alert: float = 0.8
+
+
+def limits_for(spec: DataPipelineSpec) -> Limits:
+    tm = spec.flink.task_manager
+    return Limits(spec.flink.max_parallelism, spec.datahub.shards, tm.max_replicas * tm.slots, spec.alerts.load)
+
+
+class SampleHistory:
+    """The samples of every pipeline, oldest first, as long as a decision needs them. Kept in memory:
+    after an operator restart the window fills again before the next decision (a restart only delays)."""
+
+    def __init__(self) -> None:
+        self._samples: dict[str, list[Sample]] = {}
+
+    def add(self, key: str, sample: Sample, keep_seconds: float) -> list[Sample]:
+        kept = [s for s in self._samples.get(key, []) if s.time >= sample.time - keep_seconds]
+        self._samples[key] = [*kept, sample]
+        return self._samples[key]
+
+    def forget(self, key: str) -> None:
+        self._samples.pop(key, None)
 
 
 def decide(samples: list[Sample], spec: AutoscalerSpec, limits: Limits, state: AutoscalerState, now: float) -> Decision:
@@ -151,6 +173,7 @@ def _scale_down_when_due(
 def _bounded(wanted: int, spec: AutoscalerSpec, limits: Limits) -> tuple[int, str]:
     ceilings = [
         (spec.max_parallelism, "autoscaler.maxParallelism"),
+        (limits.capacity, "flink.taskManager.maxReplicas x slots"),
         (limits.job_max_parallelism, "flink.maxParallelism"),
         (limits.shards, "datahub.shards (one subtask reads a shard)"),
     ]

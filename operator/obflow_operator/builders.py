@@ -45,6 +45,7 @@ from obflow_operator.spec import (
     memory_bytes,
     runtime_config,
     storage_paths,
+    with_parallelism,
 )
 
 HASH_ANNOTATION = f"{GROUP}/hash"
@@ -139,6 +140,9 @@ class BuildOptions:
     restore_path: str | None = None  # savepoint or checkpoint the job starts from
     job_id: str | None = None  # the job's fixed id; a new one for every new start (see job_id_for)
     pdb_api_version: str = "policy/v1"  # policy/v1beta1 on Kubernetes < 1.21
+    # with in-place rescaling: the parallelism the running Flink pods started with, which their hash
+    # keeps, so that rescaling in place does not restart them (see _flink_pods_hash)
+    pods_parallelism: int | None = None
 
 
 def job_id_for(uid: str, generation: int) -> str:
@@ -271,6 +275,8 @@ def flink_configuration(owner: Owner, spec: DataPipelineSpec, options: BuildOpti
         "python.executable": "python3",
         "python.client.executable": "python3",
     }
+    if flink.in_place_rescale:
+        conf["jobmanager.scheduler"] = "adaptive"  # its resource requirements rescale the running job
     if options.restore_path:
         conf["execution.state-recovery.path"] = options.restore_path
     if options.job_id:
@@ -569,12 +575,25 @@ def build_disruption_budgets(owner: Owner, spec: DataPipelineSpec, options: Buil
     ]
 
 
+def _flink_pods_hash(
+    owner: Owner, spec: DataPipelineSpec, config_maps: list[dict[str, Any]], options: BuildOptions
+) -> str:
+    """The hash of what the Flink pods read when they start. With in-place rescaling it keeps the
+    parallelism the pods started with: the adaptive scheduler changes it inside the running job, so a
+    new parallelism must not restart the pods (the ConfigMaps still carry it, for the next start)."""
+    started = options.pods_parallelism
+    if spec.flink.in_place_rescale and started is not None and started != spec.flink.parallelism:
+        as_started = with_parallelism(spec, started)
+        config_maps = build_config_maps(owner, as_started, validate(owner.name, as_started), options)
+    return digest([cm["data"] for cm in config_maps[:2]])
+
+
 def build_children(owner: Owner, spec: DataPipelineSpec, options: BuildOptions | None = None) -> list[dict[str, Any]]:
     """Every child of the pipeline, in the order they are applied; raises :class:`SpecError`."""
     options = options or BuildOptions()
     config = validate(owner.name, spec)
     config_maps = build_config_maps(owner, spec, config, options)
-    flink_hash = digest([cm["data"] for cm in config_maps[:2]])
+    flink_hash = _flink_pods_hash(owner, spec, config_maps, options)
     capture_hash = digest(config_maps[2]["data"])
     children = [
         *build_rbac(owner),

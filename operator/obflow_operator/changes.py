@@ -38,6 +38,8 @@ CLASSIFICATION: dict[str, frozenset[Change]] = {
     "flink.taskManager.minReplicas": frozenset({Change.RESCALE}),
     "flink.taskManager.maxReplicas": frozenset({Change.RESCALE}),
     "flink.jobManager.replicas": frozenset({Change.JOBMANAGERS}),
+    "flink.rolloutTimeout": frozenset({Change.OPERATOR_ONLY}),
+    "flink.savepoint": frozenset({Change.OPERATOR_ONLY}),
     "storage": frozenset({C, J}),
     "output": frozenset({J}),
     "autoscaler": frozenset({Change.OPERATOR_ONLY}),

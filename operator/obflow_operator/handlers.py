@@ -34,7 +34,6 @@ from obflow_operator.spec import GROUP, PLURAL, VERSION, SpecError
 log = logging.getLogger("obflow.operator")
 
 FINALIZER = f"{GROUP}/final-savepoint"
-OBSERVE_INTERVAL = 10.0
 RESOURCE = (GROUP, VERSION, PLURAL)
 
 
@@ -60,7 +59,8 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     if not served(memo.api, "policy/v1", "PodDisruptionBudget"):
         operator_settings = replace(operator_settings, pdb_api_version="policy/v1beta1")
     memo.settings = operator_settings
-    memo.observer = Observer(memo.api, operator_settings, list(memo.get("namespaces") or []), OBSERVE_INTERVAL).start()
+    namespaces = list(memo.get("namespaces") or [])
+    memo.observer = Observer(memo.api, operator_settings, namespaces, operator_settings.observe_interval).start()
 
 
 @kopf.on.cleanup()

@@ -13,6 +13,11 @@ RECONCILE_SECONDS = Histogram(
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
 ERRORS = Counter("obflow_operator_errors", "Reconcile and observe errors, by kind", ["kind"])
+AUTOSCALER_RESCALES = Counter("obflow_operator_autoscaler_rescales", "Autoscaler rescales, by direction", ["direction"])
+LOAD = Gauge("obflow_operator_pipeline_load", "Busy ratio of a pipeline's reading stage, 0..1", ["pipeline"])
+HIGH_LOAD = Gauge(
+    "obflow_operator_pipeline_high_load", "1 while a pipeline's load is above its spec.alerts.load (R5.6)", ["pipeline"]
+)
 PIPELINES = Gauge("obflow_operator_pipelines", "DataPipelines by phase", ["phase"])
 
 _phases: dict[str, str] = {}  # pipeline -> its phase
@@ -29,3 +34,8 @@ def record_phase(key: str, phase: str | None) -> None:
     _exported.update(counts)
     for label in _exported:
         PIPELINES.labels(phase=label).set(counts[label])
+
+
+def record_load(key: str, busy_ratio: float, high: bool) -> None:
+    LOAD.labels(pipeline=key).set(busy_ratio)
+    HIGH_LOAD.labels(pipeline=key).set(1 if high else 0)

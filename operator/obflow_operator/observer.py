@@ -1,6 +1,6 @@
 """The periodic observer: every few seconds it looks at each DataPipeline's Deployments and job and
-writes what it sees to status (phase, job state, TaskManagers, last checkpoint), with an Event for
-every phase change.
+writes what it sees to status (phase, job state, TaskManagers, last checkpoint, lag, load), with an
+Event for every phase change; it keeps the autoscaler's metric samples and lets it decide.
 
 It runs beside kopf rather than as a kopf timer on purpose: kopf puts a finalizer on every object a
 timer watches, and that finalizer would block deleting a pipeline while the operator is down.
@@ -16,6 +16,7 @@ from kubernetes.dynamic import DynamicClient
 
 from obflow_operator import metrics
 from obflow_operator.apply import patch_status
+from obflow_operator.autoscaler import SampleHistory
 from obflow_operator.events import post_events
 from obflow_operator.reconcile import OperatorSettings, observe
 from obflow_operator.spec import GROUP, KIND, VERSION
@@ -29,6 +30,7 @@ class Observer:
         self.settings = settings
         self.namespaces = namespaces
         self.interval = interval
+        self.history = SampleHistory()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="obflow-observer", daemon=True)
 
@@ -58,10 +60,18 @@ class Observer:
         for body in self._pipelines():
             if body["metadata"].get("deletionTimestamp"):
                 continue
-            outcome = observe(self.api, self.settings, body)
-            current = body.get("status") or {}
-            changed = {k: v for k, v in outcome.status_patch().items() if v != current.get(k)}
-            if changed and not patch_status(self.api, body["metadata"], changed, only_over_version=True):
-                continue  # the pipeline changed meanwhile; the next round observes it afresh
-            post_events(self.api, body, outcome.events)
-            metrics.record_phase(f"{body['metadata']['namespace']}/{body['metadata']['name']}", outcome.status.phase)
+            try:
+                self.observe_one(body)
+            except Exception:  # one pipeline's trouble must not stop observing the others
+                metrics.ERRORS.labels(kind="observe").inc()
+                log.exception("observing %s/%s failed", body["metadata"]["namespace"], body["metadata"]["name"])
+
+    def observe_one(self, body: dict[str, Any]) -> None:
+        outcome = observe(self.api, self.settings, body, self.history)
+        current = body.get("status") or {}
+        changed = {k: v for k, v in outcome.status_patch().items() if v != current.get(k)}
+        # what was only seen is written over the version it was seen at; what was done, always
+        if changed and not patch_status(self.api, body["metadata"], changed, only_over_version=not outcome.acted):
+            return  # the pipeline changed meanwhile; the next round observes it afresh
+        post_events(self.api, body, outcome.events)
+        metrics.record_phase(f"{body['metadata']['namespace']}/{body['metadata']['name']}", outcome.status.phase)

@@ -166,6 +166,13 @@ class CheckpointSpec(SpecSection):
     backend: Literal["hashmap", "rocksdb"] = "rocksdb"
 
 
+class SavepointSpec(SpecSection):
+    retained: int = Field(
+        5, ge=1, le=100, description="Savepoints kept; older ones the operator took are disposed of through Flink."
+    )
+    dispose: bool = Field(True, description="false: only forget older savepoints in status, keep their files.")
+
+
 class FlinkSpec(SpecSection):
     image: str = Field("obflow/flink:0.1.0", min_length=1, description="Image with Flink, PyFlink and the job.")
     parallelism: int = Field(2, ge=1, le=32768)
@@ -175,6 +182,17 @@ class FlinkSpec(SpecSection):
         description="How a job change is rolled out: stop with a savepoint, restart from the latest "
         "checkpoint, or start empty.",
     )
+    in_place_rescale: bool = Field(
+        False,
+        description="Rescale a running job in place through Flink's adaptive scheduler (tasks restart from "
+        "the latest checkpoint; no stop, no new pods for the JobManagers) instead of stop-with-savepoint.",
+    )
+    rollout_timeout: SpecDuration = Field(
+        "10m",
+        description="A rescale or upgrade whose job does not run (every vertex at its parallelism) within "
+        "this long is rolled back to the last stable spec.",
+    )
+    savepoint: SavepointSpec = Field(default_factory=SavepointSpec)
     job_manager: JobManagerSpec = Field(default_factory=JobManagerSpec)
     task_manager: TaskManagerSpec = Field(default_factory=TaskManagerSpec)
     checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec)
@@ -285,6 +303,11 @@ class DataPipelineSpec(SpecSection):
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     suspend: bool = Field(False, description="true: stop the job with a savepoint and scale to zero.")
+
+
+def with_parallelism(spec: DataPipelineSpec, parallelism: int) -> DataPipelineSpec:
+    """``spec`` running at another parallelism (the autoscaler's choice, or a neutral one for hashing)."""
+    return spec.model_copy(update={"flink": spec.flink.model_copy(update={"parallelism": parallelism})})
 
 
 def secret_references(spec: DataPipelineSpec) -> dict[str, SecretKeyRef]:

@@ -63,7 +63,7 @@ class Condition(StatusModel):
     type: str
     status: Literal["True", "False", "Unknown"]
     reason: str
-    message: str = ""
+    message: str | None = None  # never "": the API server (1.20) refuses an empty string in status as null
     last_transition_time: str
 
 
@@ -73,11 +73,23 @@ class SavepointRecord(StatusModel):
     reason: str = Field(description="Why it was taken: suspend, delete, upgrade, rescale, manual.")
 
 
+class AutoscalerStatus(StatusModel):
+    """The autoscaler's memory between decisions (times in epoch seconds)."""
+
+    parallelism: int | None = Field(None, description="The parallelism it chose; none: the spec's.")
+    spec_parallelism: int | None = Field(None, description="spec.flink.parallelism when it chose; a new one wins.")
+    last_rescale_time: float | None = None
+    scale_down_wanted_since: float | None = None
+    highest_wanted_since: int | None = None
+    last_decision: str | None = None
+    load: float | None = Field(None, description="Busy ratio of the reading stage, 0..1.")
+
+
 class DataPipelineStatus(StatusModel):
     """What the operator last did and observed; written only through the status subresource."""
 
     phase: Phase | None = None
-    message: str = ""
+    message: str | None = None  # never "": the API server (1.20) refuses an empty string in status as null
     observed_generation: int | None = None
     conditions: list[Condition] = Field(default_factory=list)
     job_id: str | None = None
@@ -90,7 +102,18 @@ class DataPipelineStatus(StatusModel):
     savepoints: list[SavepointRecord] = Field(default_factory=list, description="Newest first.")
     restore_path: str | None = Field(None, description="Savepoint the job (re)starts from.")
     job_generation: int = Field(0, description="Starts of the job so far; each gets its own fixed job id.")
-    last_reconciled_spec: str | None = Field(None, description="The spec last applied, as JSON.")
+    last_reconciled_spec: str | None = Field(
+        None, description="The spec last applied (with the autoscaler's parallelism), as JSON."
+    )
+    last_stable_spec: str | None = Field(None, description="The last applied spec whose job ran, as JSON.")
+    rollout_started: float | None = Field(None, description="When the job change now rolling out began (epoch s).")
+    rolled_back_spec: str | None = Field(
+        None, description="A spec that was rolled back, as JSON; it is not applied again until it changes."
+    )
+    pods_parallelism: int | None = Field(
+        None, description="The parallelism the Flink pods started with (in-place rescales leave them running)."
+    )
+    autoscaler: AutoscalerStatus = Field(default_factory=AutoscalerStatus)
 
 
 def timestamp(epoch_seconds: float) -> str:

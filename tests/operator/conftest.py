@@ -89,7 +89,9 @@ def namespace(kube: DynamicClient) -> str:
 class OperatorProcess:
     """``obflow operator run`` as a user starts it, watching one namespace."""
 
-    def __init__(self, plane: ControlPlane, namespace: str, rest_url: str, log: Path, env: dict[str, str]) -> None:
+    def __init__(
+        self, plane: ControlPlane, namespace: str, rest_url: str, log: Path, env: dict[str, str], interval: float
+    ) -> None:
         self.metrics_port, self.liveness_port = free_port(), free_port()
         self.log = log
         full_env = {**os.environ, "KUBECONFIG": str(plane.kubeconfig), **env}
@@ -100,6 +102,7 @@ class OperatorProcess:
                 "--metrics-port", str(self.metrics_port),
                 "--liveness-port", str(self.liveness_port),
                 "--flink-rest-url", rest_url,
+                "--observe-interval", str(interval),
             ],
             stdout=log.open("ab"),
             stderr=subprocess.STDOUT,
@@ -137,8 +140,11 @@ def start_operator(
 ) -> Iterator[Callable[..., OperatorProcess]]:
     started: list[OperatorProcess] = []
 
-    def start(rest_url: str = NO_JOBMANAGER, wait: bool = True, **env: str) -> OperatorProcess:
-        operator = OperatorProcess(control_plane, namespace, rest_url, tmp_path / "operator.log", env)
+    def start(
+        rest_url: str = NO_JOBMANAGER, wait: bool = True, observe_interval: float = 10.0, **env: str
+    ) -> OperatorProcess:
+        log = tmp_path / "operator.log"
+        operator = OperatorProcess(control_plane, namespace, rest_url, log, env, observe_interval)
         started.append(operator)
         if wait:
             wait_for(operator.healthy, 30, "the operator's /healthz")

@@ -106,3 +106,11 @@ def test_targets_stay_within_the_bounds_and_the_shard_count() -> None:
 def test_without_metrics_nothing_happens() -> None:
     decision = decide([], SPEC, LIMITS, AutoscalerState(), now=0)
     assert decision.action == "none" and decision.reason == "no metrics yet"
+
+
+def test_the_taskmanager_ceiling_bounds_the_target() -> None:
+    limits = Limits(job_max_parallelism=128, shards=64, capacity=6)  # 3 TaskManagers x 2 slots at most
+    samples = series(0, 300, 4, 4000, 0.99, lag=10, lag_growth=1.0)  # input twice what is processed: wants 12+
+    decision = decide(samples, SPEC, limits, AutoscalerState(), now=300)
+    assert decision.action == "up" and decision.target == 6
+    assert "capped by flink.taskManager.maxReplicas x slots = 6" in decision.reason

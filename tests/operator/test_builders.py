@@ -253,3 +253,29 @@ def test_pod_template_overrides_reach_every_pod() -> None:
         assert pod["spec"]["nodeSelector"] == {"pool": "streaming"}
         assert pod["spec"]["tolerations"] == [{"key": "dedicated", "operator": "Exists"}]
         assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+
+
+def _pod_hashes(manifests: dict[str, dict[str, Any]]) -> dict[str, str]:
+    return {
+        name: manifests[f"Deployment/orders-{name}"]["spec"]["template"]["metadata"]["annotations"][
+            CONFIG_HASH_ANNOTATION
+        ]
+        for name in ("jobmanager", "taskmanager")
+    }
+
+
+def test_in_place_rescaling_uses_the_adaptive_scheduler_and_keeps_the_running_pods() -> None:
+    """With flink.inPlaceRescale the pods' hash keeps the parallelism they started with: a rescale in
+    place rewrites the ConfigMaps (for the next start) and the TaskManager count, never the pods."""
+    started = BuildOptions(pods_parallelism=4)
+    before = children(spec_of(FULL, flink__inPlaceRescale=True, flink__parallelism=4), started)
+    after = children(spec_of(FULL, flink__inPlaceRescale=True, flink__parallelism=12), started)
+    conf = yaml.safe_load(after["ConfigMap/orders-flink-config"]["data"]["config.yaml"])
+    assert conf["jobmanager.scheduler"] == "adaptive" and conf["parallelism.default"] == "12"
+    assert _pod_hashes(after) == _pod_hashes(before)
+    assert after["Deployment/orders-taskmanager"]["spec"]["replicas"] == 6
+
+    restarted = children(spec_of(FULL, flink__inPlaceRescale=True, flink__parallelism=12), BuildOptions())
+    assert _pod_hashes(restarted) != _pod_hashes(before)  # a new start runs at the new parallelism
+    without = children(spec_of(FULL, flink__parallelism=12), started)
+    assert "jobmanager.scheduler" not in yaml.safe_load(without["ConfigMap/orders-flink-config"]["data"]["config.yaml"])

@@ -291,11 +291,17 @@ def test_suspend_stops_the_job_with_a_savepoint_and_resume_restores_from_it(
 
 
 def running_pipeline(
-    kube: DynamicClient, namespace: str, start_operator: StartOperator, fake: FakeJobManager
+    kube: DynamicClient,
+    namespace: str,
+    start_operator: StartOperator,
+    fake: FakeJobManager,
+    observe_interval: float = 10.0,
+    **spec: Any,
 ) -> dict[str, Any]:
-    """The minimal pipeline, Running (as the stand-in JobManager reports), with its finalizer."""
-    start_operator(rest_url=fake.url)
-    manifest = pipeline_manifest(MINIMAL, namespace)
+    """The minimal pipeline (with ``spec`` sections), Running as the stand-in JobManager reports, with
+    its finalizer."""
+    start_operator(rest_url=fake.url, observe_interval=observe_interval)
+    manifest = pipeline_manifest(MINIMAL, namespace, **spec)
     pipelines(kube).create(body=manifest, namespace=namespace)
     wait_phase(kube, namespace, "trade", "Running")
     wait_for(
@@ -432,3 +438,114 @@ def test_a_failed_savepoint_falls_back_to_the_latest_checkpoint_never_to_empty_s
     assert "restarting from checkpoint file:///c/chk-7" in [
         e["message"] for e in events_of(kube, namespace, "trade") if e["reason"] == "JobStopped"
     ]
+
+
+def test_a_rescale_that_does_not_run_in_time_is_rolled_back_to_the_last_stable_spec(
+    kube: DynamicClient,
+    namespace: str,
+    start_operator: StartOperator,
+    fake_jobmanager: FakeJobManager,
+    control_plane: ControlPlane,
+) -> None:
+    flink = {"rolloutTimeout": "3s"}
+    manifest = running_pipeline(kube, namespace, start_operator, fake_jobmanager, 1.0, flink=flink)
+    patch_spec(kube, namespace, "trade", {"flink": {"parallelism": 4}})
+    wait_phase(kube, namespace, "trade", "Rescaling")
+    fake_jobmanager.state = "RUNNING"  # the new job runs, but never at parallelism 4 (no slots, say)
+
+    status = wait_phase(kube, namespace, "trade", "Deploying", timeout=30)
+    assert len(fake_jobmanager.stop_requests) == 2  # the rescale's savepoint, then the rollback's
+    assert status["parallelism"] == 2 and status["jobGeneration"] == 2
+    assert '"parallelism": 4' in status["rolledBackSpec"]
+    rolled_back = [e["message"] for e in events_of(kube, namespace, "trade") if e["reason"] == "RolledBack"]
+    assert any("did not run within flink.rolloutTimeout (3s)" in m and "not every vertex RUNNING at 4" in m
+               for m in rolled_back)  # fmt: skip
+    children = existing_children(kube, manifest)
+    conf = yaml.safe_load(children["ConfigMap/trade-flink-config"]["data"]["config.yaml"])
+    assert conf["parallelism.default"] == "2" and conf["execution.state-recovery.path"] == status["restorePath"]
+    assert status["restorePath"] == status["lastSavepoint"]["path"] and status["lastSavepoint"]["reason"] == "rollback"
+    fake_jobmanager.state = "RUNNING"
+    wait_phase(kube, namespace, "trade", "Running")
+    assert "RolledBack" in kubectl(control_plane, "describe", "dp", "trade", "-n", namespace)
+
+    # an operator restart does not apply the rolled-back spec again
+    stop_requests = len(fake_jobmanager.stop_requests)
+    start_operator(rest_url=fake_jobmanager.url)
+    wait_for(lambda: "stays unapplied" in status_of(kube, namespace, "trade")["message"], 30, "the held-back note")
+    assert status_of(kube, namespace, "trade")["parallelism"] == 2
+    assert len(fake_jobmanager.stop_requests) == stop_requests
+
+
+def test_an_in_place_rescale_keeps_the_flink_pods_and_the_job_R6_6(
+    kube: DynamicClient, namespace: str, start_operator: StartOperator, fake_jobmanager: FakeJobManager
+) -> None:
+    manifest = running_pipeline(kube, namespace, start_operator, fake_jobmanager, 1.0, flink={"inPlaceRescale": True})
+
+    def pod_hashes() -> tuple[str, str]:
+        children = existing_children(kube, manifest)
+        return tuple(
+            children[f"Deployment/trade-{c}"]["spec"]["template"]["metadata"]["annotations"]["obflow.io/config-hash"]
+            for c in ("jobmanager", "taskmanager")
+        )
+
+    before = pod_hashes()
+    conf = yaml.safe_load(existing_children(kube, manifest)["ConfigMap/trade-flink-config"]["data"]["config.yaml"])
+    assert conf["jobmanager.scheduler"] == "adaptive"
+    patch_spec(kube, namespace, "trade", {"flink": {"parallelism": 4, "inPlaceRescale": True}})
+    assert wait_reconciled(kube, namespace, "trade", 2)["phase"] == "Rescaling"
+    status = wait_for(
+        lambda: "every vertex at parallelism 4" in ((s := status_of(kube, namespace, "trade"))["message"] or "") and s,
+        30,
+        "the job running at 4",
+    )
+    assert status["phase"] == "Running"
+    assert fake_jobmanager.stop_requests == [] and status["jobGeneration"] == 0  # the same job, never stopped
+    bounds = {vertex: r["parallelism"]["upperBound"] for vertex, r in fake_jobmanager.rescale_requests[0].items()}
+    assert bounds == {"v0": 1, "v1": 1, "v2": 4}  # the ticker keeps its one subtask
+    assert pod_hashes() == before  # no Flink pod restarts ...
+    children = existing_children(kube, manifest)
+    assert children["Deployment/trade-taskmanager"]["spec"]["replicas"] == 2  # ... TaskManagers for 4 slots
+    conf = yaml.safe_load(children["ConfigMap/trade-flink-config"]["data"]["config.yaml"])
+    assert conf["parallelism.default"] == "4"  # what a later start runs at
+
+    patch_spec(kube, namespace, "trade", {"capture": {"batchSize": 500}})  # another change later
+    wait_reconciled(kube, namespace, "trade", 3)
+    assert pod_hashes() == before
+    assert "RescaleInPlace" in reasons(kube, namespace, "trade")
+
+
+def test_the_autoscaler_scales_a_busy_job_up_and_says_why_with_its_numbers_R5_4_R5_6_R6_2(
+    kube: DynamicClient, namespace: str, start_operator: StartOperator, fake_jobmanager: FakeJobManager
+) -> None:
+    fake_jobmanager.busy_ms_per_second = 950.0  # 2 subtasks 95 % busy reading 1,000 rec/s each
+    fake_jobmanager.records_in_per_second = 1000.0
+    fake_jobmanager.lag_ms = 3000.0
+    autoscaler = {"enabled": True, "stabilizationWindow": "4s", "maxParallelism": 16}
+    operator = start_operator(rest_url=fake_jobmanager.url, observe_interval=1.0)
+    pipelines(kube).create(body=pipeline_manifest(MINIMAL, namespace, autoscaler=autoscaler), namespace=namespace)
+
+    status = wait_for(
+        lambda: (s := status_of(kube, namespace, "trade")).get("parallelism") == 3 and s, 40, "the autoscaler's rescale"
+    )
+    assert status["phase"] == "Rescaling" and status["autoscaler"]["parallelism"] == 3
+    assert status["lastSavepoint"]["reason"] == "rescale"  # scale changes go through a savepoint (R6.7)
+    decisions = [e["message"] for e in events_of(kube, namespace, "trade") if e["reason"] == "Autoscaler"]
+    # 2,000 rec/s at 95 % busy: 1,053 rec/s per busy subtask; 2,000 + 3 s of lag over 5 min at 70 % -> 2.74
+    assert any(m.startswith("scale up: 2000 rec/s incoming") and "true_rate_per_subtask=1052.63" in m
+               and "busy_ratio=0.95" in m and "target_parallelism=3" in m for m in decisions)  # fmt: skip
+    high = next(c for c in status["conditions"] if c["type"] == "HighLoad")
+    assert high["status"] == "True" and "95% busy" in high["message"] and "above alerts.load 80%" in high["message"]
+    assert status["lag"] == "3s"
+    assert "HighLoad" in reasons(kube, namespace, "trade")
+    assert f'obflow_operator_pipeline_high_load{{pipeline="{namespace}/trade"}} 1.0' in operator.metrics()
+
+    fake_jobmanager.busy_ms_per_second = 650.0
+    fake_jobmanager.parallelism, fake_jobmanager.state = 3, "RUNNING"
+    status = wait_phase(kube, namespace, "trade", "Running")
+    assert "every vertex at parallelism 3" in status["message"]
+    wait_for(
+        lambda: any(c["type"] == "HighLoad" and c["status"] == "False"
+                    for c in status_of(kube, namespace, "trade")["conditions"]),
+        20,
+        "the load back under the threshold",
+    )  # fmt: skip
