@@ -18,15 +18,21 @@ import pytest
 from obflow.datahub.emulator import DataHubEmulator
 from obflow.sample import change_stream
 from obflow.supervise import stop_process_group
-from obflow_operator.flink_rest import FlinkRest, FlinkRestError, JobOverview
+from obflow_operator.builders import Owner
+from obflow_operator.flink_rest import FlinkRest, FlinkRestError, JobOverview, VertexMetrics
+from obflow_operator.reconcile import OperatorSettings, Outcome, stop_for_job_change
+from obflow_operator.spec import parse_spec
+from obflow_operator.status import DataPipelineStatus, Phase
 from tests.datahub.conftest import ACCESS_KEY
 from tests.flink.standalone import StandaloneFlink
 from tests.flink.test_job import emulator, job_config, send, wait_for, wait_for_rows
+from tests.operator.test_spec_and_crd import MINIMAL, spec_of
 
 pytestmark = pytest.mark.slow
 __all__ = ["emulator"]  # the fixture, imported for this module's tests
 
 RUNNER_ENV = {"OBFLOW_DATAHUB__ACCESS_KEY": ACCESS_KEY}
+OWNER = Owner(name="trade", namespace="data", uid="u-1")
 
 
 @pytest.fixture
@@ -53,6 +59,12 @@ def running_job(rest: FlinkRest, parallelism: int, timeout: float = 120) -> JobO
     return found[0]
 
 
+def _read(rest: FlinkRest, job_id: str, readings: list[VertexMetrics]) -> bool:
+    found = rest.reading_stage_metrics(job_id)
+    readings[:] = [found] if found is not None and found.records_in_per_second > 0 else []
+    return bool(readings)
+
+
 def test_savepoint_metrics_in_place_rescale_stop_and_restore_exactly_once_R6_3_R6_6(
     emulator: DataHubEmulator, tmp_path: Path, cluster: StandaloneFlink
 ) -> None:
@@ -72,19 +84,25 @@ def test_savepoint_metrics_in_place_rescale_stop_and_restore_exactly_once_R6_3_R
         savepoint = rest.trigger_savepoint(job.jid, savepoints, timeout=60)
         assert (Path(savepoint.removeprefix("file:")) / "_metadata").is_file()
         assert rest.job(job.jid).state == "RUNNING"
+        # a savepoint past the retained ones is disposed of through the JobManager
+        rest.dispose_savepoint(savepoint, timeout=60)
+        assert not Path(savepoint.removeprefix("file:")).exists()
 
-        vertices = rest.job(job.jid).vertices
-        poller = next(v for v in vertices if "DataHub shards" in v.name)
-        metrics = rest.vertex_metrics(job.jid, poller.id)
-        assert 0.0 <= metrics.busy_ratio <= 1.0 and metrics.records_in_per_second >= 0.0
+        # the reading stage's figures as the autoscaler samples them (Flink fetches them lazily)
+        readings: list[VertexMetrics] = []
+        wait_for(lambda: _read(rest, job.jid, readings), 60, "the reading stage's first metrics")
+        metrics = readings[0]
+        assert metrics.parallelism == 2 and 0.0 < metrics.busy_ratio <= 1.0
+        assert metrics.records_in_per_second > 0.0 and metrics.lag_seconds >= 0.0
 
-        # in place, through the adaptive scheduler: 2 -> 4 while changes keep arriving (R6.6)
-        pinned = {v.id for v in vertices if v.parallelism == 1}  # the ticker runs once
+        # in place, through the adaptive scheduler: 2 -> 4 while changes keep arriving (R6.6); the
+        # ticker keeps its one subtask
         send(config, events[1000:2000])
         rescale_started = time.monotonic()
-        rest.rescale_in_place(job.jid, 4, pinned=pinned)
+        rest.rescale_in_place(job.jid, 4)
         running_job(rest, 4)
         in_place_seconds = time.monotonic() - rescale_started
+        assert {v.parallelism for v in rest.job(job.jid).vertices if "ticks" in v.name} == {1}
         assert rest.current_job() is not None and rest.current_job().jid == job.jid  # type: ignore[union-attr]
 
         # stop with a savepoint; the runner ends with the job
@@ -118,3 +136,45 @@ def test_a_savepoint_that_cannot_be_taken_fails_with_flinks_reason(cluster: Stan
     rest = FlinkRest(cluster.url, retries=0)
     with pytest.raises(FlinkRestError, match=r"failed: .*FlinkJobNotFoundException: Could not find Flink job"):
         rest.trigger_savepoint("00000000000000000000000000000000", "file:///tmp/none", timeout=5)
+
+
+def test_a_failed_savepoint_falls_back_to_the_newest_checkpoint_and_nothing_is_lost_R6_3(
+    emulator: DataHubEmulator, tmp_path: Path, cluster: StandaloneFlink
+) -> None:
+    """The reconciler's own rescale step against the real cluster: the savepoint cannot be written
+    (its directory is under /proc), so the job is cancelled at its newest retained checkpoint and
+    restarts from it at the new parallelism; every change still lands exactly once."""
+    config, path = job_config(tmp_path, emulator.endpoint, parallelism=2)
+    events = change_stream(2000, rows=400)
+    send(config, events[:1000])
+    rest = FlinkRest(cluster.url)
+    runner = cluster.submit(path, tmp_path / "runner.log", RUNNER_ENV)
+    unwritable = {"savepointDir": "file:///proc/obflow-savepoints"}
+    old = parse_spec(spec_of(MINIMAL, storage=unwritable, flink__parallelism=2))
+    new = parse_spec(spec_of(MINIMAL, storage=unwritable, flink__parallelism=3))
+    outcome = Outcome(DataPipelineStatus(phase=Phase.RUNNING, job_state="RUNNING"))
+    try:
+        job = running_job(rest, 2)
+        wait_for(lambda: rest.checkpoints(job.jid).completed >= 1, 60, "a completed checkpoint")
+        stop_for_job_change(OperatorSettings(rest_url_template=cluster.url), OWNER, old, new, outcome)
+        runner.wait(60)
+    finally:
+        stop_process_group(runner, timeout=60)
+    status = outcome.status
+    assert [e.reason for e in outcome.events] == ["Rescaling", "SavepointFailed", "JobStopped"]
+    assert status.phase == Phase.RESCALING and status.job_generation == 1 and status.job_state == "CANCELED"
+    assert status.restore_path and "/chk-" in status.restore_path  # the newest retained checkpoint
+    assert rest.current_job().state == "CANCELED"  # type: ignore[union-attr]
+
+    cluster.replace_taskmanagers()  # the redeploy's new pods
+    send(config, events[1000:])
+    runner = cluster.submit(
+        path, tmp_path / "runner-2.log", {**RUNNER_ENV, "OBFLOW_FLINK__PARALLELISM": "3"}, status.restore_path
+    )
+    try:
+        running_job(rest, 3)
+        rows = wait_for_rows(config, 2000, runner)
+    finally:
+        stop_process_group(runner, timeout=60)
+    ids = [str(row["_event_id"]) for row in rows]
+    assert len(ids) == len(set(ids)) == 2000
