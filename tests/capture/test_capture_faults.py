@@ -142,6 +142,32 @@ def test_agent_killed_mid_batch_and_restarted_loses_nothing_R9_1_R9_6(
     assert len(events) >= len(table_ids(engine, database))
 
 
+def test_a_capture_setting_rollout_resumes_from_the_position_without_gap_or_copy_R5_7(
+    engine: Engine, database: str, datahub: DataHubEmulator, tmp_path: Path
+) -> None:
+    """What the operator's Recreate rollout of the capture Deployment does to the agent: the old one
+    gets SIGTERM and exits after committing its position; only then does the new one start, with the
+    changed setting, from that position, while the database keeps taking writes throughout."""
+    config = capture_config(engine, database, tmp_path / "state", datahub.endpoint, snapshot=False, batch_size=200)
+    config.capture.http_port = free_port()
+    apply_ddl(config, change_log_ddl(config))
+    with Writer(engine, database):
+        old = agent_process(config, tmp_path)
+        wait_for(lambda: len(read_topic(config)) > 100, timeout=60)
+        old.terminate()
+        assert old.wait(30) == 0  # the old agent is gone before the new one starts: never two
+        sent_by_old = len(read_topic(config))
+        config.capture.batch_size, config.capture.poll_interval = 7, 0.02  # the rolled-out change
+        new = agent_process(config, tmp_path)
+        wait_for(lambda: len(read_topic(config)) > sent_by_old + 100, timeout=60)
+    try:
+        events = assert_exactly_the_table(engine, database, config)
+    finally:
+        new.terminate()
+        assert new.wait(30) == 0
+    assert len(events) == len({e.event_id for e in events})  # a graceful handover sends nothing twice
+
+
 def test_datahub_failures_hold_the_position_and_lose_nothing_R1_5(
     engine: Engine, database: str, datahub: DataHubEmulator, tmp_path: Path
 ) -> None:
