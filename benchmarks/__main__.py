@@ -11,6 +11,7 @@ from benchmarks import (
     operator_reconcile,
     parallelism,
     recovery,
+    rescale,
 )
 
 
@@ -24,6 +25,8 @@ def main() -> int:
     recovery.main([])
     print()
     operator_reconcile.main([])
+    print()
+    rescale.main([])
     print()
     return parallelism.main(["--parallelism", "10,128", "--records", "10000"])
 

@@ -1,0 +1,180 @@
+"""Rescale downtime on a real standalone Flink cluster (JobManager and TaskManager processes from the
+PyFlink wheel, adaptive scheduler) running the real job while changes stream into the DataHub
+emulator, driven by the operator's own rescale step:
+
+- in place: ``flink.inPlaceRescale``, the adaptive scheduler's resource requirements; the job and its
+  processes stay, the tasks restart from the latest checkpoint at the new parallelism;
+- savepoint: the operator's stop-with-savepoint, new TaskManager processes (a redeploy's new pods) and
+  the job submitted again at the new parallelism from the savepoint.
+
+Measured from the decision: every vertex RUNNING at the new parallelism, and the reading stage
+processing again (its new task attempts have read their first ticks; each tick polls DataHub), seen
+through Flink's REST API with metrics fetched every second. The in-place figures are also shown as
+a ratio of the savepoint ones from the same run. At the end every change must be in the committed
+output exactly once.
+
+    python -m benchmarks.rescale [--rate 200] [--from-parallelism 2] [--to-parallelism 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+from benchmarks.common import machine
+from benchmarks.recovery import SteadyProducer
+from obflow.datahub.client import ensure_change_topic, make_client
+from obflow.datahub.emulator import DataHubEmulator
+from obflow.job_graph import is_reading_stage
+from obflow.sample import change_stream
+from obflow.supervise import stop_process_group
+from obflow_operator.builders import Owner
+from obflow_operator.flink_rest import FlinkRest, FlinkRestError
+from obflow_operator.reconcile import OperatorSettings, Outcome, stop_for_job_change
+from obflow_operator.spec import DataPipelineSpec, parse_spec
+from obflow_operator.status import DataPipelineStatus, Phase
+from tests.datahub.conftest import ACCESS_ID, ACCESS_KEY
+from tests.flink.standalone import StandaloneFlink
+from tests.flink.test_job import job_config, wait_for_rows
+from tests.operator.test_spec_and_crd import MINIMAL, spec_of
+
+RUNNER_ENV = {"OBFLOW_DATAHUB__ACCESS_KEY": ACCESS_KEY}
+OWNER = Owner(name="bench", namespace="bench", uid="bench")
+POLL = 0.1
+
+
+def seconds_until(condition: Callable[[], bool], timeout: float = 180) -> float:
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > timeout:
+            raise TimeoutError(f"not within {timeout:.0f}s")
+        time.sleep(POLL)
+    return time.monotonic() - started
+
+
+class Watch:
+    """What the benchmark reads from the JobManager besides the operator's client."""
+
+    def __init__(self, rest: FlinkRest) -> None:
+        self.rest = rest
+        self.http = httpx.Client(base_url=rest.base_url, timeout=5)
+
+    def all_running(self, parallelism: int) -> bool:
+        try:
+            job = self.rest.current_job()
+            return job is not None and self.rest.job(job.jid).all_running(parallelism)
+        except FlinkRestError:
+            return False
+
+    def reading_again(self, since_epoch_ms: int) -> bool:
+        """Every subtask of the reading stage was started after ``since_epoch_ms`` and they have read ticks."""
+        try:
+            job = self.rest.current_job()
+            if job is None:
+                return False
+            vertex = next(v for v in self.rest.job(job.jid).vertices if is_reading_stage(v.name))
+            subtasks = self.http.get(f"/jobs/{job.jid}/vertices/{vertex.id}").json()["subtasks"]
+        except (FlinkRestError, httpx.HTTPError, StopIteration, KeyError):
+            return False
+        fresh = [s for s in subtasks if s["status"] == "RUNNING" and s.get("start-time", 0) >= since_epoch_ms]
+        return bool(fresh) and len(fresh) == len(subtasks) and sum(s["metrics"]["read-records"] for s in fresh) > 0
+
+
+def spec_at(parallelism: int, savepoints: str, in_place: bool) -> DataPipelineSpec:
+    storage = {"savepointDir": savepoints}
+    return parse_spec(spec_of(MINIMAL, storage=storage, flink__parallelism=parallelism, flink__inPlaceRescale=in_place))
+
+
+def rescale(settings: OperatorSettings, savepoints: str, low: int, high: int, in_place: bool) -> tuple[Outcome, float]:
+    """The operator's rescale step from ``low`` to ``high``; returns its outcome and how long it took."""
+    outcome = Outcome(DataPipelineStatus(phase=Phase.RUNNING, job_state="RUNNING"))
+    started = time.monotonic()
+    stop_for_job_change(
+        settings, OWNER, spec_at(low, savepoints, in_place), spec_at(high, savepoints, in_place), outcome
+    )
+    return outcome, time.monotonic() - started
+
+
+def measure(tmp: Path, args: argparse.Namespace) -> list[tuple[str, float, float, float]]:
+    emulator = DataHubEmulator(str(tmp / "datahub"), access_id=ACCESS_ID, access_key=ACCESS_KEY).start()
+    flink = StandaloneFlink(
+        tmp / "flink", slots=4, adaptive=True, extra_env=RUNNER_ENV, conf={"metrics.fetcher.update-interval": 1000}
+    )
+    low, high = args.from_parallelism, args.to_parallelism
+    config, path = job_config(tmp, emulator.endpoint, parallelism=low)
+    savepoints = Path(config.checkpoint.savepoint_dir).resolve().as_uri()
+    total = args.rate * 240
+    ensure_change_topic(make_client(config.datahub), config.datahub)
+    producer = SteadyProducer(config, change_stream(total, rows=total, commit_ts_ms=int(time.time() * 1000)), args.rate)
+    rows: list[tuple[str, float, float, float]] = []
+    runners: list[subprocess.Popen[bytes]] = []
+    try:
+        flink.start()
+        rest = FlinkRest(flink.url)
+        watch = Watch(rest)
+        settings = OperatorSettings(rest_url_template=flink.url)
+        producer.start()
+        runners.append(flink.submit(path, tmp / "runner-1.log", RUNNER_ENV))
+        seconds_until(lambda: watch.all_running(low))
+        for old, new in ((low, high), (high, low)):
+            time.sleep(args.settle)
+            decided, decided_ms = time.monotonic(), int(time.time() * 1000)
+            _, step = rescale(settings, savepoints, old, new, in_place=True)
+            seconds_until(lambda: watch.all_running(new))  # noqa: B023 (used before the loop moves on)
+            running = time.monotonic() - decided
+            seconds_until(lambda: watch.reading_again(decided_ms))  # noqa: B023
+            rows.append((f"in place {old} -> {new}", step, running, time.monotonic() - decided))
+
+        time.sleep(args.settle)
+        decided, decided_ms = time.monotonic(), int(time.time() * 1000)
+        outcome, step = rescale(settings, savepoints, low, high, in_place=False)
+        assert outcome.status.restore_path, [e.message for e in outcome.events]
+        runners[-1].wait(60)
+        flink.replace_taskmanagers()  # the redeploy's new pods
+        env = {**RUNNER_ENV, "OBFLOW_FLINK__PARALLELISM": str(high)}
+        runners.append(flink.submit(path, tmp / "runner-2.log", env, outcome.status.restore_path))
+        seconds_until(lambda: watch.all_running(high))
+        running = time.monotonic() - decided
+        seconds_until(lambda: watch.reading_again(decided_ms))
+        rows.append((f"savepoint {low} -> {high}", step, running, time.monotonic() - decided))
+
+        producer.join()
+        committed = wait_for_rows(config, total, runners[-1], timeout=300)
+        ids = [str(row["_event_id"]) for row in committed]
+        assert len(ids) == len(set(ids)) == total, f"{len(ids)} rows, {len(set(ids))} distinct, {total} sent"
+    finally:
+        producer.stop_event.set()
+        for runner in runners:
+            stop_process_group(runner, timeout=60)
+        flink.stop()
+        emulator.stop()
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=int, default=200, help="changes per second into DataHub")
+    parser.add_argument("--from-parallelism", type=int, default=2)
+    parser.add_argument("--to-parallelism", type=int, default=3)
+    parser.add_argument("--settle", type=float, default=10.0, help="seconds of steady running before each rescale")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="obflow-bench-rescale-") as tmp:
+        rows = measure(Path(tmp), args)
+    print(f"Rescale downtime, real standalone Flink, {args.rate} changes/s streaming in ({machine()})")
+    print(f"{'mode':<22} {'operator step s':>16} {'all running s':>14} {'reading again s':>16} {'vs savepoint':>13}")
+    baseline = rows[-1][3]
+    for name, step, running, reading in rows:
+        print(f"{name:<22} {step:>16.1f} {running:>14.1f} {reading:>16.1f} {reading / baseline:>12.2f}x")
+    print("every change committed exactly once across the three rescales")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
