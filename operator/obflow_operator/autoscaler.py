@@ -82,8 +82,10 @@ class SampleHistory:
         self._samples[key] = [*kept, sample]
         return self._samples[key]
 
-    def forget(self, key: str) -> None:
-        self._samples.pop(key, None)
+    def keep_only(self, keys: set[str]) -> None:
+        """Forget the samples of pipelines that are gone."""
+        for key in set(self._samples) - keys:
+            del self._samples[key]
 
 
 def decide(samples: list[Sample], spec: AutoscalerSpec, limits: Limits, state: AutoscalerState, now: float) -> Decision:

@@ -18,7 +18,8 @@ from obflow_operator import metrics
 from obflow_operator.apply import patch_status
 from obflow_operator.autoscaler import SampleHistory
 from obflow_operator.events import post_events
-from obflow_operator.reconcile import OperatorSettings, observe
+from obflow_operator.observe import observe
+from obflow_operator.reconcile import OperatorSettings
 from obflow_operator.spec import GROUP, KIND, VERSION
 
 log = logging.getLogger("obflow.operator")
@@ -57,7 +58,9 @@ class Observer:
         return [p.to_dict() for ns in self.namespaces for p in resource.get(namespace=ns).items]
 
     def observe_all(self) -> None:
-        for body in self._pipelines():
+        pipelines = self._pipelines()
+        self.history.keep_only({body["metadata"]["uid"] for body in pipelines})
+        for body in pipelines:
             if body["metadata"].get("deletionTimestamp"):
                 continue
             try:

@@ -10,7 +10,6 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pyflink
@@ -32,12 +31,9 @@ class StandaloneFlink:
         taskmanagers: int = 1,
         adaptive: bool = False,
         extra_env: dict[str, str] | None = None,
-        conf: dict[str, Any] | None = None,
     ) -> None:
-        """``extra_env``: for every process, as Kubernetes gives the pods their Secrets; ``conf``: more
-        Flink configuration."""
+        """``extra_env``: for every process, as Kubernetes gives the pods their Secrets."""
         self.workdir = workdir
-        self.extra_conf = conf or {}
         self.extra_env = extra_env or {}
         self.slots = slots
         self.taskmanagers = taskmanagers
@@ -83,7 +79,6 @@ class StandaloneFlink:
         }
         if self.adaptive:
             conf["jobmanager.scheduler"] = "adaptive"
-        conf.update(self.extra_conf)
         (self.conf_dir / "config.yaml").write_text(yaml.safe_dump(conf))
         for name in ("log4j-console.properties", "log4j.properties", "log4j-cli.properties"):
             shutil.copy(FLINK_HOME / "conf" / name, self.conf_dir / name)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from obflow_operator.autoscaler import AutoscalerState, Limits, Sample, decide
+from obflow_operator.autoscaler import AutoscalerState, Limits, Sample, SampleHistory, decide
 from obflow_operator.spec import AutoscalerSpec
 
 SPEC = AutoscalerSpec(
@@ -114,3 +114,13 @@ def test_the_taskmanager_ceiling_bounds_the_target() -> None:
     decision = decide(samples, SPEC, limits, AutoscalerState(), now=300)
     assert decision.action == "up" and decision.target == 6
     assert "capped by flink.taskManager.maxReplicas x slots = 6" in decision.reason
+
+
+def test_the_sample_history_keeps_what_a_decision_needs_and_forgets_gone_pipelines() -> None:
+    history = SampleHistory()
+    for second in range(0, 100, 10):
+        kept = history.add("a", Sample(second, 2, 100, 0.5, 0.0, 0.0), keep_seconds=30)
+    assert [s.time for s in kept] == [60, 70, 80, 90]
+    history.add("b", Sample(0, 2, 100, 0.5, 0.0, 0.0), keep_seconds=30)
+    history.keep_only({"b"})
+    assert history.add("a", Sample(100, 2, 1, 0.5, 0.0, 0.0), keep_seconds=30) == [Sample(100, 2, 1, 0.5, 0.0, 0.0)]

@@ -10,14 +10,8 @@ import pytest
 
 from obflow_operator.builders import Owner
 from obflow_operator.flink_rest import JobOverview
-from obflow_operator.reconcile import (
-    Observation,
-    OperatorSettings,
-    Outcome,
-    desired_spec,
-    dispose_old_savepoints,
-    observed_phase,
-)
+from obflow_operator.observe import Observation, dispose_old_savepoints, observed_phase
+from obflow_operator.reconcile import OperatorSettings, Outcome, desired_spec
 from obflow_operator.spec import parse_spec
 from obflow_operator.status import AutoscalerStatus, DataPipelineStatus, Phase, SavepointRecord
 from tests.operator.fake_jobmanager import JOB_ID, FakeJobManager

@@ -420,7 +420,7 @@ def test_a_parallelism_change_of_a_running_job_goes_through_a_savepoint_R6_3(
     assert status_of(kube, namespace, "trade")["phase"] == "Rescaling"  # ... but not yet at parallelism 4
     fake_jobmanager.parallelism = 4
     status = wait_phase(kube, namespace, "trade", "Running")
-    assert "every vertex at parallelism 4" in status["message"]
+    assert "every vertex at parallelism 4, processing" in status["message"]
 
 
 def test_a_failed_savepoint_falls_back_to_the_latest_checkpoint_never_to_empty_state(
@@ -520,7 +520,7 @@ def test_the_autoscaler_scales_a_busy_job_up_and_says_why_with_its_numbers_R5_4_
     fake_jobmanager.busy_ms_per_second = 950.0  # 2 subtasks 95 % busy reading 1,000 rec/s each
     fake_jobmanager.records_in_per_second = 1000.0
     fake_jobmanager.lag_ms = 3000.0
-    autoscaler = {"enabled": True, "stabilizationWindow": "4s", "maxParallelism": 16}
+    autoscaler = {"enabled": True, "stabilizationWindow": "6s", "maxParallelism": 16}
     operator = start_operator(rest_url=fake_jobmanager.url, observe_interval=1.0)
     pipelines(kube).create(body=pipeline_manifest(MINIMAL, namespace, autoscaler=autoscaler), namespace=namespace)
 
@@ -549,3 +549,24 @@ def test_the_autoscaler_scales_a_busy_job_up_and_says_why_with_its_numbers_R5_4_
         20,
         "the load back under the threshold",
     )  # fmt: skip
+
+
+def test_the_autoscaler_scales_an_idle_job_down_only_through_a_savepoint_R5_4_R6_7(
+    kube: DynamicClient, namespace: str, start_operator: StartOperator, fake_jobmanager: FakeJobManager
+) -> None:
+    fake_jobmanager.parallelism, fake_jobmanager.busy_ms_per_second = 4, 60.0  # 4 subtasks, 6 % busy
+    # a window of 6 observer rounds (the decision needs 80 % of it covered by samples)
+    autoscaler = {"enabled": True, "stabilizationWindow": "6s", "scaleDownDelay": "3s"}
+    manifest = running_pipeline(
+        kube, namespace, start_operator, fake_jobmanager, 1.0, autoscaler=autoscaler, flink={"parallelism": 4}
+    )
+    assert existing_children(kube, manifest)["Deployment/trade-taskmanager"]["spec"]["replicas"] == 2
+    status = wait_for(
+        lambda: (s := status_of(kube, namespace, "trade")).get("parallelism") == 1 and s, 40, "the scale-down"
+    )
+    # the job was stopped with a savepoint (its in-flight work in it) before a TaskManager went away
+    assert len(fake_jobmanager.stop_requests) == 1 and status["lastSavepoint"]["reason"] == "rescale"
+    assert existing_children(kube, manifest)["Deployment/trade-taskmanager"]["spec"]["replicas"] == 1
+    decisions = [e["message"] for e in events_of(kube, namespace, "trade") if e["reason"] == "Autoscaler"]
+    assert any(m.startswith("would scale down to 1; waiting") for m in decisions)
+    assert any(m.startswith("scale down:") and "target_parallelism=1" in m for m in decisions)
