@@ -41,6 +41,8 @@ from obflow_operator.status import DataPipelineStatus, Phase, timestamp, with_co
 
 log = logging.getLogger("obflow.operator")
 
+WINDOW = "stabilization_window"  # the autoscaler's; samples are kept for two of them
+
 
 @dataclass(frozen=True)
 class Observation:
@@ -141,9 +143,6 @@ def observe(
     return outcome
 
 
-WINDOW = "stabilization_window"
-
-
 def _record_load(owner: Owner, spec: DataPipelineSpec, reading: VertexMetrics, outcome: Outcome) -> None:
     """Lag and load from the reading stage's metrics; load above ``alerts.load`` is a condition, an
     Event when it begins, and the metric alerting uses (R5.6)."""
@@ -192,8 +191,8 @@ def autoscale(
         with_parallelism(spec, decision.target)
     )
     if rolled_back:
-        decision = replace(decision, action="none", target=spec.flink.parallelism, state=state)
-        decision = replace(decision, reason=f"{decision.reason}; not applied: rolled back there before")
+        reason = f"{decision.reason}; not applied: rolled back there before"
+        decision = replace(decision, action="none", target=spec.flink.parallelism, state=state, reason=reason)
     numbers = ", ".join(f"{key}={value:g}" for key, value in decision.numbers.items())
     waiting_began = decision.state.scale_down_wanted_since is not None and state.scale_down_wanted_since is None
     if decision.action != "none" or waiting_began:
@@ -312,7 +311,8 @@ def dispose_old_savepoints(settings: OperatorSettings, owner: Owner, spec: DataP
     older = [r for r in status.savepoints[retained:] if r.path != status.restore_path]
     if not older:
         return
-    disposed, failed = [], []
+    disposed: list[str] = []
+    failed: dict[str, str] = {}
     with settings.rest(owner.name, owner.namespace, retries=1) as rest:
         for record in older:
             try:
@@ -320,21 +320,16 @@ def dispose_old_savepoints(settings: OperatorSettings, owner: Owner, spec: DataP
                     rest.dispose_savepoint(record.path, timeout=60)
                 disposed.append(record.path)
             except FlinkRestError as exc:
-                failed.append(f"{record.path} ({exc})")
+                failed[record.path] = str(exc)
     outcome.acted = True
-    gone = set(disposed) | {f.split(" (")[0] for f in failed}
-    status.savepoints = [r for r in status.savepoints if r.path not in gone]
+    status.savepoints = [r for r in status.savepoints if r.path not in {*disposed, *failed}]
     verb = "disposed of" if spec.flink.savepoint.dispose else "forgot (flink.savepoint.dispose: false)"
     if disposed:
-        outcome.events.append(
-            Event(
-                "Normal",
-                "SavepointsDisposed",
-                f"{verb} {len(disposed)} beyond the {retained} retained: " + ", ".join(disposed),
-            )
-        )
+        message = f"{verb} {len(disposed)} beyond the {retained} retained: {', '.join(disposed)}"
+        outcome.events.append(Event("Normal", "SavepointsDisposed", message))
     if failed:  # said once: the record leaves the history either way
-        outcome.events.append(Event("Warning", "SavepointDisposalFailed", "delete these by hand: " + "; ".join(failed)))
+        by_hand = "; ".join(f"{path} ({why})" for path, why in failed.items())
+        outcome.events.append(Event("Warning", "SavepointDisposalFailed", f"delete these by hand: {by_hand}"))
 
 
 def _available(api: DynamicClient, owner: Owner, component: str, field_name: str) -> int:

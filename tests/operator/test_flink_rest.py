@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from obflow.config import ObflowConfig
 from obflow.datahub.emulator import DataHubEmulator
 from obflow.sample import change_stream
 from obflow.supervise import stop_process_group
@@ -57,6 +58,21 @@ def running_job(rest: FlinkRest, parallelism: int, timeout: float = 120) -> JobO
 
     wait_for(ready, timeout, f"every vertex RUNNING at parallelism {parallelism}")
     return found[0]
+
+
+def assert_restored_exactly_once(
+    cluster: StandaloneFlink, config: ObflowConfig, path: Path, restore: str, parallelism: int, changes: int
+) -> None:
+    """Submit the job from ``restore`` at ``parallelism``; every one of ``changes`` lands once."""
+    env = {**RUNNER_ENV, "OBFLOW_FLINK__PARALLELISM": str(parallelism)}
+    runner = cluster.submit(path, path.parent / "runner-restored.log", env, restore)
+    try:
+        running_job(FlinkRest(cluster.url), parallelism)
+        rows = wait_for_rows(config, changes, runner)
+    finally:
+        stop_process_group(runner, timeout=60)
+    ids = [str(row["_event_id"]) for row in rows]
+    assert len(ids) == len(set(ids)) == changes
 
 
 def _read(rest: FlinkRest, job_id: str, readings: list[VertexMetrics]) -> bool:
@@ -116,16 +132,7 @@ def test_savepoint_metrics_in_place_rescale_stop_and_restore_exactly_once_R6_3_R
     cluster.replace_taskmanagers()
     send(config, events[2000:])
     send(config, events[1500:1700])
-    runner = cluster.submit(
-        path, tmp_path / "runner-2.log", {**RUNNER_ENV, "OBFLOW_FLINK__PARALLELISM": "3"}, stopped_at
-    )
-    try:
-        running_job(rest, 3)
-        rows = wait_for_rows(config, 3000, runner)
-    finally:
-        stop_process_group(runner, timeout=60)
-    ids = [str(row["_event_id"]) for row in rows]
-    assert len(ids) == len(set(ids)) == 3000
+    assert_restored_exactly_once(cluster, config, path, stopped_at, parallelism=3, changes=3000)
     print(
         f"in-place rescale 2 -> 4: {in_place_seconds:.1f}s until every vertex ran at 4; "
         f"TaskManager crashes restarted: {cluster.taskmanager_restarts}"
@@ -168,13 +175,4 @@ def test_a_failed_savepoint_falls_back_to_the_newest_checkpoint_and_nothing_is_l
 
     cluster.replace_taskmanagers()  # the redeploy's new pods
     send(config, events[1000:])
-    runner = cluster.submit(
-        path, tmp_path / "runner-2.log", {**RUNNER_ENV, "OBFLOW_FLINK__PARALLELISM": "3"}, status.restore_path
-    )
-    try:
-        running_job(rest, 3)
-        rows = wait_for_rows(config, 2000, runner)
-    finally:
-        stop_process_group(runner, timeout=60)
-    ids = [str(row["_event_id"]) for row in rows]
-    assert len(ids) == len(set(ids)) == 2000
+    assert_restored_exactly_once(cluster, config, path, status.restore_path, parallelism=3, changes=2000)

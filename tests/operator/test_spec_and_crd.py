@@ -12,7 +12,7 @@ from pydantic import BaseModel
 
 from obflow_operator.builders import validate
 from obflow_operator.crd import crd_manifest, crd_yaml
-from obflow_operator.flink_rest import JobDetails, JobOverview
+from obflow_operator.flink_rest import JobDetails, JobOverview, VertexMetrics
 from obflow_operator.observe import Observation, observed_phase
 from obflow_operator.spec import DataPipelineSpec, SpecError, parse_spec, runtime_config
 from obflow_operator.status import IllegalTransitionError, Phase, check_transition
@@ -163,15 +163,19 @@ def test_the_observer_moves_phases_only_on_what_it_sees() -> None:
     assert observed_phase(Phase.SUSPENDED, seen("RUNNING"))[0] is None
 
 
-def test_after_a_rescale_running_means_every_vertex_at_the_new_parallelism() -> None:
-    def at(parallelism: int) -> Observation:
+def test_after_a_rescale_running_means_every_vertex_at_the_new_parallelism_and_processing() -> None:
+    def at(parallelism: int, processing: bool = True) -> Observation:
         vertices = [
             {"id": "a", "name": "ticks", "parallelism": 1, "status": "RUNNING"},
             {"id": "b", "name": "poll", "parallelism": parallelism, "status": "RUNNING"},
         ]
         details = JobDetails.model_validate({"jid": "j1", "name": "x", "state": "RUNNING", "vertices": vertices})
-        return replace(seen("RUNNING"), details=details)
+        reading = VertexMetrics(
+            parallelism=parallelism, busy_ratio=0.3, backpressured_ratio=0, records_in_per_second=10, lag_seconds=0
+        )
+        return replace(seen("RUNNING"), details=details, reading=reading if processing else None)
 
     assert observed_phase(Phase.RESCALING, at(2), parallelism=4)[0] is None
+    assert observed_phase(Phase.RESCALING, at(4, processing=False), parallelism=4)[0] is None
     assert observed_phase(Phase.RESCALING, at(4), parallelism=4)[0] == Phase.RUNNING
     assert observed_phase(Phase.UPGRADING, seen("RUNNING"), parallelism=4)[0] is None  # no vertices seen yet
