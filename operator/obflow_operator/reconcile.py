@@ -256,7 +256,9 @@ def take_savepoint(
         rest, job = found
         try:
             target = storage_paths(owner.name, spec)["savepoints"]
-            path = rest.stop_with_savepoint(job.jid, target, spec.deletion.seconds("timeout"))
+            # the final savepoint has its own bound: deletion must not hang
+            section = spec.deletion if reason == "delete" else spec.flink.savepoint
+            path = rest.stop_with_savepoint(job.jid, target, section.seconds("timeout"))
         except FlinkRestError as exc:
             return None, str(exc)
     record = SavepointRecord(path=path, time=now(), reason=reason)

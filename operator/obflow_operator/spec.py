@@ -171,6 +171,9 @@ class SavepointSpec(SpecSection):
         5, ge=1, le=100, description="Savepoints kept; older ones the operator took are disposed of through Flink."
     )
     dispose: bool = Field(True, description="false: only forget older savepoints in status, keep their files.")
+    timeout: SpecDuration = Field(
+        "5m", description="A savepoint for a rescale, upgrade, suspend or rollback fails after this long."
+    )
 
 
 class FlinkSpec(SpecSection):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
@@ -40,6 +41,8 @@ class FakeJobManager:
         self.in_place_follows = True  # a rescale request changes the parallelism at once
         self.disposed: list[str] = []
         self.savepoints_taken = 0
+        self.savepoint_seconds = 0.0  # how long a savepoint stays IN_PROGRESS
+        self._savepoint_started = 0.0
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
@@ -107,7 +110,9 @@ class FakeJobManager:
                 elif url.path == f"/jobs/{JOB_ID}/resource-requirements":
                     self._reply(fake.requirements())
                 elif url.path.startswith(f"/jobs/{JOB_ID}/savepoints/"):
-                    if fake.fail_savepoint:
+                    if time.monotonic() - fake._savepoint_started < fake.savepoint_seconds:
+                        self._reply({"status": {"id": "IN_PROGRESS"}})
+                    elif fake.fail_savepoint:
                         failure = {"failure-cause": {"stack-trace": "CheckpointException: Task not running"}}
                         self._reply({"status": {"id": "COMPLETED"}, "operation": failure})
                     else:
@@ -126,6 +131,7 @@ class FakeJobManager:
                 body = self._body()
                 if self.path == f"/jobs/{JOB_ID}/stop":
                     fake.stop_requests.append(body)
+                    fake._savepoint_started = time.monotonic()
                     if not fake.fail_savepoint:
                         fake.state = "FINISHED"
                         fake.savepoints_taken += 1

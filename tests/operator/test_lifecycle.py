@@ -11,7 +11,7 @@ import pytest
 from obflow_operator.builders import Owner
 from obflow_operator.flink_rest import JobOverview
 from obflow_operator.observe import Observation, dispose_old_savepoints, observed_phase
-from obflow_operator.reconcile import OperatorSettings, Outcome, desired_spec
+from obflow_operator.reconcile import OperatorSettings, Outcome, desired_spec, take_savepoint
 from obflow_operator.spec import parse_spec
 from obflow_operator.status import AutoscalerStatus, DataPipelineStatus, Phase, SavepointRecord
 from tests.operator.fake_jobmanager import JOB_ID, FakeJobManager
@@ -75,3 +75,16 @@ def test_a_job_that_answers_keeps_the_pipeline_running_while_the_deployment_catc
     assert observed_phase(Phase.RUNNING, answering) == (None, "")
     silent = Observation(jobmanagers_available=0, taskmanagers_available=1, capture_ready=1, job=None)
     assert observed_phase(Phase.RUNNING, silent)[0] == Phase.DEPLOYING
+
+
+def test_savepoints_are_bounded_by_their_timeout_and_the_final_one_by_the_deletion_timeout(
+    fake: FakeJobManager,
+) -> None:
+    fake.savepoint_seconds = 2.5  # a slow savepoint
+    settings = OperatorSettings(rest_url_template=fake.url)
+    spec = parse_spec(spec_of(MINIMAL, flink__savepoint={"timeout": "1s"}, deletion={"timeout": "30s"}))
+    path, what = take_savepoint(settings, OWNER, spec, DataPipelineStatus(), "rescale")
+    assert path is None and what.endswith("not complete after 1s")
+    fake.state = "RUNNING"  # a failed stop-with-savepoint leaves the job running
+    path, what = take_savepoint(settings, OWNER, spec, DataPipelineStatus(), "delete")
+    assert path is not None and what.startswith(f"job {JOB_ID} stopped with savepoint")
