@@ -149,13 +149,13 @@ class FlinkRest:
             latest_duration_ms=latest.get("end_to_end_duration"),
         )
 
-    def reading_stage_metrics(self, job_id: str) -> VertexMetrics | None:
+    def reading_stage_metrics(self, job: JobDetails) -> VertexMetrics | None:
         """Busy and back-pressured time, read rate and lag of the job's DataHub-reading vertex; None
         until Flink has a first reading of them (it fetches metrics from the TaskManagers lazily)."""
-        vertex = next((v for v in self.job(job_id).vertices if is_reading_stage(v.name)), None)
+        vertex = next((v for v in job.vertices if is_reading_stage(v.name)), None)
         if vertex is None:
             return None
-        base = f"/jobs/{job_id}/vertices/{vertex.id}/subtasks/metrics"
+        base = f"/jobs/{job.jid}/vertices/{vertex.id}/subtasks/metrics"
         ids = [row["id"] for row in self._call("GET", base)]
         wanted = [i for i in ids if i in {BUSY, BACKPRESSURED} or i.endswith(RECORDS_IN) or SHARD_LAG.search(i)]
         if BUSY not in wanted:

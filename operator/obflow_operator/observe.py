@@ -353,7 +353,7 @@ def _observation(api: DynamicClient, settings: OperatorSettings, owner: Owner) -
                 checkpoint_ms = rest.checkpoints(job.jid).latest_time_ms
             if job is not None and job.state == "RUNNING":
                 details = rest.job(job.jid)
-                reading = rest.reading_stage_metrics(job.jid)
+                reading = rest.reading_stage_metrics(details)
         except FlinkRestError as exc:
             log.debug("JobManager of %s/%s not answering: %s", owner.namespace, owner.name, exc)
     return Observation(
