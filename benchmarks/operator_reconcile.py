@@ -30,10 +30,11 @@ from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import NotFoundError
 
 from benchmarks.common import machine
+from obflow.net import free_port
 from obflow_operator.builders import MANAGED_BY, BuildOptions, Owner, build_children
 from obflow_operator.crd import crd_manifest
 from obflow_operator.spec import parse_spec
-from tests.kube.controlplane import ControlPlane, free_port
+from tests.kube.controlplane import ControlPlane
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "datapipeline-minimal.yaml"
 NAMESPACE = "bench"

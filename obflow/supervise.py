@@ -102,11 +102,19 @@ class Supervisor:
         deadline = time.monotonic() + timeout
         while not component.ready():
             if component.proc is not None and component.proc.poll() is not None:
-                raise RuntimeError(f"{name} exited with code {component.proc.returncode}; see {self.log_path(name)}")
+                raise RuntimeError(f"{name} exited with code {component.proc.returncode}; {self._log_tail(name)}")
             if time.monotonic() > deadline:
-                raise RuntimeError(f"{name} not ready within {timeout:.0f}s; see {self.log_path(name)}")
+                raise RuntimeError(f"{name} not ready within {timeout:.0f}s; {self._log_tail(name)}")
             time.sleep(0.2)
         log_event(log, "component.ready", f"{name} ready")
+
+    def _log_tail(self, name: str, lines: int = 15) -> str:
+        path = self.log_path(name)
+        try:
+            tail = path.read_text(errors="replace").splitlines()[-lines:]
+        except OSError:
+            return f"see {path}"
+        return f"the end of {path}:\n" + "\n".join(tail)
 
     def running(self, name: str) -> bool:
         proc = self.components[name].proc

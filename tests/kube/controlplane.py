@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -24,18 +23,13 @@ from pathlib import Path
 
 import yaml
 
+from obflow.net import free_port
 from obflow.supervise import stop_process_group
 
 BIN_DIR = Path(os.environ.get("OBFLOW_KUBE_CACHE", Path.home() / ".cache/obflow/kubernetes")) / "bin"
 SERVICE_RANGE = "10.96.0.0/24"
 ADMIN_TOKEN_USER = "obflow-admin"
 BIND_ATTEMPTS = 3
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def missing_prerequisites() -> list[str]:

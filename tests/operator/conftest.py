@@ -18,8 +18,9 @@ from kubernetes import config as kube_config
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import NotFoundError
 
+from obflow.net import free_port
 from obflow_operator.crd import crd_manifest
-from tests.kube.controlplane import ControlPlane, free_port, missing_prerequisites
+from tests.kube.controlplane import ControlPlane, missing_prerequisites
 
 
 @pytest.fixture(scope="session")
