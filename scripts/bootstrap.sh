@@ -7,10 +7,12 @@ cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3}
 
-# System packages: Java 17 runs Flink; MariaDB is the second real engine of the capture tests.
+# System packages: Java 17 runs Flink; MariaDB is the second real engine of the capture tests;
+# promtool (Debian's prometheus package) checks and unit-tests the alert rules.
 missing=()
 command -v java >/dev/null 2>&1 || missing+=(openjdk-17-jre-headless)
 command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || missing+=(mariadb-server)
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 if ((${#missing[@]})); then
   if [ "$(id -u)" -ne 0 ]; then
     echo "bootstrap: missing system packages: ${missing[*]}; install them as root (apt-get install ${missing[*]})" >&2
@@ -21,7 +23,9 @@ if ((${#missing[@]})); then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   # The capture tests start their own MariaDB in a temporary directory; the packaged one stays off.
-  if command -v systemctl >/dev/null 2>&1; then systemctl disable --now mariadb >/dev/null 2>&1 || true; fi
+  if command -v systemctl >/dev/null 2>&1; then
+    systemctl disable --now mariadb prometheus >/dev/null 2>&1 || true
+  fi
 fi
 
 "$PYTHON" - <<'PY'

@@ -19,17 +19,22 @@ HIGH_LOAD = Gauge(
     "obflow_operator_pipeline_high_load", "1 while a pipeline's load is above its spec.alerts.load (R5.6)", ["pipeline"]
 )
 PIPELINES = Gauge("obflow_operator_pipelines", "DataPipelines by phase", ["phase"])
+PIPELINE_PHASE = Gauge(
+    "obflow_operator_pipeline_phase", "1 for the phase a pipeline is in (one series each)", ["pipeline", "phase"]
+)
 
 _phases: dict[str, str] = {}  # pipeline -> its phase
 _exported: set[str] = set()  # every phase the gauge has a series for; an emptied one goes to 0
 
 
 def record_phase(key: str, phase: str | None) -> None:
-    """Remember ``key``'s phase (None: it is gone) and refresh the pipelines-by-phase gauge."""
-    if phase is None:
-        _phases.pop(key, None)
-    else:
+    """Remember ``key``'s phase (None: it is gone) and refresh the phase gauges."""
+    previous = _phases.pop(key, None)
+    if previous is not None and previous != phase:
+        PIPELINE_PHASE.remove(key, previous)
+    if phase is not None:
         _phases[key] = phase
+        PIPELINE_PHASE.labels(pipeline=key, phase=phase).set(1)
     counts = collections.Counter(_phases.values())
     _exported.update(counts)
     for label in _exported:

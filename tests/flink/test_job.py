@@ -28,6 +28,7 @@ from obflow.net import free_port
 from obflow.sample import SAMPLE_COLUMNS, change_stream
 from tests.datahub.conftest import ACCESS_ID, ACCESS_KEY
 from tests.flink.test_finalize import output_rows
+from tests.observability.exported import check_recorded_flink_metrics
 
 pytestmark = pytest.mark.slow
 
@@ -394,6 +395,7 @@ def test_flink_and_runner_metrics_reach_prometheus_R7_1_R7_2_R7_3(emulator: Data
     assert 0 < latency_sum / count < 60
     assert sum(v for _, v in runner["obflow_output_rows_total"]) == 2000
     assert {labels["stage"] for labels, _ in runner["obflow_dead_letters_total"]} == {"route"}
+    check_recorded_flink_metrics(flink)  # what the dashboards and alert rules may use
 
 
 def test_runs_with_128_parallel_tasks_exactly_once_R6_5(emulator: DataHubEmulator, tmp_path: Path) -> None:
