@@ -60,6 +60,9 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
         operator_settings = replace(operator_settings, pdb_api_version="policy/v1beta1")
     memo.settings = operator_settings
     namespaces = list(memo.get("namespaces") or [])
+    # Watching named namespaces needs no cluster-wide look at namespaces and CRDs (nor the ClusterRole
+    # for it): the namespaced chart grants only Roles.
+    settings.scanning.disabled = bool(namespaces)
     memo.observer = Observer(memo.api, operator_settings, namespaces, operator_settings.observe_interval).start()
 
 

@@ -180,7 +180,7 @@ def test_a_pipeline_creates_every_child_owned_by_it_and_reports_its_status_R5_1_
     metrics = operator.metrics()
     assert 'obflow_operator_reconciles_total{result="ok"}' in metrics
     assert 'obflow_operator_pipelines{phase="Deploying"} 1.0' in metrics
-    assert f'obflow_operator_pipeline_phase{{pipeline="{namespace}/trade",phase="Deploying"}} 1.0' in metrics
+    assert f'obflow_operator_pipeline_phase{{phase="Deploying",pipeline="{namespace}/trade"}} 1.0' in metrics
 
 
 def test_an_invalid_spec_is_a_permanent_error_naming_the_field_and_the_fix(
