@@ -195,7 +195,7 @@ def _add_capture_commands(commands: Any) -> None:
     capture_commands = capture.add_subparsers(dest="capture_command", required=True, metavar="ACTION")
     for action, text in (("install", "create change logs and triggers"), ("uninstall", "remove them")):
         ddl = capture_commands.add_parser(action, help=text)
-        ddl.add_argument("--config", required=True)
+        _add_config_option(ddl)
         ddl.add_argument("--print", action="store_true", help="print the DDL instead of applying it")
         ddl.set_defaults(handler=_capture_ddl)
     run = capture_commands.add_parser("run", help="run the capture agent until SIGTERM")

@@ -13,6 +13,9 @@ missing=()
 command -v java >/dev/null 2>&1 || missing+=(openjdk-17-jre-headless)
 command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || missing+=(mariadb-server)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+# dockerd and debootstrap build obflow's images from local bases (scripts/docker/build.sh)
+command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
+command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
 if ((${#missing[@]})); then
   if [ "$(id -u)" -ne 0 ]; then
     echo "bootstrap: missing system packages: ${missing[*]}; install them as root (apt-get install ${missing[*]})" >&2
@@ -24,7 +27,7 @@ if ((${#missing[@]})); then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   # The capture tests start their own MariaDB in a temporary directory; the packaged one stays off.
   if command -v systemctl >/dev/null 2>&1; then
-    systemctl disable --now mariadb prometheus >/dev/null 2>&1 || true
+    systemctl disable --now mariadb prometheus docker containerd >/dev/null 2>&1 || true
   fi
 fi
 

@@ -1,4 +1,4 @@
-"""Shared fixtures: the repo root, a clean OBFLOW_* environment, and a CLI runner."""
+"""Shared fixtures: the repo root, a clean OBFLOW_* environment, a CLI runner, and obflow's images."""
 
 from __future__ import annotations
 
@@ -7,8 +7,12 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from tests.docker.images import Docker
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -35,3 +39,16 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60) 
         check=False,
         stdin=subprocess.DEVNULL,
     )
+
+
+@pytest.fixture(scope="session")
+def docker() -> Docker:
+    """A Docker daemon with obflow's images built from this checkout (kept up to date by their inputs' hash)."""
+    from tests.docker.images import Docker, build_images, docker_host, missing_prerequisites
+
+    missing = missing_prerequisites()
+    if missing:
+        pytest.fail("building the images needs: " + ", ".join(missing) + " (scripts/bootstrap.sh installs them)")
+    host = docker_host()
+    print(build_images(host))
+    return Docker(host)

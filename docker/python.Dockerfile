@@ -1,0 +1,50 @@
+# The capture agent and the operator: one Python environment with obflow and one component's extras.
+#   docker build -f docker/python.Dockerfile --build-arg EXTRAS=capture -t obflow/capture:0.1.0 .
+#   docker build -f docker/python.Dockerfile --build-arg EXTRAS=operator --build-arg COMMAND=operator \
+#     -t obflow/operator:0.1.0 .
+# BASE_IMAGE: any Debian-like image with python3 (3.11 or 3.12) and its venv module.
+ARG BASE_IMAGE=python:3.11-slim-bookworm
+
+FROM ${BASE_IMAGE} AS build
+ARG EXTRAS=capture
+WORKDIR /src
+# a C compiler for the dependencies without wheels (cprotobuf); this stage is thrown away
+# hadolint ignore=DL3008
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends gcc libc6-dev \
+ && if ! python3 -c 'import sysconfig, os, sys; sys.exit(not os.path.exists(sysconfig.get_paths()["include"] + "/Python.h"))'; then \
+      apt-get install -y --no-install-recommends python3-dev; \
+    fi \
+ && rm -rf /var/lib/apt/lists/*
+COPY docker/build-certs/ /tmp/build-certs/
+COPY pyproject.toml constraints.txt README.md ./
+COPY obflow ./obflow
+COPY capture_agent ./capture_agent
+COPY flink_job ./flink_job
+COPY operator ./operator
+RUN python3 -m venv /opt/obflow \
+ && if [ -f /tmp/build-certs/ca.pem ]; then export PIP_CERT=/tmp/build-certs/ca.pem; fi \
+ && /opt/obflow/bin/pip install --no-cache-dir --disable-pip-version-check -c constraints.txt ".[${EXTRAS}]" \
+ && find /opt/obflow -name '__pycache__' -prune -exec rm -rf {} + \
+ && rm -rf /tmp/build-certs
+
+FROM ${BASE_IMAGE}
+ARG EXTRAS=capture
+ARG COMMAND=capture
+LABEL org.opencontainers.image.title="obflow-${EXTRAS}" \
+      org.opencontainers.image.description="obflow ${COMMAND}: OceanBase -> DataHub -> Flink -> files" \
+      org.opencontainers.image.licenses="Apache-2.0"
+COPY --from=build /opt/obflow /opt/obflow
+RUN groupadd --system --gid 10001 obflow \
+ && useradd --system --uid 10001 --gid obflow --home-dir /var/lib/obflow --create-home --shell /usr/sbin/nologin obflow
+ENV PATH=/opt/obflow/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    OBFLOW_COMMAND=${COMMAND}
+USER 10001:10001
+WORKDIR /var/lib/obflow
+# capture: /readyz on capture.http_port (9300); operator: /healthz on --liveness-port (8080);
+# OBFLOW_HEALTH_URL overrides (e.g. the DataHub emulator's /healthz)
+HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 CMD ["obflow-healthcheck"]
+# no arguments: the image's component (OBFLOW_COMMAND); any arguments: `obflow ARGS`
+ENTRYPOINT ["obflow-container"]
