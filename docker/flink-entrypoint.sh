@@ -1,8 +1,9 @@
 #!/bin/sh
 # obflow's Flink image: `jobmanager`, `standalone-job ARGS` (the JobManager running the job, as the
 # operator starts it) or `taskmanager ARGS`; anything else is run as given.
-# Configuration: /opt/flink/conf/config.yaml (mounted, may be read-only) is copied to a writable
-# directory and FLINK_PROPERTIES (newline-separated "key: value" lines) is appended to it.
+# Configuration: /opt/flink/conf (mounted, may be read-only; Flink's stock configuration when empty)
+# is copied to a writable directory, config.yaml flattened and FLINK_PROPERTIES (newline-separated
+# "key: value" lines) applied over it.
 set -eu
 
 role="${1:-help}"
@@ -19,13 +20,10 @@ work_conf="$(mktemp -d /tmp/flink-conf.XXXXXX)"
 if [ -n "$(ls -A "$conf_dir" 2>/dev/null)" ]; then
   cp -L "$conf_dir"/* "$work_conf"/
 fi
-# nothing mounted: Flink's stock configuration (Java 17 options, memory sizes, loopback addresses)
 for file in config.yaml log4j-console.properties log4j.properties log4j-cli.properties; do
   [ -f "$work_conf/$file" ] || cp "$FLINK_HOME/conf/$file" "$work_conf/"
 done
-if [ -n "${FLINK_PROPERTIES:-}" ]; then
-  printf '\n%s\n' "$FLINK_PROPERTIES" >> "$work_conf/config.yaml"
-fi
+python3 -m obflow.container flink-config "$work_conf" "$work_conf"
 export FLINK_CONF_DIR="$work_conf"
 export FLINK_LOG_DIR="${FLINK_LOG_DIR:-/tmp/flink-log}"
 mkdir -p "$FLINK_LOG_DIR"

@@ -8,6 +8,10 @@ Kubernetes or Compose can pass their own arguments.
 probes that component's own endpoint: the capture agent's ``/readyz``, the operator's ``/healthz``,
 the DataHub emulator's ``/healthz``, a JobManager's REST API, a TaskManager's metrics reporter.
 ``OBFLOW_HEALTH_URL`` overrides the choice. Exit 0 when the endpoint answers 2xx, else 1.
+
+``python -m obflow.container flink-config SRC DST`` writes the Flink image's configuration: SRC's
+config.yaml (a mounted one, or Flink's stock one), flattened to dotted keys, with the
+``FLINK_PROPERTIES`` lines (``key: value``) applied over it, as DST/config.yaml.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 DEFAULT_ARGS = {"capture": ["capture", "run"], "operator": ["operator", "run"]}
 CAPTURE_PORT = 9300  # capture.http_port's default
@@ -38,6 +43,32 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         args = DEFAULT_ARGS[command]
     return obflow_main(args)
+
+
+def flat_flink_config(nested: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Flink's nested YAML configuration as dotted keys (``jobmanager: {rpc: {port: 6123}}`` →
+    ``jobmanager.rpc.port: 6123``); lists and scalars are kept as they are."""
+    flat: dict[str, Any] = {}
+    for key, value in nested.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flat_flink_config(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def write_flink_config(source: Path, target: Path, properties: str) -> dict[str, Any]:
+    """``source``'s config.yaml flattened, with ``properties`` (YAML ``key: value`` lines) over it."""
+    import yaml
+
+    base = yaml.safe_load((source / "config.yaml").read_text()) or {}
+    overrides = yaml.safe_load(properties) if properties.strip() else {}
+    if not isinstance(overrides, dict):
+        raise ValueError(f"FLINK_PROPERTIES: expected 'key: value' lines, got {properties!r}")
+    config = {**flat_flink_config(base), **flat_flink_config(overrides)}
+    (target / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=True, width=1_000_000))
+    return config
 
 
 def _option(args: Sequence[str], name: str) -> str | None:
@@ -87,4 +118,7 @@ def healthcheck() -> int:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["flink-config"] and len(sys.argv) == 4:
+        write_flink_config(Path(sys.argv[2]), Path(sys.argv[3]), os.environ.get("FLINK_PROPERTIES", ""))
+        sys.exit(0)
     sys.exit(main())

@@ -16,6 +16,7 @@ command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 # dockerd and debootstrap build obflow's images from local bases (scripts/docker/build.sh)
 command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
 command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
+command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)  # validates docker/compose.yaml
 if ((${#missing[@]})); then
   if [ "$(id -u)" -ne 0 ]; then
     echo "bootstrap: missing system packages: ${missing[*]}; install them as root (apt-get install ${missing[*]})" >&2

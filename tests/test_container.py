@@ -3,9 +3,12 @@ tests run it in real containers)."""
 
 from __future__ import annotations
 
-import pytest
+from pathlib import Path
 
-from obflow.container import health_url, main
+import pytest
+import yaml
+
+from obflow.container import health_url, main, write_flink_config
 
 JAVA = ["/usr/lib/jvm/java-17-openjdk-amd64/bin/java", "-Xmx1g", "-classpath", "/opt/obflow/flink/lib/*"]
 
@@ -37,3 +40,19 @@ def test_health_url_follows_the_component(pid1: list[str], env: dict[str, str], 
 def test_no_arguments_and_no_component_is_an_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([]) == 2
     assert "OBFLOW_COMMAND" in capsys.readouterr().err
+
+
+def test_flink_config_is_flattened_and_flink_properties_win(tmp_path: Path) -> None:
+    stock = {
+        "jobmanager": {"rpc": {"address": "localhost", "port": 6123}},
+        "env": {"java": {"opts": {"all": "--add-opens=x"}}},
+    }
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(stock))
+    config = write_flink_config(tmp_path, tmp_path, "jobmanager.rpc.address: jobmanager-1\nparallelism.default: 4\n")
+    assert config == {
+        "jobmanager.rpc.address": "jobmanager-1", "jobmanager.rpc.port": 6123,
+        "env.java.opts.all": "--add-opens=x", "parallelism.default": 4,
+    }  # fmt: skip
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text()) == config
+    with pytest.raises(ValueError, match="FLINK_PROPERTIES"):
+        write_flink_config(tmp_path, tmp_path, "just words")
