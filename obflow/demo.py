@@ -24,7 +24,7 @@ import numpy as np
 import yaml
 
 from obflow.config import ObflowConfig
-from obflow.loadgen import COLUMNS, KEYS, SCHEMA, History, LoadGenerator, RowKey
+from obflow.loadgen import COLUMNS, KEYS, History, LoadGenerator, RowKey, create_schema
 from obflow.localdb import Engine
 from obflow.log import setup_logging
 from obflow.net import free_port
@@ -81,13 +81,8 @@ class LocalPipeline:
     def start_database(self) -> None:
         self.engine.base_dir.mkdir(parents=True, exist_ok=True)
         self.supervisor.start(Component("seekdb", self.engine.command(), self.engine.accepts_connections))
-        with self.engine.connect() as conn, conn.cursor() as cursor:
-            cursor.execute(f"CREATE DATABASE IF NOT EXISTS {DATABASE}")
-            cursor.execute(f"USE {DATABASE}")
-            cursor.execute("SHOW TABLES")
-            if not cursor.fetchall():
-                for statement in SCHEMA:
-                    cursor.execute(statement)
+        with self.engine.connect() as conn:
+            create_schema(conn, DATABASE)
 
     def start(self) -> None:
         """Everything, in order, each ready before the next starts."""

@@ -56,6 +56,18 @@ COLUMNS: dict[str, list[dict[str, str]]] = {
 }
 """The typed output columns of each table (``source.tables[].columns``)."""
 
+
+def create_schema(connection: Any, database: str) -> None:
+    """The sample tables in ``database`` (both created when missing; tables already there are kept)."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"CREATE DATABASE IF NOT EXISTS {database}")
+        cursor.execute(f"USE {database}")
+        cursor.execute("SHOW TABLES")
+        if not cursor.fetchall():
+            for statement in SCHEMA:
+                cursor.execute(statement)
+
+
 KEYS = {"customers": ("id",), "orders": ("id",), "order_lines": ("order_id", "line_no")}
 RowKey = tuple[str, tuple[int, ...]]
 

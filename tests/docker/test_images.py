@@ -18,7 +18,7 @@ import pymysql
 import pytest
 
 from obflow.config import ObflowConfig
-from obflow.loadgen import COLUMNS, SCHEMA
+from obflow.loadgen import COLUMNS, create_schema
 from obflow.net import free_port
 from obflow_operator.builders import env_settings
 from tests.conftest import REPO_ROOT
@@ -88,14 +88,8 @@ def test_capture_image_captures_configured_only_by_environment_R8_3_R8_5_R8_6(do
     ):  # fmt: skip
         print(f"seekdb healthy {database.seconds_until_healthy():.1f} s, "
               f"DataHub emulator {emulator.seconds_until_healthy():.1f} s after docker run")  # fmt: skip
-        with (
-            pymysql.connect(host="127.0.0.1", port=db_port, user="root", autocommit=True) as conn,
-            conn.cursor() as cursor,
-        ):
-            cursor.execute("CREATE DATABASE shop")
-            cursor.execute("USE shop")
-            for statement in SCHEMA:
-                cursor.execute(statement)
+        with pymysql.connect(host="127.0.0.1", port=db_port, user="root", autocommit=True) as conn:
+            create_schema(conn, "shop")
         config = ObflowConfig(
             source={"engine": "oceanbase", "mode": "mysql", "host": "127.0.0.1", "port": db_port, "user": "root",
                     "database": "shop", "tables": [{"name": t, "columns": c} for t, c in COLUMNS.items()]},

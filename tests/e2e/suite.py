@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from obflow.config import ObflowConfig
-from obflow.loadgen import SCHEMA
+from obflow.loadgen import create_schema
 from obflow.net import free_port
 from tests.chart.helm import CHART
 
@@ -100,14 +100,8 @@ def run_pipeline_end_to_end(cluster: Cluster, namespace: str, changes: int = 300
     kubectl(cluster, "-n", namespace, "rollout", "status", "deployment/database", "--timeout=180s", timeout=200)
     kubectl(cluster, "-n", namespace, "rollout", "status", "deployment/datahub", "--timeout=180s", timeout=200)
     with port_forward(cluster, namespace, "service/database", 2881) as db_port:
-        with (
-            pymysql.connect(host="127.0.0.1", port=db_port, user="root", autocommit=True) as conn,
-            conn.cursor() as cursor,
-        ):
-            cursor.execute("CREATE DATABASE IF NOT EXISTS shop")
-            cursor.execute("USE shop")
-            for statement in SCHEMA:
-                cursor.execute(statement)
+        with pymysql.connect(host="127.0.0.1", port=db_port, user="root", autocommit=True) as conn:
+            create_schema(conn, "shop")
         config = pipeline_config(namespace, db_port, cluster.node_data_dir)
         from capture_agent.install import apply_ddl, change_log_ddl
 
