@@ -19,18 +19,23 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 python3-venv python3-dev gcc libc6-dev \
  && rm -rf /var/lib/apt/lists/*
 COPY docker/build-certs/ /tmp/build-certs/
-COPY pyproject.toml constraints.txt README.md ./
+# the dependencies first (PyFlink and its Flink), in a layer of their own: a change of obflow's
+# sources leaves it cached
+COPY pyproject.toml constraints.txt README.md docker/requirements.py ./
+RUN python3 -m venv /opt/obflow \
+ && if [ -f /tmp/build-certs/ca.pem ]; then export PIP_CERT=/tmp/build-certs/ca.pem; fi \
+ && python3 requirements.py pyproject.toml flink > requirements.txt \
+ && /opt/obflow/bin/pip install --no-cache-dir --disable-pip-version-check -c constraints.txt -r requirements.txt \
+ && flink_home="$(/opt/obflow/bin/python -c 'import os, pyflink; print(os.path.dirname(pyflink.__file__))')" \
+ && cp "$flink_home"/opt/flink-python-*.jar "$flink_home/lib/" \
+ && ln -s "$flink_home" /opt/obflow/flink
 COPY obflow ./obflow
 COPY capture_agent ./capture_agent
 COPY flink_job ./flink_job
 COPY operator ./operator
-RUN python3 -m venv /opt/obflow \
- && if [ -f /tmp/build-certs/ca.pem ]; then export PIP_CERT=/tmp/build-certs/ca.pem; fi \
- && /opt/obflow/bin/pip install --no-cache-dir --disable-pip-version-check -c constraints.txt ".[flink]" \
+RUN if [ -f /tmp/build-certs/ca.pem ]; then export PIP_CERT=/tmp/build-certs/ca.pem; fi \
+ && /opt/obflow/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps . \
  && find /opt/obflow -name '__pycache__' -prune -exec rm -rf {} + \
- && flink_home="$(/opt/obflow/bin/python -c 'import os, pyflink; print(os.path.dirname(pyflink.__file__))')" \
- && cp "$flink_home"/opt/flink-python-*.jar "$flink_home/lib/" \
- && ln -s "$flink_home" /opt/obflow/flink \
  && rm -rf /tmp/build-certs
 
 FROM ${BASE_IMAGE}

@@ -17,14 +17,18 @@ RUN apt-get update \
     fi \
  && rm -rf /var/lib/apt/lists/*
 COPY docker/build-certs/ /tmp/build-certs/
-COPY pyproject.toml constraints.txt README.md ./
+# the dependencies first, in a layer of their own: a change of obflow's sources leaves it cached
+COPY pyproject.toml constraints.txt README.md docker/requirements.py ./
+RUN python3 -m venv /opt/obflow \
+ && if [ -f /tmp/build-certs/ca.pem ]; then export PIP_CERT=/tmp/build-certs/ca.pem; fi \
+ && python3 requirements.py pyproject.toml "${EXTRAS}" > requirements.txt \
+ && /opt/obflow/bin/pip install --no-cache-dir --disable-pip-version-check -c constraints.txt -r requirements.txt
 COPY obflow ./obflow
 COPY capture_agent ./capture_agent
 COPY flink_job ./flink_job
 COPY operator ./operator
-RUN python3 -m venv /opt/obflow \
- && if [ -f /tmp/build-certs/ca.pem ]; then export PIP_CERT=/tmp/build-certs/ca.pem; fi \
- && /opt/obflow/bin/pip install --no-cache-dir --disable-pip-version-check -c constraints.txt ".[${EXTRAS}]" \
+RUN if [ -f /tmp/build-certs/ca.pem ]; then export PIP_CERT=/tmp/build-certs/ca.pem; fi \
+ && /opt/obflow/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps . \
  && find /opt/obflow -name '__pycache__' -prune -exec rm -rf {} + \
  && rm -rf /tmp/build-certs
 

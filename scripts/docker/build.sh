@@ -87,6 +87,8 @@ build() {
     exit 1
   fi
   rm -f "$log"
+  # the image this one replaces, now untagged (its build stages stay: they are the layer cache)
+  docker image prune --force --filter "label=obflow.io/inputs" >/dev/null
   echo "obflow/$name:$TAG built in $((SECONDS - started)) s ($(docker image inspect -f '{{.Size}}' "obflow/$name:$TAG" | numfmt --to=iec))"
 }
 
