@@ -67,6 +67,7 @@ def test_flink_image_runs_a_jobmanager_and_a_taskmanager_R8_1_R8_2_R8_5(docker: 
         assert "http://127.0.0.1:8081/config" in jobmanager.healthcheck().stdout
         print(f"JobManager healthy {seconds:.1f} s after docker run")
         assert seconds < READY_WITHIN
+        assert jobmanager.wait_docker_healthy(READY_WITHIN) < READY_WITHIN  # Docker's own HEALTHCHECK
     options = (*NO_NETWORK, "--env", f"FLINK_PROPERTIES={PROMETHEUS_REPORTER}")
     with docker.container("flink", "taskmanager", options=options) as taskmanager:
         seconds = taskmanager.seconds_until_healthy()
@@ -105,6 +106,7 @@ def test_capture_image_captures_configured_only_by_environment_R8_3_R8_5_R8_6(do
             assert f"http://127.0.0.1:{capture_port}/readyz" in capture.healthcheck().stdout
             print(f"capture agent healthy {seconds:.1f} s after docker run")
             assert seconds < READY_WITHIN
+            assert capture.wait_docker_healthy(READY_WITHIN) < READY_WITHIN  # Docker's own HEALTHCHECK
             with (
                 pymysql.connect(host="127.0.0.1", port=db_port, user="root", database="shop", autocommit=True) as conn,
                 conn.cursor() as cursor,
