@@ -13,7 +13,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import httpx
 import pymysql
 import pytest
 
@@ -23,6 +22,7 @@ from obflow.net import free_port
 from obflow_operator.builders import env_settings
 from tests.conftest import REPO_ROOT
 from tests.docker.images import TAG, Docker
+from tests.flink.test_job import scrape
 from tests.operator.conftest import wait_for
 
 pytestmark = pytest.mark.slow
@@ -116,16 +116,5 @@ def test_capture_image_captures_configured_only_by_environment_R8_3_R8_5_R8_6(do
                     "VALUES (%s, %s, NULL, 'gold', NOW(6), 1)",
                     [(n, f"customer {n}") for n in range(1, 6)],
                 )
-            wait_for(lambda: captured(capture_port) >= 5, 60, "the 5 inserts to reach DataHub")
-
-
-def captured(port: int) -> float:
-    from prometheus_client.parser import text_string_to_metric_families
-
-    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
-    return sum(
-        sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.name == "obflow_capture_changes_total"
-    )
+            changes = "obflow_capture_changes_total"
+            wait_for(lambda: sum(v for _, v in scrape(capture_port).get(changes, [])) >= 5, 60, "5 changes in DataHub")

@@ -12,7 +12,6 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import yaml
 
@@ -20,6 +19,7 @@ from obflow.config import ObflowConfig
 from obflow.loadgen import create_schema
 from obflow.net import free_port
 from tests.chart.helm import CHART
+from tests.operator.conftest import wait_for
 
 MANIFESTS = Path(__file__).with_name("manifests")
 IMAGES = ["obflow/flink:0.1.0", "obflow/capture:0.1.0", "obflow/operator:0.1.0", "obflow/seekdb:0.1.0"]
@@ -40,16 +40,6 @@ def kubectl(cluster: Cluster, *args: str, timeout: float = 120) -> str:
     if result.returncode != 0:
         raise AssertionError(f"kubectl {' '.join(args)}: {result.stderr}")
     return result.stdout
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(AssertionError):
-            if value := predicate():
-                return value
-        time.sleep(2)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 @contextlib.contextmanager
@@ -108,7 +98,8 @@ def run_pipeline_end_to_end(cluster: Cluster, namespace: str, changes: int = 300
         apply_ddl(config, change_log_ddl(config))
         applied = time.monotonic()
         kubectl(cluster, "-n", namespace, "apply", "-f", str(MANIFESTS / "pipeline.yaml"))
-        wait_until(lambda: "Running" in kubectl(cluster, "-n", namespace, "get", "dp", "shop"), 600, "shop Running")
+        wait_for(lambda: "Running" in kubectl(cluster, "-n", namespace, "get", "dp", "shop"), 600, "shop Running",
+                 interval=2, not_yet=(AssertionError,))  # fmt: skip
         timings["pipeline Running"] = time.monotonic() - applied
         table = kubectl(cluster, "-n", namespace, "get", "dp", "shop")
         assert "PARALLELISM" in table and "LAG" in table, table
@@ -119,9 +110,9 @@ def run_pipeline_end_to_end(cluster: Cluster, namespace: str, changes: int = 300
         load.start()
         load.join(120)
         written = time.monotonic()
-        result = wait_until(
-            lambda: (r := verify(config, load.history)).ok and r, 300, f"{changes} changes exactly once in the files"
-        )
+        wanted = f"{changes} changes exactly once in the files"
+        result = wait_for(lambda: (r := verify(config, load.history)).ok and r, 300, wanted,
+                          interval=2, not_yet=(AssertionError,))  # fmt: skip
         timings["changes in files"] = time.monotonic() - written
         assert result.duplicates == 0 and result.missing == 0
     return timings

@@ -57,13 +57,20 @@ def _crd_established(api: DynamicClient) -> bool:
     return True
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.3) -> Any:
+def wait_for(
+    predicate: Callable[[], Any],
+    timeout: float,
+    what: str,
+    interval: float = 0.3,
+    not_yet: tuple[type[Exception], ...] = (NotFoundError,),
+) -> Any:
+    """``predicate()``'s first truthy value; the errors in ``not_yet`` count as "not yet"."""
     deadline = time.monotonic() + timeout
     last_error: Exception | None = None
     while time.monotonic() < deadline:
         try:
             value = predicate()
-        except NotFoundError as exc:
+        except not_yet as exc:
             value, last_error = None, exc
         if value:
             return value

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -25,17 +23,8 @@ from tests.operator.test_spec_and_crd import MINIMAL
 pytestmark = pytest.mark.slow
 
 
-@contextmanager
-def _removed(directory: Path) -> Iterator[None]:
-    try:
-        yield
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
-
-
-def readable_kubeconfig(plane: ControlPlane) -> Path:
-    """The admin kubeconfig and its CA in a directory the image's non-root user can read."""
-    directory = Path(tempfile.mkdtemp(prefix="obflow-kube-"))
+def readable_kubeconfig(plane: ControlPlane, directory: Path) -> None:
+    """The admin kubeconfig and its CA in ``directory``, readable by the image's non-root user."""
     directory.chmod(0o755)
     config = yaml.safe_load(plane.kubeconfig.read_text())
     ca = Path(config["clusters"][0]["cluster"]["certificate-authority"])
@@ -44,29 +33,29 @@ def readable_kubeconfig(plane: ControlPlane) -> Path:
     (directory / "config").write_text(yaml.safe_dump(config))
     for path in directory.iterdir():
         path.chmod(0o644)
-    return directory
 
 
 def test_operator_image_reconciles_a_pipeline_R8_5_R8_8(
     docker: Docker, control_plane: ControlPlane, kube: DynamicClient, namespace: str
 ) -> None:
     liveness_port, metrics_port = free_port(), free_port()
-    kube_dir = readable_kubeconfig(control_plane)
-    options = (
-        "--network", "host",
-        "--volume", f"{kube_dir}:/etc/obflow/kube:ro",
-        "--env", "KUBECONFIG=/etc/obflow/kube/config",
-    )  # fmt: skip
     args = ("operator", "run", f"--namespace={namespace}", f"--liveness-port={liveness_port}",
             f"--metrics-port={metrics_port}", "--log-json")  # fmt: skip
-    with docker.container("operator", *args, options=options) as operator, _removed(kube_dir):
-        seconds = operator.seconds_until_healthy()
-        assert f"http://127.0.0.1:{liveness_port}/healthz" in operator.healthcheck().stdout
-        print(f"operator healthy {seconds:.1f} s after docker run")
-        assert seconds < 60
-        manifest = pipeline_manifest(MINIMAL, namespace)
-        create_secrets(kube, namespace, manifest)
-        kube.resources.get(api_version="obflow.io/v1alpha1", kind="DataPipeline").create(body=manifest)
-        wanted = {f"{kind}/{name}" for _, kind, name in expected_children(manifest)}
-        wait_for(lambda: set(existing_children(kube, manifest)) == wanted, 60, "the children, from the container")
-        assert all(line.startswith("{") for line in operator.logs().splitlines() if line)  # --log-json
+    with tempfile.TemporaryDirectory(prefix="obflow-kube-") as kube_dir:  # pytest's tmp_path is root-only
+        readable_kubeconfig(control_plane, Path(kube_dir))
+        options = (
+            "--network", "host",
+            "--volume", f"{kube_dir}:/etc/obflow/kube:ro",
+            "--env", "KUBECONFIG=/etc/obflow/kube/config",
+        )  # fmt: skip
+        with docker.container("operator", *args, options=options) as operator:
+            seconds = operator.seconds_until_healthy()
+            assert f"http://127.0.0.1:{liveness_port}/healthz" in operator.healthcheck().stdout
+            print(f"operator healthy {seconds:.1f} s after docker run")
+            assert seconds < 60
+            manifest = pipeline_manifest(MINIMAL, namespace)
+            create_secrets(kube, namespace, manifest)
+            kube.resources.get(api_version="obflow.io/v1alpha1", kind="DataPipeline").create(body=manifest)
+            wanted = {f"{kind}/{name}" for _, kind, name in expected_children(manifest)}
+            wait_for(lambda: set(existing_children(kube, manifest)) == wanted, 60, "the children, from the container")
+            assert all(line.startswith("{") for line in operator.logs().splitlines() if line)  # --log-json
