@@ -475,7 +475,9 @@ def build_config_maps(
 def build_jobmanager(owner: Owner, spec: DataPipelineSpec, config_hash: str) -> list[dict[str, Any]]:
     jm = spec.flink.job_manager
     volumes, mounts = _volumes(owner, spec, flink_conf=True)
-    args = ["standalone-job", "--host", "$(POD_IP)", "--job-classname", PYTHON_DRIVER, "-pym", JOB_MODULE]
+    # each JobManager publishes its own address as leader (Flink's standalone-job takes no --host)
+    own_address = "-Djobmanager.rpc.address=$(POD_IP)"
+    args = ["standalone-job", own_address, "--job-classname", PYTHON_DRIVER, "-pym", JOB_MODULE]
     container = _container(
         spec, "jobmanager", spec.flink.image, args, f"{owner.name}-flink-env", [POD_IP_ENV, *datahub_secret_env(spec)]
     )

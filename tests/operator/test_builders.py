@@ -90,7 +90,7 @@ def test_jobmanagers_run_in_kubernetes_ha_with_two_replicas_R5_1_R5_2() -> None:
     assert conf["kubernetes.cluster-id"] == "orders"
     assert conf["kubernetes.namespace"] == "data"
     args = jobmanager["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert args[:3] == ["standalone-job", "--host", "$(POD_IP)"]  # each JobManager advertises its own address
+    assert args[:2] == ["standalone-job", "-Djobmanager.rpc.address=$(POD_IP)"]  # each advertises its own address
     role = built["Role/orders-flink"]["rules"][0]
     assert role["resources"] == ["configmaps"] and {"create", "update", "watch", "delete"} <= set(role["verbs"])
     for component in ("jobmanager", "taskmanager"):
