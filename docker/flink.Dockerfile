@@ -44,8 +44,14 @@ LABEL org.opencontainers.image.title="obflow-flink" \
       org.opencontainers.image.licenses="Apache-2.0"
 USER 0
 # hadolint ignore=DL3008
+# PyFlink's thread mode (pemja) loads libpython into the JVM: the shared library must be there
 RUN if ! python3 -c 'import venv' 2>/dev/null; then \
       apt-get update && apt-get install -y --no-install-recommends python3 python3-venv \
+      && rm -rf /var/lib/apt/lists/*; \
+    fi \
+ && libpython="libpython$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')" \
+ && if ! ldconfig -p | grep -q "$libpython"; then \
+      apt-get update && apt-get install -y --no-install-recommends "$libpython" \
       && rm -rf /var/lib/apt/lists/*; \
     fi \
  && if ! id -u flink >/dev/null 2>&1; then \

@@ -53,8 +53,12 @@ def test_images_run_as_non_root_with_health_checks_and_no_secrets_R8_4_R8_8(dock
         files = docker.run("run", "--rm", "--user", "0", "--entrypoint", "find", f"obflow/{image}:{TAG}", "/",
                            "-xdev", "-path", "*build-certs*").stdout  # fmt: skip
         assert not files.strip(), f"{image} contains the build's CA bundle: {files}"
-    # every dependency inside (R8.4): the job and its libraries import without a network
-    imports = "import pyflink, pyarrow, datahub, flink_job.job, obflow_operator.builders; print('ok')"
+    # every dependency inside (R8.4): the job and its libraries import without a network, and the
+    # shared libpython that PyFlink's thread mode loads into the JVM is there
+    imports = (
+        "import ctypes, pyflink, pyarrow, datahub, flink_job.job, obflow_operator.builders;"
+        "from find_libpython import find_libpython; ctypes.CDLL(find_libpython()); print('ok')"
+    )
     result = docker.run(
         "run", "--rm", "--network", "none", "--entrypoint", "python3", f"obflow/flink:{TAG}", "-c", imports
     )
