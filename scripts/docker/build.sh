@@ -19,6 +19,10 @@ MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 images=("$@")
 ((${#images[@]})) || images=(flink capture operator seekdb)
 
+# One build at a time: builds share the daemon, the tags and the lent CA bundle.
+exec 9>"${TMPDIR:-/tmp}/obflow-image-build.lock"
+flock 9
+
 if ! docker version --format '{{.Server.Version}}' >/dev/null 2>&1; then
   DOCKER_HOST=$(scripts/docker/dockerd.sh start)
   export DOCKER_HOST
@@ -60,13 +64,16 @@ for bundle in /etc/ssl/certs/ca-certificates.crt /etc/pki/tls/certs/ca-bundle.cr
   if [ -f "$bundle" ]; then cp "$bundle" docker/build-certs/ca.pem; break; fi
 done
 
-# A hash of everything a build reads: an image whose label matches is up to date and not rebuilt.
+# A hash of everything a build reads — the Dockerfile, its build args and what it COPYs from the
+# context: an image whose label matches is up to date and not rebuilt.
 inputs_hash() {
   local dockerfile=$1; shift
+  local sources
+  sources=$(awk '/^COPY / && $2 !~ /^--/ { for (i = 2; i < NF; i++) print $i }' "$dockerfile" | grep -v '^docker/build-certs')
+  # shellcheck disable=SC2086  # one path per word
   { printf '%s\n' "$@"
-    { git ls-files -- obflow capture_agent flink_job operator docker 2>/dev/null \
-        || find obflow capture_agent flink_job operator docker -type f -not -path '*/__pycache__/*'; } \
-      | grep -v '^docker/build-certs/' | sort | xargs cat pyproject.toml constraints.txt README.md "$dockerfile"
+    { git ls-files -- $sources 2>/dev/null || find $sources -type f -not -path '*/__pycache__/*'; } \
+      | sort | xargs cat "$dockerfile"
   } | sha256sum | cut -c1-16
 }
 
