@@ -24,7 +24,7 @@ from pathlib import Path
 import yaml
 
 from obflow.net import free_port
-from obflow.supervise import stop_process_group
+from tests.kube.daemons import Daemons
 
 BIN_DIR = Path(os.environ.get("OBFLOW_KUBE_CACHE", Path.home() / ".cache/obflow/kubernetes")) / "bin"
 SERVICE_RANGE = "10.96.0.0/24"
@@ -49,12 +49,16 @@ def missing_prerequisites() -> list[str]:
 class ControlPlane:
     """Start with :meth:`start`, stop with :meth:`stop`; :attr:`kubeconfig` is an admin kubeconfig."""
 
-    def __init__(self, workdir: Path, controller_manager: bool = True) -> None:
+    def __init__(
+        self, workdir: Path, controller_manager: bool = True, address: str = "127.0.0.1", port: int = 0
+    ) -> None:
         self.workdir = workdir
         self.with_controller_manager = controller_manager
-        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.address = address
+        self.fixed_port = port  # 0: a free port, picked by each start attempt
+        self.daemons = Daemons(workdir)
         self.token = os.urandom(16).hex()
-        self.port = 0  # picked by each start attempt
+        self.port = port
         self.url = ""
         self.kubeconfig = workdir / "kubeconfig"
 
@@ -78,8 +82,8 @@ class ControlPlane:
         raise AssertionError("unreachable")
 
     def _start(self, timeout: float) -> None:
-        self.port = free_port()
-        self.url = f"https://127.0.0.1:{self.port}"
+        self.port = self.fixed_port or free_port()
+        self.url = f"https://{self.address}:{self.port}"
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._write_credentials()
         etcd_port, peer_port = free_port(), free_port()
@@ -100,8 +104,8 @@ class ControlPlane:
             [
                 str(BIN_DIR / "kube-apiserver"),
                 f"--etcd-servers=http://127.0.0.1:{etcd_port}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
+                f"--bind-address={self.address}",
+                f"--advertise-address={self.address}",
                 f"--secure-port={self.port}",
                 "--insecure-port=0",
                 f"--cert-dir={self.workdir / 'certs'}",
@@ -112,6 +116,8 @@ class ControlPlane:
                 "--service-account-issuer=https://kubernetes.default.svc",
                 f"--service-cluster-ip-range={SERVICE_RANGE}",
                 "--allow-privileged=true",
+                # logs, exec and port-forward reach a kubelet at its node's address, not its name
+                "--kubelet-preferred-address-types=InternalIP,Hostname",
             ],
         )
         self._wait_ready(timeout)
@@ -126,6 +132,7 @@ class ControlPlane:
                     "--port=0",
                     "--secure-port=0",
                     f"--service-account-private-key-file={self.workdir / 'sa.key'}",
+                    f"--root-ca-file={self.ca_file}",
                     "--use-service-account-credentials=false",
                     f"--service-cluster-ip-range={SERVICE_RANGE}",
                 ],
@@ -143,23 +150,25 @@ class ControlPlane:
         )
 
     def _write_kubeconfig(self) -> None:
-        # the apiserver's self-made certificate file holds its CA too
-        ca = self.workdir / "certs" / "apiserver.crt"
         config = {
             "apiVersion": "v1",
             "kind": "Config",
-            "clusters": [{"name": "obflow-test", "cluster": {"server": self.url, "certificate-authority": str(ca)}}],
+            "clusters": [
+                {"name": "obflow-test", "cluster": {"server": self.url, "certificate-authority": str(self.ca_file)}}
+            ],
             "users": [{"name": ADMIN_TOKEN_USER, "user": {"token": self.token}}],
             "contexts": [{"name": "obflow-test", "context": {"cluster": "obflow-test", "user": ADMIN_TOKEN_USER}}],
             "current-context": "obflow-test",
         }
         self.kubeconfig.write_text(yaml.safe_dump(config))
 
+    @property
+    def ca_file(self) -> Path:
+        """The apiserver's self-made certificate, which holds its CA too."""
+        return self.workdir / "certs" / "apiserver.crt"
+
     def _spawn(self, name: str, argv: list[str]) -> None:
-        log = (self.workdir / f"{name}.log").open("wb")
-        self.processes[name] = subprocess.Popen(
-            argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
-        )
+        self.daemons.spawn(name, argv)
 
     def _wait_ready(self, timeout: float) -> None:
         context = ssl.create_default_context()
@@ -168,10 +177,7 @@ class ControlPlane:
         request = urllib.request.Request(f"{self.url}/readyz", headers={"Authorization": f"Bearer {self.token}"})
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            for name, process in self.processes.items():
-                if process.poll() is not None:
-                    tail = (self.workdir / f"{name}.log").read_text(errors="replace")[-2000:]
-                    raise RuntimeError(f"{name} exited with {process.returncode}:\n{tail}")
+            self.daemons.check_running()
             try:
                 with urllib.request.urlopen(request, context=context, timeout=2) as response:
                     if response.status == 200:
@@ -182,9 +188,8 @@ class ControlPlane:
         raise TimeoutError(f"kube-apiserver not ready within {timeout:.0f}s; see {self.workdir}/kube-apiserver.log")
 
     def stop(self) -> None:
-        for name in reversed(list(self.processes)):
-            stop_process_group(self.processes[name], timeout=10)
-        self.processes.clear()
+        """Stop every process, also when another Python process started them."""
+        self.daemons.stop(timeout=10)
 
 
 def main() -> int:
