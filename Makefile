@@ -2,21 +2,37 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: help setup kube test demo lint format bench lock clean
+.PHONY: help setup kube test demo lint format bench lock clean cluster-up cluster-down cluster-images e2e
 
 help:
 	@echo "make demo   run the pipeline end to end on embedded defaults"
 	@echo "make test   run the test suite (sets itself up)"
 	@echo "make lint   ruff + mypy"
 	@echo "make bench  run the benchmarks"
+	@echo "make cluster-up / cluster-down   a single-node Kubernetes on this machine (root; docs/e2e.md)"
+	@echo "make e2e    the end-to-end suite on that cluster (brings it up and down unless it is up)"
 
 setup:
 	@scripts/bootstrap.sh
 
-# kube-apiserver and kube-controller-manager for the operator tests, built from Debian's sources once
-# and cached in ~/.cache/obflow/kubernetes (about 6.5 minutes the first time, instant afterwards).
+# Kubernetes built from Debian's sources once and cached in ~/.cache/obflow/kubernetes: the API server
+# and controller-manager of the operator tests, the scheduler, kubelet and kube-proxy of the e2e
+# cluster (about 15 minutes the first time, instant afterwards).
 kube:
-	@scripts/kube/build.sh >/dev/null
+	@scripts/kube/build.sh --node >/dev/null
+
+cluster-up: setup kube
+	@$(BIN)/python -m tests.e2e.cluster up
+
+cluster-down: setup
+	@$(BIN)/python -m tests.e2e.cluster down
+
+# obflow's images built from the repo and loaded into the cluster's node (done by the suite too)
+cluster-images: setup
+	@$(BIN)/python -m tests.e2e.cluster images
+
+e2e: setup kube
+	@$(BIN)/python -m pytest tests/e2e -s $(PYTEST_ARGS)
 
 # pytest's exit 5 ("no tests collected") fails the target like any other failure.
 test: setup kube

@@ -17,6 +17,12 @@ command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
 command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
 command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)  # validates docker/compose.yaml
+# the e2e suite's single-node cluster (tests/e2e/cluster): its bridge, iptables, and the pause binary
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+command -v iptables-save >/dev/null 2>&1 || missing+=(iptables)
+command -v nft >/dev/null 2>&1 || missing+=(nftables)
+command -v gcc >/dev/null 2>&1 || missing+=(gcc)
+[ -n "$(find /usr/lib -name libc.a -print -quit 2>/dev/null)" ] || missing+=(libc6-dev)
 if ((${#missing[@]})); then
   if [ "$(id -u)" -ne 0 ]; then
     echo "bootstrap: missing system packages: ${missing[*]}; install them as root (apt-get install ${missing[*]})" >&2

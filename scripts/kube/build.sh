@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
 # Builds Kubernetes binaries from Debian's `kubernetes` source package (1.20.2, full vendor tree) with
-# Debian's Go and no network for Go modules, and caches them outside the repo. Idempotent: binaries
-# already in the cache are not built again. Prints the cache's bin directory on its last line.
+# Debian's Go and no network for Go modules, and caches them outside the repo, with the pause
+# container's source (src/pause.c) for the test cluster's pause image. Idempotent: what is in the
+# cache is not built again. Prints the cache's bin directory on its last line.
 #
 #   scripts/kube/build.sh [component ...]   default: kube-apiserver kube-controller-manager
+#   scripts/kube/build.sh --node            the five a whole node needs (tests/e2e/cluster)
 #   OBFLOW_KUBE_CACHE=DIR                   cache root (default ~/.cache/obflow/kubernetes)
 #
-# Cold: ≈ 6.5 min for the default two on 2 cores, ≈ 2.2 GB of build tree (removed afterwards).
+# Cold: ≈ 6.5 min for the default two on 2 cores, ≈ 8 min more for kube-scheduler, kubelet and
+# kube-proxy; ≈ 2.2 GB of build tree (removed afterwards).
 set -euo pipefail
 
 components=("$@")
 ((${#components[@]})) || components=(kube-apiserver kube-controller-manager)
+[ "${components[*]}" != --node ] || components=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy)
 cache=${OBFLOW_KUBE_CACHE:-$HOME/.cache/obflow/kubernetes}
 bin="$cache/bin"
 mkdir -p "$bin"
@@ -32,7 +36,8 @@ install_packages "${need[@]}"
 
 missing=()
 for c in "${components[@]}"; do [ -x "$bin/$c" ] || missing+=("$c"); done
-if ((${#missing[@]} == 0)); then echo "$bin"; exit 0; fi
+pause_c="$cache/src/pause.c"
+if ((${#missing[@]} == 0)) && [ -f "$pause_c" ]; then echo "$bin"; exit 0; fi
 
 # Build tools, and Debian's reflect2 1.0.2 sources for the one fix the recipe needs.
 need=()
@@ -56,6 +61,8 @@ echo "kube build: fetching Debian's kubernetes sources" >&2
 apt-get "${apt_opts[@]}" update -qq
 (cd "$work" && apt-get "${apt_opts[@]}" source -qq --download-only kubernetes >/dev/null)
 (cd "$work" && dpkg-source -x --no-check kubernetes_*.dsc src >/dev/null)
+install -D -m 0644 "$work/src/build/pause/linux/pause.c" "$pause_c"
+if ((${#missing[@]} == 0)); then echo "$bin"; exit 0; fi
 
 # reflect2 1.0.1 (vendored) crashes on the first custom-resource create; Debian's 1.0.2 does not.
 rsync -a --delete /usr/share/gocode/src/github.com/modern-go/reflect2/ "$work/src/vendor/github.com/modern-go/reflect2/"
