@@ -30,6 +30,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from flink_job.attach import AttachedJob, duplicate_submission, rest_port
 from flink_job.finalize import STAGING, Finalizer, FinalizerThread
 from obflow.config import ObflowConfig, load_config
 from obflow.health import HealthServer
@@ -197,7 +198,14 @@ def submit(
     """Start the job without waiting; returns Flink's JobClient and the parallelism it runs with."""
     env = environment(config, from_savepoint, local)
     build(env, config, config_path, shard_ids_of(config))
-    return env.execute_async(config.flink.job_name), int(env.get_parallelism())
+    try:
+        return env.execute_async(config.flink.job_name), int(env.get_parallelism())
+    except Exception as exc:
+        job_id = None if local else duplicate_submission(exc)
+        if job_id is None:
+            raise
+        log_event(log, "job.attached", f"job {job_id} was recovered by this JobManager: attaching to it", job=job_id)
+        return AttachedJob(job_id, f"http://127.0.0.1:{rest_port()}"), int(env.get_parallelism())
 
 
 def latest_savepoint_file(config: ObflowConfig) -> Path:
@@ -228,6 +236,8 @@ def stop_with_savepoint(client: Any, target: str) -> str:
     PyFlink 2.3's ``JobClient.stop_with_savepoint`` calls a Java signature that no longer exists (the
     method now also takes a ``SavepointFormatType``), so the Java client is called directly.
     """
+    if isinstance(client, AttachedJob):
+        return client.stop_with_savepoint(target)
     from pyflink.java_gateway import get_gateway
 
     format_type = get_gateway().jvm.org.apache.flink.core.execution.SavepointFormatType.DEFAULT
