@@ -36,6 +36,7 @@ def kind_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         pytest.skip("the kind e2e needs " + ", ".join(missing) + " (see docs/e2e.md)")
     kubeconfig = tmp_path_factory.mktemp("kind") / "kubeconfig"
     NODE_DATA_ON_HOST.mkdir(parents=True, exist_ok=True)
+    NODE_DATA_ON_HOST.chmod(0o777)  # a hostPath volume ignores fsGroup; the pods run as non-root users
     config = REPO_ROOT / "kind-config.yaml"
     subprocess.run(["kind", "create", "cluster", "--name", CLUSTER_NAME, "--config", str(config),
                     "--kubeconfig", str(kubeconfig), "--wait", "180s"], check=True)  # fmt: skip
