@@ -43,15 +43,15 @@ LABEL org.opencontainers.image.title="obflow-flink" \
       org.opencontainers.image.description="obflow Flink JobManager and TaskManager with the PyFlink job" \
       org.opencontainers.image.licenses="Apache-2.0"
 USER 0
-# hadolint ignore=DL3008
 # PyFlink's thread mode (pemja) loads libpython into the JVM: the shared library must be there
+# hadolint ignore=DL3008
 RUN if ! python3 -c 'import venv' 2>/dev/null; then \
       apt-get update && apt-get install -y --no-install-recommends python3 python3-venv \
       && rm -rf /var/lib/apt/lists/*; \
     fi \
- && libpython="libpython$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')" \
- && if ! ldconfig -p | grep -q "$libpython"; then \
-      apt-get update && apt-get install -y --no-install-recommends "$libpython" \
+ && if ! python3 -c 'import ctypes, sysconfig; ctypes.CDLL(sysconfig.get_config_var("INSTSONAME"))' 2>/dev/null; then \
+      apt-get update \
+      && apt-get install -y --no-install-recommends "libpython$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')" \
       && rm -rf /var/lib/apt/lists/*; \
     fi \
  && if ! id -u flink >/dev/null 2>&1; then \
