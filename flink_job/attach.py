@@ -19,6 +19,8 @@ from typing import Any
 import httpx
 
 DEFAULT_REST_PORT = 8081
+# the job is over for good; NOT_FOUND: the JobManager no longer knows it (it ended before a failover)
+GLOBALLY_TERMINAL = frozenset({"FAILED", "CANCELED", "FINISHED", "NOT_FOUND"})
 
 
 def duplicate_submission(error: BaseException) -> str | None:
@@ -64,12 +66,12 @@ class AttachedJob:
     def get_job_id(self) -> str:
         return self.job_id
 
-    def get_job_status(self) -> Done:
-        from pyflink.common import JobStatus
-
+    def status(self) -> str:
         response = self.http.get(f"{self.url}/jobs/{self.job_id}")
+        if response.status_code == 404:
+            return "NOT_FOUND"
         response.raise_for_status()
-        return Done(JobStatus[response.json()["state"]])
+        return str(response.json()["state"])
 
     def cancel(self) -> Done:
         self.http.patch(f"{self.url}/jobs/{self.job_id}", params={"mode": "cancel"}).raise_for_status()

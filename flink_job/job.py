@@ -30,7 +30,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from flink_job.attach import AttachedJob, duplicate_submission, rest_port
+from flink_job.attach import GLOBALLY_TERMINAL, AttachedJob, duplicate_submission, rest_port
 from flink_job.finalize import STAGING, Finalizer, FinalizerThread
 from obflow.config import ObflowConfig, load_config
 from obflow.health import HealthServer
@@ -230,6 +230,14 @@ def latest_restore_point(config: ObflowConfig) -> str | None:
     return max(candidates)[1] if candidates else None
 
 
+def job_status(client: Any) -> str:
+    """The job's status by name. Read from Java: PyFlink 2.3's ``JobStatus`` enum lacks Flink 2's
+    INITIALIZING — the state a recovered job starts in — and raised KeyError right after every failover."""
+    if isinstance(client, AttachedJob):
+        return client.status()
+    return str(client._j_job_client.getJobStatus().get().name())
+
+
 def stop_with_savepoint(client: Any, target: str) -> str:
     """Stop the job with a savepoint in ``target``; returns the savepoint's path.
 
@@ -264,15 +272,15 @@ def run(config_path: str | None, config: ObflowConfig, from_savepoint: str | Non
     )
     try:
         while not stop.wait(1.0):
-            status = client.get_job_status().result()
-            if status.name != state["status"]:
-                log_event(log, "job.status", f"job is {status.name}", status=status.name)
-            state["status"] = status.name
-            if status.name == "FINISHED":  # stopped with a savepoint from outside, e.g. by the operator
+            status = job_status(client)
+            if status != state["status"]:
+                log_event(log, "job.status", f"job is {status}", status=status)
+            state["status"] = status
+            if status == "FINISHED":  # stopped with a savepoint from outside, e.g. by the operator
                 log_event(log, "job.finished", "job FINISHED; the runner ends with it")
                 return 0
-            if status.is_globally_terminal_state():
-                log_fault(log, Fault.COMPONENT_CRASHED, f"job ended as {status.name}", level=logging.ERROR)
+            if status in GLOBALLY_TERMINAL:
+                log_fault(log, Fault.COMPONENT_CRASHED, f"job ended as {status}", level=logging.ERROR)
                 return 1
         target = storage_uri(config.checkpoint.savepoint_dir)
         try:
