@@ -530,10 +530,15 @@ def test_the_autoscaler_scales_a_busy_job_up_and_says_why_with_its_numbers_R5_4_
     )
     assert status["phase"] == "Rescaling" and status["autoscaler"]["parallelism"] == 3
     assert status["lastSavepoint"]["reason"] == "rescale"  # scale changes go through a savepoint (R6.7)
-    decisions = [e["message"] for e in events_of(kube, namespace, "trade") if e["reason"] == "Autoscaler"]
+
     # 2,000 rec/s at 95 % busy: 1,053 rec/s per busy subtask; 2,000 + 3 s of lag over 5 min at 70 % -> 2.74
-    assert any(m.startswith("scale up: 2000 rec/s incoming") and "true_rate_per_subtask=1052.63" in m
-               and "busy_ratio=0.95" in m and "target_parallelism=3" in m for m in decisions)  # fmt: skip
+    def decision_event() -> bool:
+        decisions = [e["message"] for e in events_of(kube, namespace, "trade") if e["reason"] == "Autoscaler"]
+        return any(m.startswith("scale up: 2000 rec/s incoming") and "true_rate_per_subtask=1052.63" in m
+                   and "busy_ratio=0.95" in m and "target_parallelism=3" in m for m in decisions)  # fmt: skip
+
+    # the operator writes the status first and posts the Event after it: wait for it, do not read once
+    wait_for(decision_event, 15, "the autoscaler's decision Event with its numbers")
     high = next(c for c in status["conditions"] if c["type"] == "HighLoad")
     assert high["status"] == "True" and "95% busy" in high["message"] and "above alerts.load 80%" in high["message"]
     assert status["lag"] == "3s"
