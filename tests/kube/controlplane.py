@@ -50,9 +50,17 @@ class ControlPlane:
     """Start with :meth:`start`, stop with :meth:`stop`; :attr:`kubeconfig` is an admin kubeconfig."""
 
     def __init__(
-        self, workdir: Path, controller_manager: bool = True, address: str = "127.0.0.1", port: int = 0
+        self,
+        workdir: Path,
+        controller_manager: bool = True,
+        address: str = "127.0.0.1",
+        port: int = 0,
+        in_cluster_clients: bool = False,
     ) -> None:
         self.workdir = workdir
+        # pods that call the API: service-account tokens come with the CA (and every namespace gets
+        # the kube-root-ca.crt ConfigMap)
+        self.in_cluster_clients = in_cluster_clients
         self.with_controller_manager = controller_manager
         self.address = address
         self.fixed_port = port  # 0: a free port, picked by each start attempt
@@ -132,7 +140,7 @@ class ControlPlane:
                     "--port=0",
                     "--secure-port=0",
                     f"--service-account-private-key-file={self.workdir / 'sa.key'}",
-                    f"--root-ca-file={self.ca_file}",
+                    *([f"--root-ca-file={self.ca_file}"] if self.in_cluster_clients else []),
                     "--use-service-account-credentials=false",
                     f"--service-cluster-ip-range={SERVICE_RANGE}",
                 ],

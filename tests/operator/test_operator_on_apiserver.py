@@ -458,9 +458,13 @@ def test_a_rescale_that_does_not_run_in_time_is_rolled_back_to_the_last_stable_s
     assert len(fake_jobmanager.stop_requests) == 2  # the rescale's savepoint, then the rollback's
     assert status["parallelism"] == 2 and status["jobGeneration"] == 2
     assert '"parallelism": 4' in status["rolledBackSpec"]
-    rolled_back = [e["message"] for e in events_of(kube, namespace, "trade") if e["reason"] == "RolledBack"]
-    assert any("did not run within flink.rolloutTimeout (3s)" in m and "not every vertex RUNNING at 4" in m
-               for m in rolled_back)  # fmt: skip
+
+    def rolled_back_event() -> bool:  # posted after the status is written: wait for it
+        rolled_back = [e["message"] for e in events_of(kube, namespace, "trade") if e["reason"] == "RolledBack"]
+        return any("did not run within flink.rolloutTimeout (3s)" in m and "not every vertex RUNNING at 4" in m
+                   for m in rolled_back)  # fmt: skip
+
+    wait_for(rolled_back_event, 15, "the RolledBack Event")
     children = existing_children(kube, manifest)
     conf = yaml.safe_load(children["ConfigMap/trade-flink-config"]["data"]["config.yaml"])
     assert conf["parallelism.default"] == "2" and conf["execution.state-recovery.path"] == status["restorePath"]

@@ -242,7 +242,7 @@ def _start(timeout: float) -> None:
         Path("/proc/sys/net/ipv4/ip_forward").write_text("1")  # pod → Service → pod is routed here
     _start_dockerd(daemons)
     _ensure_pause_image()
-    plane = ControlPlane(STATE / "control-plane", address=NODE_IP, port=API_PORT).start()
+    plane = ControlPlane(STATE / "control-plane", address=NODE_IP, port=API_PORT, in_cluster_clients=True).start()
     kubeconfig = str(plane.kubeconfig)
     DATA_DIR.mkdir(parents=True)
     DATA_DIR.chmod(0o777)  # a hostPath volume ignores fsGroup; the pods run as non-root users
