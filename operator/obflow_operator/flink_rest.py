@@ -19,7 +19,11 @@ TERMINAL_STATES = frozenset({"FINISHED", "CANCELED", "FAILED"})
 
 
 class FlinkRestError(RuntimeError):
-    pass
+    def __init__(self, message: str, reachable: bool = True) -> None:
+        super().__init__(message)
+        self.reachable = reachable
+        """False when nothing accepted the connection (refused, unknown host): no JobManager is there,
+        as opposed to one that answered with an error or too slowly."""
 
 
 class _Model(BaseModel):
@@ -112,7 +116,8 @@ class FlinkRest:
             except TRANSIENT as exc:
                 client_error = isinstance(exc, httpx.HTTPStatusError) and exc.response.status_code < 500
                 if client_error or attempt == self.retries:
-                    raise FlinkRestError(f"{method} {self.base_url}{path}: {exc}") from exc
+                    unreachable = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
+                    raise FlinkRestError(f"{method} {self.base_url}{path}: {exc}", not unreachable) from exc
                 time.sleep(self.retry_pause)
         raise AssertionError("unreachable")
 

@@ -20,7 +20,14 @@ from kubernetes.dynamic.exceptions import NotFoundError
 from obflow_operator import metrics
 from obflow_operator.autoscaler import AutoscalerState, Sample, SampleHistory, decide, limits_for
 from obflow_operator.builders import Owner, task_managers_for
-from obflow_operator.flink_rest import TERMINAL_STATES, FlinkRestError, JobDetails, JobOverview, VertexMetrics
+from obflow_operator.flink_rest import (
+    TERMINAL_STATES,
+    CheckpointSummary,
+    FlinkRestError,
+    JobDetails,
+    JobOverview,
+    VertexMetrics,
+)
 from obflow_operator.reconcile import (
     CANCEL_TIMEOUT,
     Event,
@@ -37,7 +44,7 @@ from obflow_operator.reconcile import (
     take_savepoint,
 )
 from obflow_operator.spec import DataPipelineSpec, SpecError, parse_spec, with_parallelism
-from obflow_operator.status import DataPipelineStatus, Phase, timestamp, with_condition
+from obflow_operator.status import Condition, DataPipelineStatus, Phase, timestamp, with_condition
 
 log = logging.getLogger("obflow.operator")
 
@@ -50,9 +57,18 @@ class Observation:
     taskmanagers_available: int
     capture_ready: int
     job: JobOverview | None
-    checkpoint_time_ms: int | None = None
+    checkpoint: CheckpointSummary | None = None
     details: JobDetails | None = None  # vertices, when the job runs
     reading: VertexMetrics | None = None  # the reading stage's metrics, when the job runs
+    unanswered: FlinkRestError | None = None  # why the job overview was not answered, when it was not
+
+    def job_state_known(self) -> bool:
+        """Whether this observation says what the job's state is. A JobManager that was reached but did
+        not answer (a 5xx during a leader election, a timeout) says nothing: the last state seen stands,
+        so one failed call neither forgets a running job (and the final-savepoint finalizer with it)
+        nor lets a spec change skip stopping the job at a restorable point. Where nothing accepts the
+        connection, no JobManager runs, and so no job."""
+        return self.unanswered is None or not self.unanswered.reachable
 
 
 def observed_phase(
@@ -95,10 +111,12 @@ def observe(
     clock = time.time() if clock is None else clock
     seen = _observation(api, settings, owner)
     status.task_managers = seen.taskmanagers_available
-    status.job_id = seen.job.jid if seen.job else status.job_id
-    status.job_state = seen.job.state if seen.job else None
-    if seen.checkpoint_time_ms:
-        status.last_checkpoint = timestamp(seen.checkpoint_time_ms / 1000)
+    if seen.job_state_known():
+        status.job_id = seen.job.jid if seen.job else status.job_id
+        status.job_state = seen.job.state if seen.job else None
+    if seen.checkpoint is not None and seen.checkpoint.latest_time_ms:
+        status.last_checkpoint = timestamp(seen.checkpoint.latest_time_ms / 1000)
+        status.last_checkpoint_path = seen.checkpoint.latest_path or status.last_checkpoint_path
     status.conditions = with_condition(
         status.conditions,
         "CaptureReady",
@@ -106,13 +124,7 @@ def observe(
         "Ready" if seen.capture_ready else "NotReady",
         f"{seen.capture_ready} capture agent(s) ready",
     )
-    status.conditions = with_condition(
-        status.conditions,
-        "JobRunning",
-        "True" if status.job_state == "RUNNING" else "False",
-        status.job_state or "NoJob",
-        f"{seen.jobmanagers_available} JobManager(s) available, job {status.job_state or 'not found'}",
-    )
+    status.conditions = _job_running(status, seen)
     try:
         spec = desired_spec(parse_spec(dict(body["spec"])), status)
     except SpecError:  # the reconcile has said what is wrong with the spec
@@ -141,6 +153,20 @@ def observe(
             if spec.autoscaler.enabled:
                 return autoscale(api, settings, body, spec, samples, outcome, clock)
     return outcome
+
+
+def _job_running(status: DataPipelineStatus, seen: Observation) -> list[Condition]:
+    available = f"{seen.jobmanagers_available} JobManager(s) available"
+    if not seen.job_state_known():
+        message = f"{available} but not answering ({seen.unanswered}); job last seen {status.job_state or 'not found'}"
+        return with_condition(status.conditions, "JobRunning", "Unknown", "JobManagerNotAnswering", message)
+    return with_condition(
+        status.conditions,
+        "JobRunning",
+        "True" if status.job_state == "RUNNING" else "False",
+        status.job_state or "NoJob",
+        f"{available}, job {status.job_state or 'not found'}",
+    )
 
 
 def _record_load(owner: Owner, spec: DataPipelineSpec, reading: VertexMetrics, outcome: Outcome) -> None:
@@ -343,25 +369,29 @@ def _available(api: DynamicClient, owner: Owner, component: str, field_name: str
 
 def _observation(api: DynamicClient, settings: OperatorSettings, owner: Owner) -> Observation:
     jobmanagers = _available(api, owner, "jobmanager", "availableReplicas")
-    job, checkpoint_ms, details, reading = None, None, None, None
+    job, checkpoint, details, reading, unanswered = None, None, None, None, None
     # asked even when no JobManager looks available: the answer is quick either way, and the
     # Deployment's availability lags the JobManager's own
     with settings.rest(owner.name, owner.namespace, retries=0) as rest:
         try:
             job = rest.current_job()
+        except FlinkRestError as exc:
+            unanswered = exc
+        try:
             if job is not None:
-                checkpoint_ms = rest.checkpoints(job.jid).latest_time_ms
+                checkpoint = rest.checkpoints(job.jid)
             if job is not None and job.state == "RUNNING":
                 details = rest.job(job.jid)
                 reading = rest.reading_stage_metrics(details)
-        except FlinkRestError as exc:
-            log.debug("JobManager of %s/%s not answering: %s", owner.namespace, owner.name, exc)
+        except FlinkRestError as exc:  # the job's state is known; its details wait for the next round
+            log.debug("JobManager of %s/%s: %s", owner.namespace, owner.name, exc)
     return Observation(
         jobmanagers_available=jobmanagers,
         taskmanagers_available=_available(api, owner, "taskmanager", "availableReplicas"),
         capture_ready=_available(api, owner, "capture", "readyReplicas"),
         job=job,
-        checkpoint_time_ms=checkpoint_ms,
+        checkpoint=checkpoint,
         details=details,
         reading=reading,
+        unanswered=unanswered,
     )

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +22,7 @@ from kubernetes.dynamic.exceptions import NotFoundError
 from obflow_operator.apply import ApplyResult, apply_children, patch_status
 from obflow_operator.builders import BuildOptions, Owner, build_children, job_id_for, task_managers_for
 from obflow_operator.changes import Change, classify, required_actions
-from obflow_operator.flink_rest import FlinkRest, FlinkRestError, JobOverview
+from obflow_operator.flink_rest import TERMINAL_STATES, FlinkRest, FlinkRestError, JobOverview
 from obflow_operator.spec import (
     DataPipelineSpec,
     parse_spec,
@@ -41,6 +41,7 @@ from obflow_operator.status import (
 )
 
 CANCEL_TIMEOUT = 120.0  # seconds for a cancelled job's tasks to end
+SAVEPOINT_RETRY_PAUSE = 2.0  # seconds between tries of a patient savepoint
 SAVEPOINT_RECORDS_MAX = 100  # the history past spec.flink.savepoint.retained is disposed of while a job runs
 ROLLED_BACK_HELD = "the spec that was rolled back stays unapplied until it changes (see the RolledBack event)"
 NO_CLAIM = (
@@ -247,27 +248,63 @@ def _running_job(settings: OperatorSettings, owner: Owner) -> Iterator[tuple[Fli
 
 
 def take_savepoint(
-    settings: OperatorSettings, owner: Owner, spec: DataPipelineSpec, status: DataPipelineStatus, reason: str
+    settings: OperatorSettings,
+    owner: Owner,
+    spec: DataPipelineSpec,
+    status: DataPipelineStatus,
+    reason: str,
+    patient: bool = False,
 ) -> tuple[str | None, str]:
-    """Stop the running job with a savepoint; returns (its path or None, what happened)."""
-    with _running_job(settings, owner) as found:
-        if found is None:
-            return None, "no running job; nothing to savepoint"
-        rest, job = found
-        try:
-            target = storage_paths(owner.name, spec)["savepoints"]
-            # the final savepoint has its own bound: deletion must not hang
-            section = spec.deletion if reason == "delete" else spec.flink.savepoint
-            path = rest.stop_with_savepoint(job.jid, target, section.seconds("timeout"))
-        except FlinkRestError as exc:
-            return None, str(exc)
+    """Stop the running job with a savepoint; returns (its path or None, what happened). ``patient``:
+    within the savepoint's timeout, wait for a job that is starting or restarting to run, and try
+    again after a savepoint that failed while the job kept running (the final savepoint: there is no
+    later chance), or for a JobManager that answers with an error (a leader election). One that
+    nobody can connect to is not waited for: deletion must not hang on a job that is gone."""
+    # the final savepoint has its own bound: deletion must not hang
+    section = spec.deletion if reason == "delete" else spec.flink.savepoint
+    deadline = time.monotonic() + section.seconds("timeout")
+    target = storage_paths(owner.name, spec)["savepoints"]
+    with settings.rest(owner.name, owner.namespace) as rest:
+        path, what, worth_again = _try_savepoint(rest, target, deadline)
+        while path is None and patient and worth_again and time.monotonic() + SAVEPOINT_RETRY_PAUSE < deadline:
+            time.sleep(SAVEPOINT_RETRY_PAUSE)
+            path, what, worth_again = _try_savepoint(rest, target, deadline)
+    if path is None:
+        return None, what
     record = SavepointRecord(path=path, time=now(), reason=reason)
     status.last_savepoint = record
     status.savepoints = [record, *status.savepoints][:SAVEPOINT_RECORDS_MAX]
     status.restore_path = path
     status.job_state = "FINISHED"
     status.job_generation += 1  # the next start is a new job, from this savepoint
-    return path, f"job {job.jid} stopped with savepoint {path}"
+    return path, what
+
+
+def _try_savepoint(rest: FlinkRest, target: str, deadline: float) -> tuple[str | None, str, bool]:
+    """One try at stopping the current job with a savepoint: (its path or None, what happened, whether
+    another try may succeed)."""
+    try:
+        job = rest.current_job()
+    except FlinkRestError as exc:
+        return None, f"the JobManager did not answer: {exc}", exc.reachable
+    if job is None or job.state in TERMINAL_STATES:
+        return None, "no running job; nothing to savepoint", False
+    if job.state != "RUNNING":
+        return None, f"job {job.jid} is {job.state}, not RUNNING", True
+    try:
+        path = rest.stop_with_savepoint(job.jid, target, max(deadline - time.monotonic(), 1.0))
+    except FlinkRestError as exc:
+        return None, str(exc), True
+    return path, f"job {job.jid} stopped with savepoint {path}", False
+
+
+def newest_checkpoint(settings: OperatorSettings, owner: Owner, status: DataPipelineStatus) -> str | None:
+    """The newest retained checkpoint of the pipeline's job as its JobManager says, else as last observed."""
+    with settings.rest(owner.name, owner.namespace, retries=0) as rest, suppress(FlinkRestError):
+        job = rest.current_job()
+        if job is not None:
+            return rest.checkpoints(job.jid).latest_path or status.last_checkpoint_path
+    return status.last_checkpoint_path
 
 
 class UpgradeBlockedError(RuntimeError):
@@ -371,8 +408,9 @@ def _suspend(settings: OperatorSettings, owner: Owner, spec: DataPipelineSpec, o
 
 
 def final_savepoint(settings: OperatorSettings, body: Mapping[str, Any]) -> Outcome:
-    """Before deletion: stop the job with a savepoint, bounded by ``spec.deletion.timeout``. Never
-    raises for a job that is gone or a savepoint that fails: deletion must not hang."""
+    """Before deletion: stop the job with a savepoint, bounded by ``spec.deletion.timeout`` (waiting
+    for a job that is restarting to run again). Never raises for a job that is gone or a savepoint
+    that fails: deletion goes on, with a Warning naming the retained checkpoint to restore from."""
     meta = body["metadata"]
     owner = owner_of(meta)
     outcome = Outcome(load_status(body.get("status")))
@@ -382,19 +420,23 @@ def final_savepoint(settings: OperatorSettings, body: Mapping[str, Any]) -> Outc
     except ValueError as exc:
         outcome.events.append(Event("Warning", "FinalSavepointSkipped", f"invalid spec, no savepoint: {exc}"))
         return outcome
-    path, what = take_savepoint(settings, owner, spec, outcome.status, "delete")
+    path, what = take_savepoint(settings, owner, spec, outcome.status, "delete", patient=True)
     if path:
         outcome.events.append(Event("Normal", "FinalSavepoint", what))
     else:
         checkpoints = storage_paths(owner.name, spec)["checkpoints"]
-        kept = f"{what}; deleting anyway, retained checkpoints stay in {checkpoints}"
+        newest = newest_checkpoint(settings, owner, outcome.status)
+        restore = f"restore from retained checkpoint {newest}" if newest else "no checkpoint was seen"
+        kept = f"{what}; deleting anyway: {restore} (retained checkpoints stay in {checkpoints})"
         outcome.events.append(Event("Warning", "FinalSavepointFailed", kept))
     outcome.status.message = what
     return outcome
 
 
 def needs_final_savepoint(spec: Mapping[str, Any], status: Mapping[str, Any]) -> bool:
-    """Whether deletion waits for a final savepoint: only while a job runs and the spec asks for it, so
-    a pipeline whose job (or operator) is gone is never held by a finalizer it cannot clear."""
+    """Whether deletion waits for a final savepoint: only while a job is live (running, starting or
+    restarting) and the spec asks for it, so a pipeline whose job (or operator) is gone is never held
+    by a finalizer it cannot clear."""
     deletion = (spec or {}).get("deletion") or {}
-    return bool(deletion.get("savepoint", True)) and (status or {}).get("jobState") == "RUNNING"
+    job_state = (status or {}).get("jobState")
+    return bool(deletion.get("savepoint", True)) and job_state is not None and job_state not in TERMINAL_STATES

@@ -98,6 +98,9 @@ class DataPipelineStatus(StatusModel):
     task_managers: int | None = None
     lag: str | None = Field(None, description="How far the output is behind the source, e.g. 3s.")
     last_checkpoint: str | None = Field(None, description="Completion time of the newest checkpoint.")
+    last_checkpoint_path: str | None = Field(
+        None, description="Where the newest checkpoint is: the restore point when no savepoint can be taken."
+    )
     last_savepoint: SavepointRecord | None = None
     savepoints: list[SavepointRecord] = Field(default_factory=list, description="Newest first.")
     restore_path: str | None = Field(None, description="Savepoint the job (re)starts from.")

@@ -42,6 +42,8 @@ class FakeJobManager:
         self.disposed: list[str] = []
         self.savepoints_taken = 0
         self.savepoint_seconds = 0.0  # how long a savepoint stays IN_PROGRESS
+        self.overview_error: int | None = None  # the HTTP status /jobs/overview fails with, as in a leader election
+        self.restarting_until = 0.0  # monotonic time until which a RUNNING job reports RESTARTING
         self._savepoint_started = 0.0
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
@@ -68,6 +70,10 @@ class FakeJobManager:
             if name in wanted.split(",")
         ]
 
+    def job_state(self) -> str:
+        restarting = self.state == "RUNNING" and time.monotonic() < self.restarting_until
+        return "RESTARTING" if restarting else self.state
+
     def requirements(self) -> dict[str, Any]:
         return {
             vid: {"parallelism": {"lowerBound": 1, "upperBound": self.parallelism if vid == "v2" else 1}}
@@ -91,15 +97,18 @@ class FakeJobManager:
 
             def do_GET(self) -> None:
                 url = urlparse(self.path)
-                if url.path == "/jobs/overview":
-                    self._reply({"jobs": [{"jid": JOB_ID, "name": "obflow", "state": fake.state, "start-time": 1}]})
+                if url.path == "/jobs/overview" and fake.overview_error:
+                    self._reply({"errors": ["Service temporarily unavailable"]}, fake.overview_error)
+                elif url.path == "/jobs/overview":
+                    job = {"jid": JOB_ID, "name": "obflow", "state": fake.job_state(), "start-time": 1}
+                    self._reply({"jobs": [job]})
                 elif url.path == f"/jobs/{JOB_ID}":
                     vertices = [
                         {"id": vid, "name": name, "parallelism": fake.parallelism if vid == "v2" else 1}
-                        | {"status": fake.state}
+                        | {"status": fake.job_state()}
                         for vid, name in VERTICES.items()
                     ]
-                    self._reply({"jid": JOB_ID, "name": "obflow", "state": fake.state, "vertices": vertices})
+                    self._reply({"jid": JOB_ID, "name": "obflow", "state": fake.job_state(), "vertices": vertices})
                 elif url.path == f"/jobs/{JOB_ID}/checkpoints":
                     latest = {"id": 7, "latest_ack_timestamp": 1_795_000_000_000, "external_path": "file:///c/chk-7"}
                     self._reply({"counts": {"completed": 7, "failed": 0}, "latest": {"completed": latest}})

@@ -4,14 +4,23 @@ parallelism over the spec's, and what an observation means for the phase."""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 
 import pytest
 
 from obflow_operator.builders import Owner
-from obflow_operator.flink_rest import JobOverview
+from obflow_operator.flink_rest import FlinkRestError, JobOverview
 from obflow_operator.observe import Observation, dispose_old_savepoints, observed_phase
-from obflow_operator.reconcile import OperatorSettings, Outcome, desired_spec, take_savepoint
+from obflow_operator.reconcile import (
+    OperatorSettings,
+    Outcome,
+    desired_spec,
+    final_savepoint,
+    needs_final_savepoint,
+    take_savepoint,
+)
 from obflow_operator.spec import parse_spec
 from obflow_operator.status import AutoscalerStatus, DataPipelineStatus, Phase, SavepointRecord
 from tests.operator.fake_jobmanager import JOB_ID, FakeJobManager
@@ -88,3 +97,61 @@ def test_savepoints_are_bounded_by_their_timeout_and_the_final_one_by_the_deleti
     fake.state = "RUNNING"  # a failed stop-with-savepoint leaves the job running
     path, what = take_savepoint(settings, OWNER, spec, DataPipelineStatus(), "delete")
     assert path is not None and what.startswith(f"job {JOB_ID} stopped with savepoint")
+
+
+def test_the_final_savepoint_waits_for_a_restarting_job_and_a_jobmanager_in_an_election(
+    fake: FakeJobManager,
+) -> None:
+    """Deletion's one chance at a savepoint is not lost to a job that is restarting, nor to a JobManager
+    answering 503 for a few seconds; other savepoints (a rescale's) fall back at once instead."""
+    settings = OperatorSettings(rest_url_template=fake.url)
+    spec = parse_spec(spec_of(MINIMAL, deletion={"timeout": "60s"}))
+    fake.restarting_until = time.monotonic() + 4
+    path, what = take_savepoint(settings, OWNER, spec, DataPipelineStatus(), "rescale")
+    assert path is None and what == f"job {JOB_ID} is RESTARTING, not RUNNING"
+
+    started = time.monotonic()
+    path, what = take_savepoint(settings, OWNER, spec, DataPipelineStatus(), "delete", patient=True)
+    assert path is not None and time.monotonic() - started >= 3, what
+    assert len(fake.stop_requests) == 1
+
+    fake.state, fake.overview_error = "RUNNING", 503
+    threading.Timer(4, lambda: setattr(fake, "overview_error", None)).start()
+    path, what = take_savepoint(settings, OWNER, spec, DataPipelineStatus(), "delete", patient=True)
+    assert path is not None, what
+    assert len(fake.stop_requests) == 2
+
+
+def test_the_final_savepoint_gives_up_at_once_when_no_jobmanager_is_there_and_names_the_checkpoint(
+    fake: FakeJobManager,
+) -> None:
+    settings = OperatorSettings(rest_url_template=fake.url)
+    body = {
+        "metadata": {"name": OWNER.name, "namespace": OWNER.namespace, "uid": OWNER.uid},
+        "spec": spec_of(MINIMAL, deletion={"timeout": "5m"}),
+        "status": {"phase": "Running", "jobState": "RUNNING", "lastCheckpointPath": "file:///c/chk-6"},
+    }
+    fake.close()  # nothing listens any more
+    started = time.monotonic()
+    outcome = final_savepoint(settings, body)
+    assert time.monotonic() - started < 10
+    (warning,) = [e for e in outcome.events if e.type == "Warning"]
+    assert warning.reason == "FinalSavepointFailed"
+    assert "restore from retained checkpoint file:///c/chk-6" in warning.message
+    assert "retained checkpoints stay in file:///data/trade/checkpoints" in warning.message
+
+
+def test_a_jobmanager_that_does_not_answer_leaves_the_job_state_as_last_seen() -> None:
+    """One failed REST call must not forget a running job: with it would go the final-savepoint
+    finalizer, and a spec change would skip stopping the job at a restorable point."""
+    running = DataPipelineStatus(phase=Phase.RUNNING, job_state="RUNNING")
+    silent = Observation(2, 1, 1, job=None, unanswered=FlinkRestError("GET /jobs/overview: 503", reachable=True))
+    assert not silent.job_state_known()
+    assert needs_final_savepoint({}, running.model_dump(by_alias=True))
+    gone = Observation(2, 1, 1, job=None, unanswered=FlinkRestError("connection refused", reachable=False))
+    assert gone.job_state_known()  # nothing listens: no JobManager, so no job
+    answered = Observation(2, 1, 1, job=None)
+    assert answered.job_state_known()
+    for state, held in (("RESTARTING", True), ("INITIALIZING", True), ("FINISHED", False), (None, False)):
+        assert needs_final_savepoint({}, {"jobState": state}) is held, state
+    assert not needs_final_savepoint({"deletion": {"savepoint": False}}, {"jobState": "RUNNING"})

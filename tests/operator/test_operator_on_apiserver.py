@@ -5,6 +5,7 @@ test needs a running job it uses tests/operator/fake_jobmanager.py, a documented
 from __future__ import annotations
 
 import subprocess
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -346,8 +347,36 @@ def test_deletion_never_hangs_when_the_job_is_gone(
 
     pipelines(kube).delete(name="trade", namespace=namespace)
     wait_for(lambda: _gone(kube, namespace, manifest), 30, "the pipeline to be deleted without its job")
-    failed = [e for e in events_of(kube, namespace, "trade") if e["reason"] == "FinalSavepointFailed"]
-    assert failed and "retained checkpoints stay in file:///data/trade/checkpoints" in failed[0]["message"]
+    failed = [e["message"] for e in events_of(kube, namespace, "trade") if e["reason"] == "FinalSavepointFailed"]
+    assert failed and "restore from retained checkpoint file:///c/chk-7" in failed[0], failed
+    assert "retained checkpoints stay in file:///data/trade/checkpoints" in failed[0]
+
+
+def test_a_jobmanager_in_trouble_keeps_the_final_savepoint_R4_1(
+    kube: DynamicClient, namespace: str, start_operator: StartOperator, fake_jobmanager: FakeJobManager
+) -> None:
+    """A JobManager answering 503 (a leader election, an overloaded one) says nothing about the job: the
+    status keeps the job RUNNING with the JobRunning condition Unknown, the finalizer stays, and a
+    deletion meanwhile waits for it to answer and takes the final savepoint."""
+    manifest = running_pipeline(kube, namespace, start_operator, fake_jobmanager, observe_interval=1)
+    fake_jobmanager.overview_error = 503
+
+    def job_running_unknown() -> dict[str, Any] | None:
+        conditions = {c["type"]: c for c in status_of(kube, namespace, "trade").get("conditions", [])}
+        condition = conditions.get("JobRunning", {})
+        return condition if condition.get("status") == "Unknown" else None
+
+    condition = wait_for(job_running_unknown, 30, "the JobRunning condition Unknown")
+    assert condition["reason"] == "JobManagerNotAnswering" and "job last seen RUNNING" in condition["message"]
+    status = status_of(kube, namespace, "trade")
+    assert status["jobState"] == "RUNNING" and status["lastCheckpointPath"] == "file:///c/chk-7"
+    assert FINALIZER in (get_pipeline(kube, namespace, "trade")["metadata"].get("finalizers") or [])
+
+    pipelines(kube).delete(name="trade", namespace=namespace)
+    threading.Timer(5, lambda: setattr(fake_jobmanager, "overview_error", None)).start()
+    wait_for(lambda: _gone(kube, namespace, manifest), 60, "the pipeline to be deleted")
+    assert len(fake_jobmanager.stop_requests) == 1
+    assert "FinalSavepoint" in reasons(kube, namespace, "trade")
 
 
 def test_a_pipeline_without_a_running_job_is_deleted_even_with_the_operator_down(
