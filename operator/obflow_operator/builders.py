@@ -53,9 +53,13 @@ CONFIG_HASH_ANNOTATION = f"{GROUP}/config-hash"
 MANAGED_BY = "obflow-operator"
 FLINK_CONF_DIR = "/opt/flink/conf"
 REST_PORT = 8081
-RPC_PORT = 6123
 BLOB_PORT = 6124
-TM_RPC_PORT = 6122
+# JobManagers and TaskManagers bind their RPC (Pekko) on a port of the kernel's choosing: a container
+# restarted in its pod keeps the pod's address, and with a fixed port its new actor system would have
+# the old one's address too; the peers' stale association to that address then discards its messages
+# and the restarted TaskManager never registers (seen in the e2e suite). Nothing dials a fixed RPC port:
+# with Kubernetes HA every process finds the leader's actual address in the leader ConfigMap.
+ANY_RPC_PORT = "0"
 PYTHON_DRIVER = "org.apache.flink.client.python.PythonDriver"
 JOB_MODULE = "flink_job.job"
 FLINK_UID = 9999  # the flink user of the official Flink image
@@ -248,10 +252,10 @@ def flink_configuration(owner: Owner, spec: DataPipelineSpec, options: BuildOpti
         "high-availability.type": "kubernetes",
         "high-availability.storageDir": paths["ha"],
         "jobmanager.rpc.address": f"{owner.name}-jobmanager",
-        "jobmanager.rpc.port": str(RPC_PORT),
+        "jobmanager.rpc.port": ANY_RPC_PORT,
         "jobmanager.bind-host": "0.0.0.0",
         "taskmanager.bind-host": "0.0.0.0",
-        "taskmanager.rpc.port": str(TM_RPC_PORT),
+        "taskmanager.rpc.port": ANY_RPC_PORT,
         "blob.server.port": str(BLOB_PORT),
         "rest.port": str(REST_PORT),
         "rest.address": f"{owner.name}-jobmanager",
@@ -484,7 +488,6 @@ def build_jobmanager(owner: Owner, spec: DataPipelineSpec, config_hash: str) -> 
     container |= {
         "ports": [
             {"name": "rest", "containerPort": REST_PORT, "protocol": "TCP"},
-            {"name": "rpc", "containerPort": RPC_PORT, "protocol": "TCP"},
             {"name": "blob", "containerPort": BLOB_PORT, "protocol": "TCP"},
             {"name": "flink-metrics", "containerPort": FLINK_METRICS_PORT, "protocol": "TCP"},
             {"name": "runner-metrics", "containerPort": RUNNER_METRICS_PORT, "protocol": "TCP"},
@@ -508,7 +511,6 @@ def build_jobmanager(owner: Owner, spec: DataPipelineSpec, config_hash: str) -> 
             "selector": labels(owner, "jobmanager"),
             "ports": [
                 {"name": "rest", "port": REST_PORT, "targetPort": "rest", "protocol": "TCP"},
-                {"name": "rpc", "port": RPC_PORT, "targetPort": "rpc", "protocol": "TCP"},
                 {"name": "blob", "port": BLOB_PORT, "targetPort": "blob", "protocol": "TCP"},
             ],
         },
@@ -527,10 +529,10 @@ def build_taskmanager(owner: Owner, spec: DataPipelineSpec, config_hash: str) ->
         f"{owner.name}-flink-env",
         [POD_IP_ENV, *datahub_secret_env(spec)],
     )
-    tcp = {"tcpSocket": {"port": "rpc"}, "timeoutSeconds": 5}
+    # the metrics reporter listens from the TaskManager's start to its end (its RPC port is not fixed)
+    tcp = {"tcpSocket": {"port": "flink-metrics"}, "timeoutSeconds": 5}
     container |= {
         "ports": [
-            {"name": "rpc", "containerPort": TM_RPC_PORT, "protocol": "TCP"},
             {"name": "flink-metrics", "containerPort": FLINK_METRICS_PORT, "protocol": "TCP"},
         ],
         "resources": _resources(tm.resources),
