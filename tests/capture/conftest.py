@@ -3,8 +3,9 @@
 * seekdb: a real OceanBase engine (MySQL mode), the ``seekdb`` server bundled in the PyPI wheel.
 * MariaDB: Debian's ``mariadbd`` in a private data directory with row-based binlog.
 
-Both are session-scoped and can be killed and restarted on the same port and data (for the
-reconnect tests). Each test works in a database of its own.
+Both live as long as the capture tests (package scope: they stop before the slower modules run) and
+can be killed and restarted on the same port and data (for the reconnect tests). Each test works in a
+database of its own.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import itertools
 import shutil
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,14 +32,14 @@ from obflow.localdb import MARIADBD, Engine
 from tests.datahub.conftest import ACCESS_ID, ACCESS_KEY
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def seekdb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
     engine = Engine("seekdb", tmp_path_factory.mktemp("seekdb")).start()
     yield engine
     engine.kill()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def mariadb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
     if not Path(MARIADBD).exists() or shutil.which("mariadb-install-db") is None:
         pytest.skip("MariaDB is not installed (scripts/bootstrap.sh installs mariadb-server)")
@@ -124,16 +124,6 @@ def read_topic(config: ObflowConfig) -> list[ChangeEvent]:
         for batch in ShardReader(client, config.datahub.project, config.datahub.topic, shard).read_all():
             events += decode_events(batch.records)
     return events
-
-
-def wait_for(predicate: Any, timeout: float = 30, interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout}s")
 
 
 def start_capture(

@@ -11,7 +11,8 @@ from obflow.config import ObflowConfig
 from obflow.datahub.emulator import DataHubEmulator
 from obflow.events import ChangeEvent
 from obflow.localdb import Engine
-from tests.capture.conftest import RunningAgent, capture_config, read_topic, wait_for
+from tests.capture.conftest import RunningAgent, capture_config, read_topic
+from tests.waiting import wait_for
 
 
 @pytest.fixture

@@ -22,8 +22,9 @@ from obflow.datahub.emulator import DataHubEmulator
 from obflow.events import ChangeEvent
 from obflow.localdb import Engine
 from obflow.net import free_port
-from tests.capture.conftest import capture_config, read_topic, start_capture, wait_for
+from tests.capture.conftest import capture_config, read_topic, start_capture
 from tests.datahub.conftest import ACCESS_KEY, put_log, set_faults
+from tests.waiting import wait_for
 
 
 class Writer:

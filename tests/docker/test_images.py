@@ -23,7 +23,7 @@ from obflow_operator.builders import env_settings
 from tests.conftest import REPO_ROOT
 from tests.docker.images import TAG, Docker
 from tests.flink.test_job import scrape
-from tests.operator.conftest import wait_for
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 READY_WITHIN = 60.0  # R8.5

@@ -29,6 +29,7 @@ from obflow.sample import SAMPLE_COLUMNS, change_stream
 from tests.datahub.conftest import ACCESS_ID, ACCESS_KEY
 from tests.flink.test_finalize import output_rows
 from tests.observability.exported import check_recorded_flink_metrics
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -112,13 +113,6 @@ def wait_for_rows(
             return output_rows(config)
         time.sleep(0.5)
     raise AssertionError(f"only {len(output_rows(config))} of {count} rows committed within {timeout}s")
-
-
-def wait_for(condition: Any, timeout: float = 60, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.5)
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:

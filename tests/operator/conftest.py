@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
-import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
@@ -20,10 +20,12 @@ from kubernetes.dynamic.exceptions import NotFoundError
 
 from obflow.net import free_port
 from obflow_operator.crd import crd_manifest
+from tests import waiting
 from tests.kube.controlplane import ControlPlane, missing_prerequisites
 
 
-@pytest.fixture(scope="session")
+# per package: the e2e DNS test and the operator tests each get one, and neither outlives its tests
+@pytest.fixture(scope="package")
 def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
     missing = missing_prerequisites()
     if missing:
@@ -57,27 +59,8 @@ def _crd_established(api: DynamicClient) -> bool:
     return True
 
 
-def wait_for(
-    predicate: Callable[[], Any],
-    timeout: float,
-    what: str,
-    interval: float = 0.3,
-    not_yet: tuple[type[Exception], ...] = (NotFoundError,),
-) -> Any:
-    """``predicate()``'s first truthy value; the errors in ``not_yet`` count as "not yet"."""
-    deadline = time.monotonic() + timeout
-    last_error: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = predicate()
-        except not_yet as exc:
-            value, last_error = None, exc
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(
-        f"timed out after {timeout:.0f}s waiting for {what}" + (f" ({last_error})" if last_error else "")
-    )
+wait_for = functools.partial(waiting.wait_for, interval=0.3, not_yet=(NotFoundError,))
+"""The shared wait, with an object that does not exist yet counting as "not yet"."""
 
 
 @pytest.fixture

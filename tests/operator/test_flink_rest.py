@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from obflow.config import ObflowConfig
@@ -26,8 +27,9 @@ from obflow_operator.spec import parse_spec
 from obflow_operator.status import DataPipelineStatus, Phase
 from tests.datahub.conftest import ACCESS_KEY
 from tests.flink.standalone import StandaloneFlink
-from tests.flink.test_job import emulator, job_config, send, wait_for, wait_for_rows
+from tests.flink.test_job import emulator, job_config, send, wait_for_rows
 from tests.operator.test_spec_and_crd import MINIMAL, spec_of
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 __all__ = ["emulator"]  # the fixture, imported for this module's tests
@@ -56,7 +58,17 @@ def running_job(rest: FlinkRest, parallelism: int, timeout: float = 120) -> JobO
         found[:] = [job]
         return True
 
-    wait_for(ready, timeout, f"every vertex RUNNING at parallelism {parallelism}")
+    def vertices() -> str:
+        job = rest.current_job()
+        if job is None:
+            return "no job"
+        details = rest.job(job.jid)
+        states = ", ".join(f"{v.name[:30]} {v.status} at {v.parallelism}" for v in details.vertices)
+        taskmanagers = httpx.get(f"{rest.base_url}/taskmanagers", timeout=5).json()["taskmanagers"]
+        slots = [f"{tm['id']} {tm['freeSlots']}/{tm['slotsNumber']} free" for tm in taskmanagers]
+        return f"job {job.jid} {details.state}: {states}; TaskManagers: {', '.join(slots) or 'none'}"
+
+    wait_for(ready, timeout, f"every vertex RUNNING at parallelism {parallelism}", interval=0.5, seen=vertices)
     return found[0]
 
 
