@@ -121,12 +121,19 @@ class StandaloneFlink:
         loadedLibraryNames`` when pemja reloads its library), so each job needs fresh TaskManagers."""
         with self._lock:
             self._replacing = True
+        old = self.registered_taskmanagers()
         for process in self.taskmanager_processes:
-            stop_process_group(process)
+            stop_process_group(process, timeout=60)
         self._start_taskmanagers()
         with self._lock:
             self._replacing = False
-        self._wait_ready(timeout, exactly=True)
+        # until the JobManager has let go of the old ones (a TaskManager that had to be killed counts as
+        # registered until its heartbeat times out), a job would be given their slots and fail to deploy
+        self._wait_ready(timeout, exactly=True, gone=old)
+
+    def registered_taskmanagers(self) -> set[str]:
+        """The ids of the TaskManagers the JobManager counts as registered."""
+        return {tm["id"] for tm in httpx.get(f"{self.url}/taskmanagers", timeout=5).json()["taskmanagers"]}
 
     def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
         log = (self.workdir / f"{name}.out").open("ab")
@@ -136,18 +143,25 @@ class StandaloneFlink:
         self.processes.append(process)
         return process
 
-    def _wait_ready(self, timeout: float, exactly: bool = False) -> None:
+    def _wait_ready(self, timeout: float, exactly: bool = False, gone: frozenset[str] | set[str] = frozenset()) -> None:
+        """Until the JobManager counts ``self.taskmanagers`` TaskManagers (``exactly``: no more), none of
+        them in ``gone``."""
         deadline = time.monotonic() + timeout
+        seen: set[str] | str = "no answer"
         while time.monotonic() < deadline:
             try:
-                overview = httpx.get(f"{self.url}/overview", timeout=2).json()
-                registered = overview.get("taskmanagers", 0)
-                if registered == self.taskmanagers or (registered > self.taskmanagers and not exactly):
+                seen = self.registered_taskmanagers()
+            except (httpx.HTTPError, ValueError) as exc:
+                seen = f"no answer ({exc})"
+            else:
+                enough = len(seen) == self.taskmanagers or (len(seen) > self.taskmanagers and not exactly)
+                if enough and not seen & gone:
                     return
-            except httpx.HTTPError:
-                pass
             time.sleep(0.5)
-        raise TimeoutError(f"Flink not ready within {timeout:.0f}s; see {self.workdir}")
+        raise TimeoutError(
+            f"Flink not ready within {timeout:.0f}s: registered TaskManagers {seen}, wanted {self.taskmanagers}"
+            f"{' exactly' if exactly else ''}{f', none of {sorted(gone)}' if gone else ''}; see {self.workdir}"
+        )
 
     def submit(
         self, config_path: Path, log: Path, env: dict[str, str], savepoint: str | None = None
