@@ -1,4 +1,5 @@
-"""Shared fixtures: the repo root, a clean OBFLOW_* environment, a CLI runner, and obflow's images."""
+"""Shared fixtures: the repo root, a clean OBFLOW_* environment, a CLI runner, and obflow's images. A run
+leaves the host as it found it: the image-build Docker daemon it started is stopped at the end."""
 
 from __future__ import annotations
 
@@ -15,6 +16,24 @@ if TYPE_CHECKING:
     from tests.docker.images import Docker
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+BUILD_DAEMON = REPO_ROOT / "scripts" / "docker" / "dockerd.sh"
+_BUILD_DAEMON_WAS_RUNNING = pytest.StashKey[bool]()
+
+
+def _build_daemon_running() -> bool:
+    return subprocess.run([str(BUILD_DAEMON), "running"], capture_output=True, check=False, timeout=60).returncode == 0
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    session.config.stash[_BUILD_DAEMON_WAS_RUNNING] = _build_daemon_running()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Stop the image-build daemon if this run started it (scripts/docker/build.sh starts it on demand)."""
+    if not session.config.stash.get(_BUILD_DAEMON_WAS_RUNNING, True) and _build_daemon_running():
+        subprocess.run([str(BUILD_DAEMON), "stop"], check=False, timeout=120)
 
 
 @pytest.fixture(autouse=True)

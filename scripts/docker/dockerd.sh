@@ -2,6 +2,7 @@
 # A Docker daemon for building and trying obflow's images on a machine that has none running:
 #   scripts/docker/dockerd.sh start   # idempotent; prints the DOCKER_HOST to use
 #   scripts/docker/dockerd.sh stop
+#   scripts/docker/dockerd.sh running   # exit 0 if it answers
 # Its own data root, exec root and socket (nothing shared with a system Docker), no bridge and no
 # iptables rules (builds use --network host; test containers use host or no networking).
 # Needs root and Debian's docker.io (apt-get install docker.io).
@@ -31,7 +32,16 @@ case "${1:-start}" in
       pid=$(cat "$RUN_DIR.pid")
       kill "$pid" 2>/dev/null || true
       for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+      if kill -0 "$pid" 2>/dev/null; then
+        echo "dockerd.sh: dockerd ($pid) did not stop within 30 s; killing it" >&2
+        kill -9 "$pid" 2>/dev/null || true
+      fi
     fi
+    # what dockerd mounts for itself and leaves behind when it cannot clean up
+    for mount in "$RUN_DIR/netns/default" "$ROOT"; do
+      if mountpoint -q "$mount"; then umount "$mount" 2>/dev/null || umount -l "$mount"; fi
+    done
     ;;
-  *) echo "usage: $0 start|stop" >&2; exit 2 ;;
+  running) answers ;;
+  *) echo "usage: $0 start|stop|running" >&2; exit 2 ;;
 esac
