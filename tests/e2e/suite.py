@@ -148,6 +148,25 @@ class Pipeline:
 
         return [pod["metadata"]["name"] for pod in self.pods(component) if is_ready(pod)]
 
+    def describe(self) -> str:
+        """What the pipeline looks like now: what a wait that timed out saw last."""
+        status = self.status()
+        parts = [f"phase {status.get('phase')} ({status.get('message')}), jobState {status.get('jobState')}"]
+        job = self.job()
+        if job is not None:
+            details, checkpoints = job
+            vertices = ", ".join(f"{v['name'][:24]} {v['status']} at {v['parallelism']}" for v in details["vertices"])
+            latest = checkpoints.get("latest") or {}
+            completed, restored = latest.get("completed") or {}, latest.get("restored") or {}
+            parts.append(f"job {details['state']}: {vertices}")
+            parts.append(f"newest checkpoint {completed.get('id')}, restored from {restored.get('id')}")
+        for component in ("jobmanager", "taskmanager", "capture"):
+            ready = set(self.ready(component))
+            pods = [f"{pod['metadata']['name']}{' ready' if pod['metadata']['name'] in ready else ''}"
+                    for pod in self.pods(component)]  # fmt: skip
+            parts.append(f"{component}: {', '.join(pods) or 'no pod'}")
+        return "; ".join(parts)
+
     def restarts(self, pod: str) -> int:
         statuses = json.loads(self.kubectl("get", "pod", pod, "-o", "json"))["status"]["containerStatuses"]
         return sum(int(status["restartCount"]) for status in statuses)
@@ -226,7 +245,7 @@ class Pipeline:
 
     def wait_running_from(self, checkpoint: int, since_epoch: float, timeout: float, what: str) -> dict[str, Any]:
         restored: dict[str, Any] = wait_for(lambda: self.running_from(checkpoint, since_epoch), timeout, what,
-                                            interval=1, not_yet=(AssertionError,))  # fmt: skip
+                                            interval=1, not_yet=(AssertionError,), seen=self.describe)  # fmt: skip
         return restored
 
     def patch(self, spec: dict[str, Any]) -> None:
@@ -242,8 +261,14 @@ class Pipeline:
         from obflow.demo import verify
 
         wanted = f"{self.load.history.changes} changes exactly once in the files"
-        result = wait_for(lambda: (r := verify(self.config, self.load.history)).ok and r, timeout, wanted,
-                          interval=3, not_yet=(AssertionError,))  # fmt: skip
+        checked: list[Any] = []
+
+        def verified() -> Any:
+            checked[:] = [verify(self.config, self.load.history)]
+            return checked[0].ok and checked[0]
+
+        result = wait_for(verified, timeout, wanted, interval=3, not_yet=(AssertionError,),
+                          seen=lambda: checked[0] if checked else "nothing checked")  # fmt: skip
         assert result.duplicates == 0 and result.missing == 0 and not result.out_of_order
         return result
 
@@ -287,7 +312,14 @@ def start_pipeline(cluster: Cluster, namespace: str, stack: contextlib.ExitStack
                 timeout=200)  # fmt: skip
     figures["database and DataHub ready"] = time.monotonic() - started
     db_host, db_port = stack.enter_context(reach(cluster, namespace, "service/database", 2881))
-    with pymysql.connect(host=db_host, port=db_port, user="root", autocommit=True) as conn:
+
+    # a Ready pod is not yet a reachable Service: until kube-proxy has its rules the address refuses
+    def connect() -> Any:
+        return pymysql.connect(host=db_host, port=db_port, user="root", autocommit=True)
+
+    connection = wait_for(connect, 60, "the database through its Service", interval=1,
+                          not_yet=(pymysql.err.OperationalError,))  # fmt: skip
+    with connection as conn:
         create_schema(conn, "shop")
     config = pipeline_config(db_host, db_port, cluster.node_data_dir)
     apply_ddl(config, change_log_ddl(config))
@@ -297,7 +329,7 @@ def start_pipeline(cluster: Cluster, namespace: str, stack: contextlib.ExitStack
     applied = time.monotonic()
     kubectl(cluster, "-n", namespace, "apply", "-f", str(MANIFESTS / "pipeline.yaml"))
     wait_for(lambda: pipeline.status().get("phase") == "Running", 600, f"{NAME} Running", interval=2,
-             not_yet=(AssertionError,))  # fmt: skip
+             not_yet=(AssertionError,), seen=pipeline.describe)  # fmt: skip
     figures["DataPipeline applied → Running"] = time.monotonic() - applied
     table = kubectl(cluster, "-n", namespace, "get", "dp", NAME)
     assert all(column in table for column in ("PHASE", "PARALLELISM", "LAG")), table
@@ -388,7 +420,8 @@ def rescale(pipeline: Pipeline, parallelism: int) -> None:
         status = pipeline.status()
         return status.get("phase") == "Running" and status.get("parallelism") == parallelism
 
-    wait_for(rescaled, 600, f"{NAME} Running at parallelism {parallelism}", interval=1, not_yet=(AssertionError,))
+    wait_for(rescaled, 600, f"{NAME} Running at parallelism {parallelism}", interval=1, not_yet=(AssertionError,),
+             seen=pipeline.describe)  # fmt: skip
     pipeline.figures[f"parallelism → {parallelism}: Running again"] = time.monotonic() - started
     status = pipeline.status()
     savepoint = status["lastSavepoint"]
@@ -402,14 +435,20 @@ def delete_pipeline(pipeline: Pipeline) -> None:
     """Deleting the DataPipeline takes a final savepoint and removes every child."""
     started, epoch = time.monotonic(), time.time()
     pipeline.kubectl("delete", "dp", NAME, "--wait=false")
-    wait_for(lambda: NAME not in pipeline.kubectl("get", "dp", "-o", "name"), 300, f"{NAME} deleted", interval=1)
+    wait_for(lambda: NAME not in pipeline.kubectl("get", "dp", "-o", "name"), 300, f"{NAME} deleted", interval=1,
+             seen=pipeline.describe)  # fmt: skip
     pipeline.figures["DataPipeline deleted → gone (final savepoint)"] = time.monotonic() - started
+    columns = "custom-columns=REASON:.reason,MESSAGE:.message"
+    said = pipeline.kubectl("get", "events", "--field-selector", f"involvedObject.name={NAME}", "-o", columns)
+    deletion = [line for line in said.splitlines() if line.startswith(("Deleting", "Final"))]
+    print("e2e: the deletion's Events:", *deletion, sep="\n  ")
     savepoints = pipeline.cluster.node_data_dir / NAME / "savepoints"
     final = [path for path in savepoints.glob("savepoint-*") if path.stat().st_mtime > epoch]
     assert final and any((path / "_metadata").exists() for path in final), list(savepoints.iterdir())
     kinds = "deployments,services,configmaps,pods,poddisruptionbudgets"
     wait_for(lambda: not pipeline.kubectl("get", kinds, "-l", INSTANCE, "-o", "name").strip(), 300,
-             "every child of the pipeline removed (garbage collection)", interval=1)  # fmt: skip
+             "every child of the pipeline removed (garbage collection)", interval=1,
+             seen=lambda: pipeline.kubectl("get", kinds, "-l", INSTANCE, "-o", "name").split())  # fmt: skip
     pipeline.figures["DataPipeline deleted → every child removed"] = time.monotonic() - started
 
 
@@ -431,7 +470,7 @@ def run_pipeline_end_to_end(cluster: Cluster, namespace: str) -> dict[str, float
     with contextlib.ExitStack() as stack:
         pipeline = start_pipeline(cluster, namespace, stack)
         started = time.monotonic()
-        wait_for(pipeline.rows_in_files, 300, "the first changes in the files", interval=1)
+        wait_for(pipeline.rows_in_files, 300, "the first changes in the files", interval=1, seen=pipeline.describe)
         pipeline.figures["load started → first changes in the files"] = time.monotonic() - started
         for scenario in (kill_task_manager, kill_leading_job_manager, kill_capture, change_capture_setting):
             scenario(pipeline)
