@@ -1,227 +1,228 @@
-"""The job's Python functions: the checkpointed shard poller and the per-table router.
+"""The job's Python functions: the subtask that works its shards, and event time.
 
-Everything here works on batches: PyFlink's framework cost is ≈ 8 µs per element and every state
-or metric call crosses into Java, so per record there is only list work in Python, and per batch a
-handful of state and metric calls.
+Per record there is only Arrow and numpy work (flink_job.shard); per tick and shard, one Python call
+from Flink and a handful of metric calls into Java. The payloads never cross into the JVM: the only
+elements Flink carries are the ticks and one small progress element per shard and poll.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import time
-from collections import deque
 from collections.abc import Iterator
-from pathlib import Path
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from pyflink.common import Types
+import numpy as np
 from pyflink.common.watermark_strategy import TimestampAssigner
-from pyflink.datastream import KeyedProcessFunction, OutputTag, RuntimeContext
-from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
+from pyflink.datastream import ProcessFunction, RuntimeContext
 
+from flink_job.reading import decode_json
+from flink_job.shard import ShardMetrics, ShardWorker
 from obflow.config import load_config
 from obflow.datahub.client import make_client
-from obflow.datahub.consumer import ShardReader
-from obflow.deadletter import DeadLetter
-from obflow.events import DATAHUB_FIELDS
+from obflow.deadletter import DeadLetterQueue
+from obflow.faults import from_env
 from obflow.job_graph import METRIC_GROUP
 
 log = logging.getLogger("obflow.flink")
 
-_FIELDS = [name for name, _ in DATAHUB_FIELDS]
-EVENT_ID, TABLE, COMMIT, PAYLOAD = (_FIELDS.index(f) for f in ("event_id", "table_name", "commit_ts_ms", "payload"))
-SEQUENCE = _FIELDS.index("position")
-FETCH_LIMIT = 1000
-DEAD_LETTERS = "_dead_letter"
-"""The pseudo-table of records the job cannot route; its staging files go to the dead-letter queue."""
-
-FAULT_ENV = "OBFLOW_FLINK_FAIL_ONCE"
-"""Test hook ``<marker file>:<records>``: fail the job once after that many records, then never again."""
+READ_AHEAD_THREADS = 2
+"""Threads per subtask that read and decode its shards' next fetches (flink_job.reading.ShardFetcher):
+two keep a request in flight while another's answer is decoded."""
+READ_AHEAD_FETCHES = 16
+"""Fetches read ahead per subtask, shared by its shards (at least one each): what one batch of
+processing takes (flink_job.shard.BATCH_RECORDS) for two shards, at most twice that held (≈ 0.7 MB a
+fetch of the sample table), so memory stays bounded whatever the backlog."""
 
 Progress = tuple[str, int]
-"""The poller's main output, one per fetched batch: (shard, newest commit time in ms)."""
+"""One per shard and poll that read something: (shard, newest commit time read, ms)."""
+
+LATENCY_BUCKETS = (1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600)
+"""Upper bounds (whole seconds) of the end-to-end latency histogram: database commit → row in a committed
+file. Flink's reporter turns every character of a label value but letters, digits, ``:`` and ``_`` into
+``_``: whole numbers stay numbers for ``histogram_quantile``, and the last bucket is ``le="Inf"``,
+which Prometheus reads as +Inf."""
 
 
-class SeenIds:
-    """The event ids of one shard read within the dedup window, mirrored from keyed ``MapState``.
+class FlinkShardMetrics(ShardMetrics):
+    """A worker's figures on the subtask's Flink metric group ``obflow`` (exported by Flink's reporter)."""
 
-    State: one map entry per fetched batch, ``first sequence → "<read time ms>\\n<id>\\n<id>..."``,
-    so a batch costs one state write however many records it has. Entries older than the window are
-    removed as new batches arrive: the state holds at most the ids read in one window (R9.3). After a
-    restore the mirror is rebuilt from the restored entries.
-    """
+    def __init__(self, group: Any, subtask_workers: dict[str, ShardWorker]) -> None:
+        self.group = group
+        self.records_in = group.meter("records_in", time_span_in_seconds=60)  # R7.2
+        self.duplicates = group.counter("duplicates_dropped")
+        self.dead_letter_counts: dict[str, Any] = {}
+        self.write_failures = group.counter("output_write_failures")
+        self.records_expired = group.counter("records_expired")  # unread when DataHub expired them
+        self.read_latency_ms = 0
+        group.gauge("read_latency_ms", lambda: self.read_latency_ms)  # commit → read by the job
+        self.last_commit_s = 0
+        group.gauge("output_last_commit_timestamp_seconds", lambda: self.last_commit_s)
+        group.gauge("state_bytes", lambda: sum(w.state_bytes for w in subtask_workers.values()))
+        group.gauge("open_files", lambda: sum(len(w.files) for w in subtask_workers.values()))
+        latency = group.add_group("end_to_end_latency_seconds")
+        self.latency_buckets = [latency.add_group("le", str(bound)).counter("bucket") for bound in LATENCY_BUCKETS]
+        self.latency_buckets.append(latency.add_group("le", "Inf").counter("bucket"))
+        self.latency_sum_ms = latency.counter("sum_ms")
+        self.latency_count = latency.counter("count")
+        self.files: dict[str, Any] = {}
+        self.rows: dict[str, Any] = {}
+        self.shard_lag_ms: dict[str, int] = {}
 
-    def __init__(self, state: Any, window_ms: int) -> None:
-        self.state, self.window_ms = state, window_ms
-        self.ids: set[str] = set()
-        self.batches: deque[tuple[int, int, list[str]]] = deque()
-        restored = []
-        for first_sequence, entry in state.items():
-            read_ms, *ids = entry.split("\n")
-            restored.append((int(first_sequence), int(read_ms), ids))
-        for batch in sorted(restored):
-            self.batches.append(batch)
-            self.ids.update(batch[2])
+    def for_shard(self, shard: str) -> ShardMetrics:
+        self.shard_lag_ms[shard] = 0
+        self.group.add_group("shard", shard).gauge("lag_ms", lambda: self.shard_lag_ms[shard])
+        outer = self
 
-    def remember(self, first_sequence: int, ids: list[str], now_ms: int) -> None:
-        while self.batches and self.batches[0][1] < now_ms - self.window_ms:
-            old_sequence, _, old_ids = self.batches.popleft()
-            self.ids.difference_update(old_ids)
-            self.state.remove(old_sequence)
-        if ids:
-            self.batches.append((first_sequence, now_ms, ids))
-            self.ids.update(ids)
-            self.state.put(first_sequence, "\n".join([str(now_ms), *ids]))
+        class OneShard(ShardMetrics):
+            def read(self, records: int, duplicates: int, lag_ms: int) -> None:
+                if records:
+                    outer.records_in.mark_event(records)
+                    outer.read_latency_ms = outer.shard_lag_ms[shard] = lag_ms
+                else:  # read up to the end of the shard: no lag
+                    outer.shard_lag_ms[shard] = 0
+                if duplicates:
+                    outer.duplicates.inc(duplicates)
+
+            def dead_letters(self, stage: str, count: int) -> None:
+                outer.dead_letters(stage, count)
+
+            def committed(
+                self, table: str, rows: int, latency: np.ndarray[Any, Any], counts: np.ndarray[Any, Any]
+            ) -> None:
+                outer.committed(table, rows, latency, counts)
+
+            def write_failed(self, table: str) -> None:
+                outer.write_failures.inc(1)
+
+            def expired(self, records: int) -> None:
+                outer.records_expired.inc(records)
+
+        return OneShard()
+
+    def dead_letters(self, stage: str, count: int) -> None:
+        if stage not in self.dead_letter_counts:
+            self.dead_letter_counts[stage] = self.group.add_group("stage", stage).counter("dead_letters")
+        self.dead_letter_counts[stage].inc(count)
+
+    def committed(self, table: str, rows: int, latency: np.ndarray[Any, Any], counts: np.ndarray[Any, Any]) -> None:
+        if table not in self.files:
+            group = self.group.add_group("table", table)
+            self.files[table], self.rows[table] = group.counter("output_files"), group.counter("output_rows")
+        self.files[table].inc(1)
+        self.rows[table].inc(rows)
+        per_bucket = np.bincount(
+            np.searchsorted(LATENCY_BUCKETS, latency), weights=counts, minlength=len(LATENCY_BUCKETS) + 1
+        )
+        cumulative = np.cumsum(per_bucket).astype(np.int64)
+        for counter, count in zip(self.latency_buckets, cumulative.tolist(), strict=True):
+            if count:
+                counter.inc(count)
+        self.latency_sum_ms.inc(int(float((latency * counts).sum()) * 1000))
+        self.latency_count.inc(int(counts.sum()))
+        self.last_commit_s = int(time.time())
 
 
-class ShardPoller(KeyedProcessFunction):  # type: ignore[misc]
-    """Keyed by shard id: on every tick reads what is new in that shard of the DataHub change topic.
+class ShardReaders(ProcessFunction):  # type: ignore[misc]
+    """A subtask of the reading stage and the shards it owns: shard ``i`` of the topic belongs to subtask
+    ``i mod parallelism``, as evenly as the counts allow (4 shards over 2 subtasks: 2 and 2). Every tick
+    (broadcast to every subtask: one element per subtask and tick, however many shards) lets each of its
+    shards' workers read what is new and write it to the output files (flink_job.shard). A restart or a
+    rescale gives each shard a new worker, which resumes from the shard's committed positions.
 
-    Checkpointed per shard: the next sequence to read (``ValueState``), so a restore neither skips
-    nor repeats input (R2.1), and the recently seen event ids (:class:`SeenIds`) to drop replays
-    (R9.3). Per fetch, each table's payloads go as one newline-joined text to that table's side
-    output (its staging sink), led by a ``#<subtask>`` line; records of tables not in
-    ``source.tables`` go to the dead-letter side output. The main output is one small
-    :data:`Progress` element per fetch, which carries event time (the payload texts never pass
-    through another Python operator: each crossing between Java and Python copies them). A tick reads
-    while batches come back full, for at most half the poll interval, so polling never holds up a
-    checkpoint barrier for long; a shard that had nothing new is asked again after a doubling pause,
-    up to ``flink.idle_poll_max``, so idle shards cost little.
-    """
+    A tick works for at most ``capture.poll_interval`` (until the next tick), shared by the subtask's
+    shards (each reads at least one fetch; the first shard to go turns round), round after round while
+    a shard has more waiting, so a subtask with work waiting stays busy until the next tick and a
+    checkpoint barrier waits at most that long. A shard that had
+    nothing new is asked again after a doubling pause, up to ``flink.idle_poll_max``, so idle shards
+    cost little."""
 
-    def __init__(self, config_path: str | None, tags: dict[str, OutputTag]) -> None:
+    def __init__(self, config_path: str | None, shard_ids: list[str]) -> None:
         self.config_path = config_path
-        self.tags = tags
+        self.shard_ids = shard_ids
 
     def open(self, runtime_context: RuntimeContext) -> None:
         config = load_config(self.config_path)
-        self.project, self.topic = config.datahub.project, config.datahub.topic
+        self.config = config
         self.client = make_client(config.datahub, protocol="json", reader=True)
-        self.budget_s = config.capture.poll_interval / 2
+        self.dead_letters = DeadLetterQueue(config)
+        self.budget_s = config.capture.poll_interval
         self.poll_interval, self.idle_poll_max = config.capture.poll_interval, config.flink.idle_poll_max
-        self.idle: dict[str, tuple[float, float]] = {}  # shard -> (poll again at, current backoff)
-        self.window_ms = int(config.flink.dedup_window * 1000)
-        self.subtask = subtask_index(runtime_context)
-        self.readers: dict[str, ShardReader] = {}
-        self.seen: dict[str, SeenIds] = {}
-        self.next_sequence = runtime_context.get_state(ValueStateDescriptor("next_sequence", Types.LONG()))
-        self.seen_batches = runtime_context.get_map_state(
-            MapStateDescriptor("seen_event_ids", Types.LONG(), Types.STRING())
-        )
-        self.fault = _FaultHook.from_env()
-        self.metrics = runtime_context.get_metrics_group().add_group(METRIC_GROUP)
-        self.records_in = self.metrics.meter("records_in", time_span_in_seconds=60)  # rate: R7.2
-        self.duplicates = self.metrics.counter("duplicates_dropped")
-        self.dead_letters = self.metrics.counter("dead_letters")
-        self.read_latency_ms = 0
-        self.metrics.gauge("read_latency_ms", lambda: self.read_latency_ms)  # commit → read by the job
-        self.shard_lag_ms: dict[str, int] = {}
+        self.idle: dict[str, tuple[float, float]] = {}  # shard -> (poll again at, current pause)
+        self.workers: dict[str, ShardWorker] = {}
+        self.metrics = FlinkShardMetrics(runtime_context.get_metrics_group().add_group(METRIC_GROUP), self.workers)
+        faults = from_env()
+        warm_up()
+        for chatty in ("urllib3", "datahub"):  # a debug line per request, each handed to Flink's log4j
+            logging.getLogger(chatty).setLevel(logging.WARNING)
+        index, count = task_position(runtime_context)
+        self.read_ahead = ThreadPoolExecutor(READ_AHEAD_THREADS, thread_name_prefix="obflow-read-ahead")
+        owned = [s for i, s in enumerate(self.shard_ids) if i % count == index]
+        depth = max(READ_AHEAD_FETCHES // max(len(owned), 1), 1)
+        for shard in owned:
+            worker = ShardWorker(config, self.client, shard, self.dead_letters, self.metrics.for_shard(shard), faults,
+                                 read_ahead=self.read_ahead, read_ahead_fetches=depth)  # fmt: skip
+            worker.open()
+            self.workers[shard] = worker
+        self.shards = list(self.workers)
+        self.first = 0  # the shard that goes first on the next tick
 
-    def process_element(self, value: Any, ctx: KeyedProcessFunction.Context) -> Iterator[Any]:
-        shard = str(ctx.get_current_key())
-        start = self.next_sequence.value() or 0
-        reader = self.readers.get(shard)
-        if reader is None or reader.next_sequence != start:  # first tick, or restored from a checkpoint
-            reader = self.readers[shard] = ShardReader(self.client, self.project, self.topic, shard, start)
-            self.seen[shard] = SeenIds(self.seen_batches, self.window_ms)
-            if shard not in self.shard_lag_ms:
-                self.shard_lag_ms[shard] = 0
-                self.metrics.add_group("shard", shard).gauge("lag_ms", lambda: self.shard_lag_ms[shard])
-        now = time.monotonic()
-        poll_at, backoff = self.idle.get(shard, (0.0, 0.0))
-        if now < poll_at:  # idle shard: skip this tick
-            return
-        deadline = now + self.budget_s
-        while True:
-            first = reader.next_sequence
-            rows, next_sequence = reader.fetch_values(FETCH_LIMIT)
-            if rows:
-                self.idle.pop(shard, None)
-                yield from self._batch(shard, first, rows)
-                self.next_sequence.update(next_sequence)
-                self.fault.count(len(rows))
-            else:  # nothing new: wait twice as long before asking again, up to flink.idle_poll_max
-                self.shard_lag_ms[shard] = 0  # read up to the end of the shard: no lag
-                backoff = min(max(backoff * 2, self.poll_interval), self.idle_poll_max)
-                self.idle[shard] = (now + backoff - self.poll_interval, backoff)
-            if len(rows) < FETCH_LIMIT or time.monotonic() > deadline:
-                return
+    def process_element(self, value: Any, ctx: ProcessFunction.Context) -> Iterator[Progress]:
+        deadline = time.monotonic() + self.budget_s
+        newest: dict[str, int] = {}
+        count = len(self.shards)
+        order = [self.shards[(self.first + turn) % count] for turn in range(count)]
+        self.first = (self.first + 1) % max(count, 1)
+        waiting = set(order)
+        while True:  # round after round over the shards that have more waiting, while the tick has time left
+            turns, waiting = [shard for shard in order if shard in waiting], set()
+            for turn, shard in enumerate(turns):
+                worker = self.workers[shard]
+                now = time.monotonic()
+                poll_at, pause = self.idle.get(shard, (0.0, 0.0))
+                if now < poll_at:  # an idle shard: only files that are due roll
+                    if worker.files:
+                        worker.roll_due()
+                    continue
+                progress = worker.poll(max(deadline - now, 0.0) / (len(turns) - turn))
+                if progress.records:
+                    self.idle.pop(shard, None)
+                else:  # nothing new: wait twice as long before asking again, up to flink.idle_poll_max
+                    pause = min(max(pause * 2, self.poll_interval), self.idle_poll_max)
+                    self.idle[shard] = (now + pause - self.poll_interval, pause)
+                if progress.newest_commit_ms is not None:
+                    newest[shard] = max(newest.get(shard, progress.newest_commit_ms), progress.newest_commit_ms)
+                if progress.more:
+                    waiting.add(shard)
+            if not waiting or time.monotonic() >= deadline:
+                break
+        yield from newest.items()
 
-    def _batch(self, shard: str, first_sequence: int, rows: list[list[Any]]) -> Iterator[Any]:
-        seen = self.seen[shard]
-        known = seen.ids
-        fresh_ids: list[str] = []
-        by_table: dict[str, list[str]] = {}
-        duplicates = 0
-        for row in rows:
-            event_id = row[EVENT_ID]
-            if event_id in known:
-                duplicates += 1
-                continue
-            known.add(event_id)
-            fresh_ids.append(event_id)
-            table = row[TABLE]
-            if table in by_table:
-                by_table[table].append(row[PAYLOAD])
-            else:
-                by_table[table] = [row[PAYLOAD]]
-        now_ms = int(time.time() * 1000)
-        seen.remember(first_sequence, fresh_ids, now_ms)
-        newest_commit = int(rows[-1][COMMIT])
-        self.records_in.mark_event(len(rows))
-        if duplicates:
-            self.duplicates.inc(duplicates)
-        self.read_latency_ms = self.shard_lag_ms[shard] = max(now_ms - newest_commit, 0)
-        header = f"#{self.subtask}"
-        for table, payloads in by_table.items():
-            if table in self.tags:
-                yield self.tags[table], "\n".join([header, *payloads])
-            else:
-                reason = f"table {table} is not in source.tables"
-                letters = [
-                    DeadLetter(p, reason, "route", table, location={"shard": shard}).to_json().decode()
-                    for p in payloads
-                ]
-                self.dead_letters.inc(len(letters))
-                yield self.tags[DEAD_LETTERS], "\n".join([header, *letters])
-        yield shard, newest_commit
+    def close(self) -> None:
+        for worker in self.workers.values():
+            worker.close()
+        self.read_ahead.shutdown(wait=False, cancel_futures=True)
+
+
+def task_position(runtime_context: RuntimeContext) -> tuple[int, int]:
+    """(this subtask's index, the number of parallel subtasks). In thread mode PyFlink 2.3 asks Flink 2's
+    RuntimeContext for them where they no longer are (they moved to ``getTaskInfo()``): ask there."""
+    try:
+        return int(runtime_context.get_index_of_this_subtask()), int(runtime_context.get_number_of_parallel_subtasks())
+    except AttributeError:
+        info = runtime_context._runtime_context.getTaskInfo()
+        return int(info.getIndexOfThisSubtask()), int(info.getNumberOfParallelSubtasks())
+
+
+def warm_up() -> None:
+    """Load what the first fetch would otherwise load while its shard waits: pyarrow's compute layer
+    imports pandas on first use (over a second in the TaskManager's interpreter)."""
+    decode_json(b'{"NextCursor": "", "Records": []}')
 
 
 class CommitTime(TimestampAssigner):  # type: ignore[misc]
-    """Event time of a fetched batch: the newest commit timestamp in it (R2.3)."""
+    """Event time of a poll: the newest commit timestamp it read (R2.3)."""
 
     def extract_timestamp(self, value: Progress, record_timestamp: int) -> int:
         return value[1]
-
-
-def subtask_index(runtime_context: RuntimeContext) -> int:
-    """This subtask's index. In thread mode PyFlink 2.3 calls ``getIndexOfThisSubtask`` on Flink 2's
-    RuntimeContext, which moved it to ``getTaskInfo()``; ask there."""
-    try:
-        return int(runtime_context.get_index_of_this_subtask())
-    except AttributeError:
-        return int(runtime_context._runtime_context.getTaskInfo().getIndexOfThisSubtask())
-
-
-class _FaultHook:
-    """Fails the job once, after a number of records, when the test hook :data:`FAULT_ENV` is set."""
-
-    def __init__(self, marker: Path | None, after: int) -> None:
-        self.marker, self.after, self.seen = marker, after, 0
-
-    @classmethod
-    def from_env(cls) -> _FaultHook:
-        spec = os.environ.get(FAULT_ENV, "")
-        if not spec:
-            return cls(None, 0)
-        marker, _, after = spec.rpartition(":")
-        return cls(Path(marker), int(after))
-
-    def count(self, records: int) -> None:
-        if self.marker is None:
-            return
-        self.seen += records
-        if self.seen >= self.after and not self.marker.exists():
-            self.marker.write_text(f"failed once at {time.time()}")
-            raise RuntimeError(f"injected fault after {self.seen} records (test hook)")

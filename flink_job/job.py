@@ -2,18 +2,20 @@
 
 Data path (no Python source exists in PyFlink, so the source is built from parts that do):
 
-1. an unbounded ticker (Table API ``datagen``) fans out to every shard id of the change topic;
-2. ``key_by(shard)`` → :class:`ShardPoller`, which on each tick fetches what is new in its shard and
-   keeps the next sequence to read in keyed ``ValueState``: the read positions are part of every
-   checkpoint, so a restore neither skips nor repeats input (R2.1). A shard is one key, so its records
-   are processed by one subtask in shard order, and every change to a row is in one shard (R2.3, R9.4);
-3. the poller drops events whose ``event_id`` it has seen within ``flink.dedup_window`` (capture
-   replays), with state bounded by that window (R9.3), and emits one element per table and fetch;
-   event time is the batch's commit time, with bounded-out-of-orderness watermarks (R2.3);
-4. each table's batches go to one ``FileSink`` per table in ``<output.path>/.staging``; a part file
-   there is committed only when a checkpoint completes, so after a crash and restore each change is
-   committed exactly once (R9.2). The finalizer (flink_job.finalize) turns committed parts into the
-   JSON-lines, Parquet or CSV output files.
+1. an unbounded ticker (Table API ``datagen``) is broadcast to every subtask of the reading stage,
+   which owns shard ``i`` of the change topic when it is subtask ``i mod parallelism`` (as evenly as
+   the counts allow);
+2. there, each shard's worker (flink_job.shard) does all the per-record work on each tick: reads what
+   is new into Arrow, drops copies, decodes and maps each table's payloads once, and writes them to
+   that table's output file, committing files as they roll; the shard's committed positions (a small
+   file beside the output) say where to resume, so a restart, a restore or a rescale neither loses nor
+   repeats a change (R9.2, docs/design/exactly-once.md). A row's changes are in one shard, read and
+   written in order (R2.3, R9.4);
+3. one small progress element per shard and poll carries event time (the newest commit time read)
+   into bounded-out-of-orderness watermarks, and is then dropped.
+
+The job runner (this module's ``run``, in the leading JobManager on a cluster) only submits the job and
+watches it: it does no per-record work.
 
 Run: ``obflow job run --config F [--from-savepoint PATH]`` (a local mini-cluster; SIGTERM stops it with a
 savepoint), or ``flink run -py flink_job/job.py -- F`` on a cluster.
@@ -31,10 +33,9 @@ from pathlib import Path
 from typing import Any
 
 from flink_job.attach import GLOBALLY_TERMINAL, AttachedJob, duplicate_submission, rest_port
-from flink_job.finalize import STAGING, Finalizer, FinalizerThread
 from obflow.config import ObflowConfig, load_config
 from obflow.health import HealthServer
-from obflow.job_graph import FAN_OUT_NAME, POLLER_NAME, TICKS_TABLE
+from obflow.job_graph import POLLER_NAME, TICKS_TABLE, TICKS_TO_READERS
 from obflow.log import Fault, log_event, log_fault
 
 log = logging.getLogger("obflow.flink")
@@ -54,19 +55,11 @@ def python_environment() -> None:
 def build(env: Any, config: ObflowConfig, config_path: str | None, shard_ids: list[str]) -> None:
     """Add the pipeline to ``env`` (a StreamExecutionEnvironment)."""
     from pyflink.common import Duration, Types, WatermarkStrategy
-    from pyflink.common.serialization import Encoder
-    from pyflink.datastream import OutputTag
     from pyflink.datastream.connectors.base import Sink
-    from pyflink.datastream.connectors.file_system import (
-        BucketAssigner,
-        FileSink,
-        OutputFileConfig,
-        RollingPolicy,
-    )
     from pyflink.java_gateway import get_gateway
     from pyflink.table import StreamTableEnvironment
 
-    from flink_job.functions import DEAD_LETTERS, CommitTime, ShardPoller
+    from flink_job.functions import CommitTime, ShardReaders
 
     table_env = StreamTableEnvironment.create(env)
     table_env.execute_sql(
@@ -76,19 +69,17 @@ def build(env: Any, config: ObflowConfig, config_path: str | None, shard_ids: li
         # N poll intervals between ticks while a checkpoint waits for its barrier
         "'scan.parallelism' = '1')"
     )
+    # one subtask before the broadcast (from N subtasks it would connect N x N channels to the readers),
+    # and one vertex: the ticker, its conversion to a stream and the map chained. The conversion's Java
+    # stream is a plain DataStream, without setParallelism: its transformation has it
     ticks = table_env.to_data_stream(table_env.from_path(TICKS_TABLE))
-    # one fan-out for all shards: N fan-outs would connect N x N channels to the pollers
-    shards = (
-        ticks.flat_map(lambda _: [(s,) for s in shard_ids], output_type=Types.TUPLE([Types.STRING()]))
-        .set_parallelism(1)
-        .name(FAN_OUT_NAME)
-    )
-    tables = [*config.source.qualified_tables(), DEAD_LETTERS]
-    tags = {table: OutputTag(f"table-{table}", Types.STRING()) for table in tables}
+    ticks._j_data_stream.getTransformation().setParallelism(1)
+    ticks = ticks.map(lambda _: 0, output_type=Types.INT()).set_parallelism(1).name(TICKS_TO_READERS)
+    # every reading subtask gets every tick and works the shards it owns (flink_job.functions)
     progress = (
-        shards.key_by(lambda t: t[0], key_type=Types.STRING())
-        .process(ShardPoller(config_path, tags), output_type=Types.TUPLE([Types.STRING(), Types.LONG()]))
-        .uid("obflow-shard-poller")
+        ticks.broadcast()
+        .process(ShardReaders(config_path, shard_ids), output_type=Types.TUPLE([Types.STRING(), Types.LONG()]))
+        .uid("obflow-shard-readers")
         .name(POLLER_NAME)
     )
     # with_idleness first: in PyFlink it returns a strategy without the Python timestamp assigner
@@ -109,26 +100,6 @@ def build(env: Any, config: ObflowConfig, config_path: str | None, shard_ids: li
         .name("progress: discard")
     )
 
-    rolling = config.output.rolling
-    policy = RollingPolicy.default_rolling_policy(
-        part_size=rolling.max_size,
-        rollover_interval=int(rolling.max_span * 1000),
-        inactivity_interval=int(rolling.max_span * 1000),
-    )
-    staging = Path(config.output.path).resolve() / STAGING
-    for table, tag in tags.items():
-        sink = (
-            FileSink.for_row_format(str(staging / table), Encoder.simple_string_encoder())
-            .with_bucket_assigner(BucketAssigner.base_path_bucket_assigner())
-            .with_rolling_policy(policy)
-            .with_output_file_config(
-                OutputFileConfig.builder().with_part_prefix(table).with_part_suffix(".jsonl").build()
-            )
-            .with_bucket_check_interval(int(rolling.check_interval * 1000))
-            .build()
-        )
-        progress.get_side_output(tag).sink_to(sink).uid(f"obflow-sink-{table}").name(f"staging files: {table}")
-
 
 def environment(config: ObflowConfig, from_savepoint: str | None = None, local: bool = True) -> Any:
     """A StreamExecutionEnvironment configured from ``config`` (checkpoints, restarts, parallelism),
@@ -144,7 +115,7 @@ def environment(config: ObflowConfig, from_savepoint: str | None = None, local: 
     conf.set_string("restart-strategy.type", "fixed-delay")
     conf.set_string("restart-strategy.fixed-delay.attempts", str(config.flink.restart_attempts))
     conf.set_string("restart-strategy.fixed-delay.delay", f"{int(config.flink.restart_delay * 1000)} ms")
-    conf.set_string("state.checkpoints.num-retained", str(config.checkpoint.retained))
+    conf.set_string("execution.checkpointing.num-retained", str(config.checkpoint.retained))
     conf.set_string("execution.checkpointing.dir", storage_uri(config.checkpoint.dir))
     conf.set_string("execution.checkpointing.savepoint-dir", storage_uri(config.checkpoint.savepoint_dir))
     conf.set_string("execution.checkpointing.tolerable-failed-checkpoints", str(config.checkpoint.tolerable_failures))
@@ -256,14 +227,13 @@ def run(config_path: str | None, config: ObflowConfig, from_savepoint: str | Non
     """``obflow job run``: run until SIGTERM/SIGINT, then stop with a savepoint (its path is written to
     ``<checkpoint.savepoint_dir>/LATEST``) and exit 0; exit 1 if the job fails for good.
 
-    Alongside the job: the finalizer (committed staging parts → output files) and the runner's
-    ``/healthz``, ``/readyz`` (the job is RUNNING) and ``/metrics`` on ``output.metrics_port``.
+    Alongside the job: the runner's ``/healthz``, ``/readyz`` (the job is RUNNING) and ``/metrics`` on
+    ``output.metrics_port``.
     """
     client, parallelism = submit(config_path, config, from_savepoint, local)
     state = {"status": "CREATED"}
     health = HealthServer("job", config.output.metrics_port, lambda: (state["status"] == "RUNNING", state["status"]))
     health.start()
-    finalizer = FinalizerThread(Finalizer(config), config.output.rolling.check_interval).start()
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
@@ -272,7 +242,11 @@ def run(config_path: str | None, config: ObflowConfig, from_savepoint: str | Non
     )
     try:
         while not stop.wait(1.0):
-            status = job_status(client)
+            try:
+                status = job_status(client)
+            except Exception as exc:  # py4j: the JVM (the mini-cluster, or the JobManager's gateway) is gone
+                log_fault(log, Fault.COMPONENT_CRASHED, f"lost the job's JVM: {exc}", level=logging.ERROR)
+                return 1
             if status != state["status"]:
                 log_event(log, "job.status", f"job is {status}", status=status)
             state["status"] = status
@@ -300,7 +274,6 @@ def run(config_path: str | None, config: ObflowConfig, from_savepoint: str | Non
         log_event(log, "job.stopped", f"job stopped with savepoint {savepoint}", savepoint=savepoint)
         return 0
     finally:
-        finalizer.stop()  # finalizes what was committed, whichever way the job ended
         health.stop()
 
 

@@ -6,14 +6,14 @@ those columns, selected, renamed and typed (obflow.columns → Arrow), holding t
 ``after`` image, or ``before`` for a delete. A table without configured columns keeps ``key``,
 ``before`` and ``after`` as canonical JSON text (lossless, untyped).
 
-Decoding is one ``pyarrow.json.read_json`` per batch with an explicit schema. When a batch fails,
-each line is tried alone so exactly the bad lines become dead letters, with Arrow's reason (R2.7).
+Decoding is one ``pyarrow.json.read_json`` per batch with an explicit schema, straight from the
+payloads' Arrow buffer (the only decode of a payload). When a batch fails, each payload is tried
+alone so exactly the bad ones become dead letters, with Arrow's reason (R2.7).
 """
 
 from __future__ import annotations
 
 import base64
-import io
 from dataclasses import dataclass
 
 import orjson
@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
+from flink_job.formats import concatenated
 from obflow.columns import ColumnType
 from obflow.config import ColumnConfig, TableConfig
 from obflow.events import canonical_json
@@ -68,6 +69,8 @@ class EnvelopeError(ValueError):
 
 @dataclass(frozen=True)
 class BadLine:
+    number: int
+    """The payload's index in the batch."""
     line: bytes
     error: str
     stage: str
@@ -94,23 +97,26 @@ class TableMapping:
             explicit_schema=pa.schema(envelope), unexpected_field_behavior="ignore"
         )
 
-    def rows(self, lines: list[bytes]) -> tuple[pa.Table, list[BadLine]]:
-        """The output rows of ``lines`` (with a :data:`LINE` column), and the lines that failed."""
+    def rows(self, payloads: pa.Array) -> tuple[pa.Table, list[BadLine]]:
+        """The output rows of ``payloads`` (envelope JSON texts; with a :data:`LINE` column: the index of
+        each row's payload), and the payloads that failed. The whole batch is decoded by one Arrow call
+        on the payloads' own buffer; only a batch that fails is tried one payload at a time."""
         try:
-            return self._rows(lines, list(range(len(lines)))), []
+            return self._rows(newline_delimited(payloads), list(range(len(payloads)))), []
         except (pa.ArrowInvalid, ValueError, orjson.JSONDecodeError):
             pass
         good: list[int] = []
         bad: list[BadLine] = []
+        lines = [b"" if p is None else p.encode() for p in payloads.to_pylist()]
         for number, line in enumerate(lines):
             try:
-                self._rows([line], [number])
+                self._rows(line + b"\n", [number])
                 good.append(number)
             except (pa.ArrowInvalid, ValueError, orjson.JSONDecodeError) as exc:
                 undecodable = isinstance(exc, EnvelopeError | orjson.JSONDecodeError) or "JSON parse error" in str(exc)
                 reason = _reason(exc) if undecodable else self._column_problem(line) or _reason(exc)
-                bad.append(BadLine(line, reason, "decode" if undecodable else "map"))
-        return self._rows([lines[n] for n in good], good), bad
+                bad.append(BadLine(number, line, reason, "decode" if undecodable else "map"))
+        return self._rows(b"".join(lines[n] + b"\n" for n in good), good), bad
 
     def _column_problem(self, line: bytes) -> str | None:
         """Which configured column of ``line`` cannot be converted, and why (for the dead letter)."""
@@ -126,12 +132,13 @@ class TableMapping:
                     return f"column {column.name} ({column.type}) of {image}: {_reason(exc)}"
         return None
 
-    def _rows(self, lines: list[bytes], numbers: list[int]) -> pa.Table:
-        if not lines:
+    def _rows(self, text: bytes | pa.Buffer, numbers: list[int]) -> pa.Table:
+        if not numbers:
             return self.numbered_schema.empty_table()
-        envelopes = pa_json.read_json(io.BytesIO(b"\n".join(lines)), parse_options=self.parse_options)
-        if envelopes.num_rows != len(lines):
-            raise ValueError(f"{len(lines)} lines gave {envelopes.num_rows} envelopes")
+        options = pa_json.ReadOptions(block_size=max(len(text) + 1, 1 << 20), use_threads=False)
+        envelopes = pa_json.read_json(pa.BufferReader(text), read_options=options, parse_options=self.parse_options)
+        if envelopes.num_rows != len(numbers):
+            raise ValueError(f"{len(numbers)} payloads gave {envelopes.num_rows} envelopes")
         source = envelopes.column("source").combine_chunks()
         op = envelopes.column("op").combine_chunks()
         commit = source.field("commit_ts_ms")
@@ -157,13 +164,13 @@ class TableMapping:
             for index, column in enumerate(self.columns):
                 if deletes == 0:  # the common batch: the after image only
                     value = after.field(index)
-                elif deletes == len(lines):
+                elif deletes == len(numbers):
                     value = before.field(index)
                 else:
                     value = pc.if_else(is_delete, before.field(index), after.field(index))
                 columns[column.output_name] = _to_output(value, column.column_type)
         else:
-            columns.update(_json_images(lines))
+            columns.update(_json_images(text))
         for failed, message in problems:
             if pc.any(failed).as_py():
                 raise EnvelopeError(message)
@@ -173,7 +180,8 @@ class TableMapping:
 
 def _parse_value(value: object, column: ColumnType) -> pa.Array:
     options = pa_json.ParseOptions(explicit_schema=pa.schema([("v", parse_type(column))]))
-    return pa_json.read_json(io.BytesIO(orjson.dumps({"v": value})), parse_options=options).column("v").combine_chunks()
+    text = pa.py_buffer(orjson.dumps({"v": value}))
+    return pa_json.read_json(pa.BufferReader(text), parse_options=options).column("v").combine_chunks()
 
 
 def _to_output(value: pa.Array, column: ColumnType) -> pa.Array:
@@ -182,14 +190,24 @@ def _to_output(value: pa.Array, column: ColumnType) -> pa.Array:
     return pc.cast(value, output_type(column))
 
 
-def _json_images(lines: list[bytes]) -> dict[str, pa.Array]:
+def _json_images(text: bytes | pa.Buffer) -> dict[str, pa.Array]:
+    """``key``, ``before`` and ``after`` as canonical JSON text (a table without configured columns:
+    untyped, so each envelope is decoded on its own)."""
     keys, befores, afters = [], [], []
-    for line in lines:
+    for line in bytes(text).splitlines():
         envelope = orjson.loads(line)
         keys.append(canonical_json(envelope.get("key")))
         befores.append(None if envelope.get("before") is None else canonical_json(envelope["before"]))
         afters.append(None if envelope.get("after") is None else canonical_json(envelope["after"]))
     return {"key": pa.array(keys, pa.string()), "before": pa.array(befores, pa.string()), "after": pa.array(afters)}
+
+
+def newline_delimited(payloads: pa.Array) -> pa.Buffer:
+    """The payload texts one per line, as one buffer: each text with a newline appended, by Arrow."""
+    texts = payloads.cast(pa.string()) if payloads.type != pa.string() else payloads
+    if texts.null_count:
+        raise ValueError("a payload is missing")
+    return concatenated(pc.binary_join_element_wise(texts, pa.scalar("\n"), pa.scalar("")))
 
 
 def _reason(exc: Exception) -> str:

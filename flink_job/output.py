@@ -1,8 +1,8 @@
 """Reading the committed output files back, whatever their format, typed by the table's mapping.
 
-For users' checks and the end-to-end verification: every visible file under ``output.path`` (not the
-staging area, not in-progress files starting with a dot, not dead letters), read with the schema the
-finalizer wrote it with, so JSON lines, Parquet and CSV give identical rows.
+For users' checks and the end-to-end verification: every visible file under ``output.path`` (not
+in-progress files, which start with a dot, not dead letters or the shards' positions), read with the
+schema it was written with, so JSON lines, Parquet and CSV give identical rows.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
-from flink_job.finalize import STAGING, SUFFIX
+from flink_job.files import SUFFIX
 from flink_job.mapping import TableMapping
 from obflow.config import ObflowConfig
 
@@ -29,7 +29,7 @@ def output_files(config: ObflowConfig) -> Iterator[tuple[str, Path]]:
         folder = root / table
         if folder.is_dir():
             for file in sorted(folder.rglob(f"*{suffix}"), key=lambda f: f.name):
-                if not file.name.startswith(".") and STAGING not in file.parts:
+                if not file.name.startswith("."):
                     yield table, file
 
 

@@ -219,13 +219,19 @@ class FlinkConfig(Section):
     job_name: str = Field("obflow", min_length=1)
     restart_attempts: int = Field(10, ge=0)
     restart_delay: Duration = Field(10.0, ge=0)
-    dedup_window: Duration = Field(
-        600.0,
-        gt=0,
-        description="How long an event_id is remembered for duplicate removal (state holds at most rate x window ids).",
+    dedup_records: int = Field(
+        10_000,
+        ge=0,
+        le=10_000_000,
+        description="Copies of a change are dropped when they arrive within this many records of the shard "
+        "after the original (the capture agent re-sends at most one capture.batch_size); 8 bytes of state "
+        "each, per shard.",
     )
     idle_poll_max: Duration = Field(
-        1.0, ge=0, description="A shard with nothing new is polled less often, down to once per this long."
+        2.0,
+        ge=0,
+        description="A shard with nothing new is polled less often, down to once per this long: what a change "
+        "arriving on a quiet shard may wait, and what an idle pipeline costs (one request per shard per this).",
     )
     out_of_orderness: Duration = Field(
         5.0, ge=0, description="Watermark delay behind the newest commit time seen (event time, R2.3)."
@@ -261,8 +267,9 @@ class CheckpointConfig(Section):
 
 class RollingConfig(Section):
     max_size: ByteSize = Field(1024**3, gt=0, description="Roll to a new file at this size (R3.4).")
-    max_span: Duration = Field(3600.0, gt=0, description="Roll once a file spans this long (R3.5).")
-    check_interval: Duration = Field(10.0, gt=0)
+    max_span: Duration = Field(
+        3600.0, gt=0, description="Roll once a file has been open this long, or its commit times span it (R3.5)."
+    )
 
 
 class OutputConfig(Section):
@@ -315,6 +322,16 @@ class ObflowConfig(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # The file's values arrive as init arguments; sources listed first win, so env beats file.
         return (env_settings, init_settings)
+
+    @model_validator(mode="after")
+    def _dedup_covers_a_capture_batch(self) -> ObflowConfig:
+        if 0 < self.flink.dedup_records < self.capture.batch_size:
+            raise field_error(
+                "flink.dedup_records",
+                f"must be at least capture.batch_size ({self.capture.batch_size}): a capture agent re-sends up to "
+                "one batch after a crash, and copies further back than the window are not dropped; raise it",
+            )
+        return self
 
 
 @dataclass(frozen=True)
@@ -416,6 +433,9 @@ def flatten(data: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, An
             yield f"{prefix}{key}", value
 
 
+_UNSET = object()  # a key the input did not set (its default is what failed)
+
+
 def _problems_from(exc: ValidationError) -> list[ConfigProblem]:
     secrets = secret_keys()
     env_vars = env_overrides()
@@ -427,8 +447,13 @@ def _problems_from(exc: ValidationError) -> list[ConfigProblem]:
         field, _, rest = message.partition(": ")
         if rest and isinstance(bad_input, Mapping) and field in _known_keys(loc):
             loc, message, bad_input = [*loc, field], rest, bad_input.get(field)
+        elif rest and not loc and "." in field:  # a rule across sections names the key it is about
+            loc, message = field.split("."), rest
+            for part in loc:
+                bad_input = bad_input.get(part, _UNSET) if isinstance(bad_input, Mapping) else _UNSET
         key = ".".join(loc) or "<root>"
-        value = None if key in secrets or error["type"] == "missing" else _short_repr(bad_input)
+        hidden = key in secrets or error["type"] == "missing" or bad_input is _UNSET
+        value = None if hidden else _short_repr(bad_input)
         env_var = next((var for k, var in env_vars.items() if key == k or key.startswith(k + ".")), None)
         problems.append(ConfigProblem(key, message, value, env_var))
     return problems

@@ -11,6 +11,7 @@ exactly once, each row's changes in commit order. The components are supervised 
 from __future__ import annotations
 
 import contextlib
+import logging
 import sys
 import threading
 import time
@@ -26,13 +27,19 @@ import yaml
 from obflow.config import ObflowConfig
 from obflow.loadgen import COLUMNS, KEYS, History, LoadGenerator, RowKey, create_schema
 from obflow.localdb import Engine
-from obflow.log import setup_logging
+from obflow.log import Fault, log_fault, setup_logging
 from obflow.net import free_port
 from obflow.supervise import Component, Supervisor, obflow_command, readyz
 
 DATABASE = "shop"
 DEMO_CHECKPOINT_INTERVAL = "5s"
-"""The demo checkpoints every 5 s (the default is 5 min) so files appear within seconds."""
+"""The demo checkpoints every 5 s (the default is 5 min)."""
+DEMO_ROLL_SPAN = "2s"
+"""Output files roll every 2 s (output.rolling.max_span, 1 h by default), so they appear within seconds."""
+JOB_METRICS = "flink_taskmanager_job_task_operator_obflow_"
+"""The job's own metrics on Flink's Prometheus reporter (flink_job.functions)."""
+
+log = logging.getLogger("obflow.demo")
 
 
 class LocalPipeline:
@@ -71,7 +78,7 @@ class LocalPipeline:
             "output": {"format": self.fmt, "path": str(self.out / "output"),
                        "dead_letter_path": str(self.out / "output" / "_dead_letter"),
                        "metrics_port": self.ports["job"],
-                       "rolling": {"max_span": "2s", "check_interval": "500ms"}},
+                       "rolling": {"max_span": DEMO_ROLL_SPAN}},
             "logging": {"format": "json"},
         }  # fmt: skip
         self.out.mkdir(parents=True, exist_ok=True)
@@ -123,19 +130,19 @@ class LocalPipeline:
     def stop(self) -> None:
         self.supervisor.stop_all()
 
-    def metrics(self, component: str) -> dict[str, float]:
-        """A component's /metrics, each sample name with the sum of its values (empty when unreachable)."""
+    def metrics(self, component: str, combine: Any = sum) -> dict[str, float]:
+        """A component's /metrics, each sample name with its values combined (summed; empty when unreachable)."""
         from prometheus_client.parser import text_string_to_metric_families
 
         try:
             text = httpx.get(f"http://127.0.0.1:{self.ports[component]}/metrics", timeout=2).text
         except httpx.HTTPError:
             return {}
-        sums: dict[str, float] = defaultdict(float)
+        values: dict[str, list[float]] = defaultdict(list)
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
-                sums[sample.name] += sample.value
-        return sums
+                values[sample.name].append(sample.value)
+        return {name: float(combine(found)) for name, found in values.items()}
 
 
 @dataclass
@@ -151,6 +158,17 @@ class Verification:
     @property
     def ok(self) -> bool:
         return self.rows == self.expected and not self.duplicates and not self.missing and not self.out_of_order
+
+    def log_inconsistencies(self) -> None:
+        """A ``consistency.mismatch`` fault event (R9.5) when the output disagrees with the source."""
+        if self.ok:
+            return
+        what = (f"the output disagrees with what the load committed: {self.rows} rows for {self.expected} "
+                f"changes, {self.duplicates} duplicates, {self.missing} missing, {len(self.out_of_order)} rows "
+                f"out of order (first: {self.out_of_order[:3]})")  # fmt: skip
+        log_fault(log, Fault.INCONSISTENCY_DETECTED, what, level=logging.ERROR, rows=self.rows,
+                  expected=self.expected, duplicates=self.duplicates, missing=self.missing,
+                  out_of_order=len(self.out_of_order))  # fmt: skip
 
 
 def verify(config: ObflowConfig, history: History) -> Verification:
@@ -212,16 +230,16 @@ class LiveView:
         elapsed = max(time.monotonic() - self.started, 0.001)
         written = generator.history.changes
         captured = pipeline.metrics("capture").get("obflow_capture_changes_total", 0.0)
-        job = pipeline.metrics("job")
-        committed = job.get("obflow_output_rows_total", 0.0)
-        files = job.get("obflow_output_files_total", 0.0)
-        last = job.get("obflow_output_last_commit_timestamp_seconds", 0.0)
-        checkpoint = f"{time.time() - last:.0f}s ago" if last else "none yet"
+        job = pipeline.metrics("flink_metrics")
+        committed = job.get(f"{JOB_METRICS}table_output_rows", 0.0)
+        files = job.get(f"{JOB_METRICS}table_output_files", 0.0)
+        last = pipeline.metrics("flink_metrics", max).get(f"{JOB_METRICS}output_last_commit_timestamp_seconds", 0.0)
+        commit = f"{time.time() - last:.0f}s ago" if last else "none yet"
         bar = "#" * int(30 * min(committed / max(generator.total, 1), 1))
         return (
             f"[{bar:30}] written {written} ({written / elapsed:.0f}/s)  captured {captured:.0f}  "
             f"committed {committed:.0f} in {files:.0f} files  lag {max(written - committed, 0):.0f}  "
-            f"last checkpoint commit {checkpoint} "
+            f"last file committed {commit} "
         )
 
 
@@ -244,7 +262,7 @@ def run_demo(
     pipeline = LocalPipeline(out, fmt)
     print(f"obflow demo in {out}")
     print("  seekdb (OceanBase engine) -> capture agent -> DataHub emulator -> PyFlink job -> "
-          f"{fmt} files; checkpoints every {DEMO_CHECKPOINT_INTERVAL} (default 5 min); DataHub rejects "
+          f"{fmt} files rolled every {DEMO_ROLL_SPAN} (default 1 h); DataHub rejects "
           "5 % of the puts and the capture agent retries them")  # fmt: skip
     generator: LoadGenerator | None = None
     try:
@@ -259,7 +277,7 @@ def run_demo(
             raise RuntimeError(f"the load generator failed: {generator.error}")
         load_seconds = time.monotonic() - started
         deadline = time.monotonic() + 120
-        while pipeline.metrics("job").get("obflow_output_rows_total", 0.0) < generator.history.changes:
+        while pipeline.metrics("flink_metrics").get(f"{JOB_METRICS}table_output_rows", 0.0) < generator.history.changes:
             view.show()
             if time.monotonic() > deadline:
                 break
@@ -267,6 +285,7 @@ def run_demo(
         view.show(final=True)
         total_seconds = time.monotonic() - started
         result = verify(pipeline.config, generator.history)
+        result.log_inconsistencies()
         summary(pipeline, generator.history, result, load_seconds, total_seconds)
         if keep_running:
             print("keep running: the pipeline is up; Ctrl-C stops it")
@@ -301,7 +320,7 @@ def summary(pipeline: LocalPipeline, history: History, result: Verification, loa
           f"{ops['c']} inserts, {ops['u']} updates, {ops['d']} deletes on {len(COLUMNS)} tables")  # fmt: skip
     print(f"committed  {result.rows} rows in {result.files} {pipeline.fmt} files, all in {total_s:.0f}s")
     print(f"latency    database commit -> row in a committed file: p50 {np.percentile(latencies, 50):.1f}s, "
-          f"p99 {np.percentile(latencies, 99):.1f}s (checkpoints every {DEMO_CHECKPOINT_INTERVAL})")  # fmt: skip
+          f"p99 {np.percentile(latencies, 99):.1f}s (files roll every {DEMO_ROLL_SPAN})")  # fmt: skip
     checks = {
         "every change exactly once": result.rows == result.expected and not result.duplicates and not result.missing,
         "per-row commit order": not result.out_of_order,

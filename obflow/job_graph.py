@@ -5,12 +5,12 @@ parallelism 1 when it rescales the job in place."""
 from __future__ import annotations
 
 TICKS_TABLE = "obflow_ticks"
-FAN_OUT_NAME = "ticks: every shard"
-POLLER_NAME = "DataHub shards: poll, drop duplicates"
+TICKS_TO_READERS = f"{TICKS_TABLE}: to every reader"
+POLLER_NAME = "DataHub shards: read, drop copies, write files"
 METRIC_GROUP = "obflow"
 
 # vertices that must keep running one subtask whatever the job's parallelism
-SINGLE_SUBTASK_MARKS = (TICKS_TABLE, FAN_OUT_NAME)
+SINGLE_SUBTASK_MARKS = (TICKS_TABLE,)
 
 
 def is_single_subtask(vertex_name: str) -> bool:
@@ -18,4 +18,5 @@ def is_single_subtask(vertex_name: str) -> bool:
 
 
 def is_reading_stage(vertex_name: str) -> bool:
-    return vertex_name.startswith(POLLER_NAME)
+    # Flink names a vertex after its chained operators; a custom partitioner puts its own before ours
+    return POLLER_NAME in vertex_name

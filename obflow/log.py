@@ -31,6 +31,7 @@ class Fault(StrEnum):
     DATAHUB_PUT_FAILED = "datahub.put_failed"
     DATAHUB_RETRIES_EXHAUSTED = "datahub.retries_exhausted"
     DATAHUB_UNREACHABLE = "datahub.unreachable"
+    DATAHUB_RECORDS_EXPIRED = "datahub.records_expired"
     RECORD_DEAD_LETTERED = "record.dead_lettered"
     FILE_WRITE_FAILED = "file.write_failed"
     CHECKPOINT_FAILED = "checkpoint.failed"

@@ -25,8 +25,10 @@ def change_stream(
     first_position: int = 1,
     seed: int = 7,
     commit_ts_ms: int = 1_795_686_000_000,
+    per_second: int = 1000,
 ) -> list[ChangeEvent]:
-    """``count`` changes in commit order over ``rows`` rows: inserts, updates with both images, deletes.
+    """``count`` changes in commit order over ``rows`` rows: inserts, updates with both images, deletes;
+    ``per_second`` of them committed in each second from ``commit_ts_ms`` on.
 
     With ``rows >= count`` every change is the insert of a new row (one change per row).
     """
@@ -43,7 +45,7 @@ def change_stream(
             table=table,
             position=str(position),
             txid=str(position // 3),
-            commit_ts_ms=commit_ts_ms + offset,
+            commit_ts_ms=commit_ts_ms + offset * 1000 // per_second,
         )
         old = live.get(row_id)
         if old is None:

@@ -80,6 +80,9 @@ def test_ctrl_c_stops_every_component_and_leaves_nothing_running(tmp_path: Path)
     demo = subprocess.Popen(
         [sys.executable, "-m", "obflow.cli", "demo", "--rows", "100000", "--rate", "100", "--out", str(out)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
+        # as from a terminal's foreground: a suite started in the background (`... &`) ignores SIGINT,
+        # and a Python started with SIGINT ignored never raises KeyboardInterrupt
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # noqa: PLW1509 (no lock taken)
     )  # fmt: skip
     log = out / "logs" / "demo.log"
     deadline = time.monotonic() + 180

@@ -9,8 +9,9 @@ Children of pipeline ``NAME``:
 - ConfigMaps ``NAME-flink-env`` and ``NAME-capture-env``: each component's runtime configuration as
   ``OBFLOW_*`` environment variables (R8.6), split so a capture-only change leaves Flink alone;
 - Deployment + Service ``NAME-jobmanager``: ≥ 2 JobManagers in Kubernetes HA (R5.1, R5.2), running
-  the Python job in application mode; the leader's runner also finalizes output files;
-- Deployment ``NAME-taskmanager``; Deployment ``NAME-capture`` (one replica, Recreate: two agents
+  the Python job in application mode (the runner only submits and watches it);
+- Deployment ``NAME-taskmanager``: the job's subtasks, which read DataHub and write the output files
+  (the only pods that mount a separate output claim); Deployment ``NAME-capture`` (one replica, Recreate: two agents
   never read the same source);
 - PodDisruptionBudgets for the JobManagers and TaskManagers.
 
@@ -330,15 +331,16 @@ def _resources(resources: Resources) -> dict[str, Any]:
     }
 
 
-def _volumes(owner: Owner, spec: DataPipelineSpec, flink_conf: bool) -> tuple[list[Any], list[Any]]:
-    """Volumes and mounts: the shared storage, the output claim if separate, Flink's configuration."""
+def _volumes(owner: Owner, spec: DataPipelineSpec, flink_conf: bool, output: bool) -> tuple[list[Any], list[Any]]:
+    """Volumes and mounts: the shared storage, the output claim if separate (only the TaskManagers write
+    output), Flink's configuration."""
     storage = spec.storage
     volume: dict[str, Any] = (
         {"persistentVolumeClaim": {"claimName": storage.claim_name}} if storage.claim_name else {"emptyDir": {}}
     )
     volumes = [{"name": "storage", **volume}]
     mounts = [{"name": "storage", "mountPath": storage.mount_path}]
-    if spec.output.claim_name and spec.output.path:
+    if output and spec.output.claim_name and spec.output.path:
         volumes.append({"name": "output", "persistentVolumeClaim": {"claimName": spec.output.claim_name}})
         mounts.append({"name": "output", "mountPath": spec.output.path})
     if flink_conf:
@@ -478,7 +480,7 @@ def build_config_maps(
 
 def build_jobmanager(owner: Owner, spec: DataPipelineSpec, config_hash: str) -> list[dict[str, Any]]:
     jm = spec.flink.job_manager
-    volumes, mounts = _volumes(owner, spec, flink_conf=True)
+    volumes, mounts = _volumes(owner, spec, flink_conf=True, output=False)
     # each JobManager publishes its own address as leader (Flink's standalone-job takes no --host)
     own_address = "-Djobmanager.rpc.address=$(POD_IP)"
     args = ["standalone-job", own_address, "--job-classname", PYTHON_DRIVER, "-pym", JOB_MODULE]
@@ -520,7 +522,7 @@ def build_jobmanager(owner: Owner, spec: DataPipelineSpec, config_hash: str) -> 
 
 def build_taskmanager(owner: Owner, spec: DataPipelineSpec, config_hash: str) -> dict[str, Any]:
     tm = spec.flink.task_manager
-    volumes, mounts = _volumes(owner, spec, flink_conf=True)
+    volumes, mounts = _volumes(owner, spec, flink_conf=True, output=True)
     container = _container(
         spec,
         "taskmanager",
@@ -547,7 +549,7 @@ def build_taskmanager(owner: Owner, spec: DataPipelineSpec, config_hash: str) ->
 
 
 def build_capture(owner: Owner, spec: DataPipelineSpec, config_hash: str) -> dict[str, Any]:
-    volumes, mounts = _volumes(owner, spec, flink_conf=False)
+    volumes, mounts = _volumes(owner, spec, flink_conf=False, output=False)
     env = [*source_secret_env(spec), *datahub_secret_env(spec)]
     container = _container(spec, "capture", spec.capture.image, ["capture", "run"], f"{owner.name}-capture-env", env)
     container |= {

@@ -201,7 +201,9 @@ class FlinkSpec(SpecSection):
     checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec)
     restart_attempts: int = Field(10, ge=0)
     restart_delay: SpecDuration = "10s"
-    dedup_window: SpecDuration = "10m"
+    dedup_records: int = Field(
+        10_000, ge=0, le=10_000_000, description="Copies arriving within this many records of a shard are dropped."
+    )
     configuration: dict[str, str] = Field(
         default_factory=dict, description="Extra Flink configuration; wins over what the operator sets."
     )
@@ -230,7 +232,6 @@ class StorageSpec(SpecSection):
 class RollingSpec(SpecSection):
     max_size: SpecSize = Field("1GiB", description="Roll to a new file at this size (R3.4).")
     max_span: SpecDuration = Field("1h", description="Roll once a file spans this long (R3.5).")
-    check_interval: SpecDuration = "10s"
 
 
 class OutputSpec(SpecSection):
@@ -444,7 +445,7 @@ def runtime_config(name: str, spec: DataPipelineSpec) -> ObflowConfig:
             "job_name": name,
             "restart_attempts": spec.flink.restart_attempts,
             "restart_delay": spec.flink.restart_delay,
-            "dedup_window": spec.flink.dedup_window,
+            "dedup_records": spec.flink.dedup_records,
             "metrics_port": str(FLINK_METRICS_PORT),
         },
         "checkpoint": {

@@ -11,6 +11,7 @@ import pytest
 from datahub.exceptions import (
     AuthorizationFailedException,
     DatahubException,
+    InvalidCursorException,
     InvalidOperationException,
     InvalidParameterException,
     ResourceExistException,
@@ -90,6 +91,27 @@ def test_cursor_types(emulator: DataHubEmulator, protocol: str) -> None:
         client.get_cursor("shop", "orders", "0", CursorType.SEQUENCE, 11)
     with pytest.raises(SeekOutOfRangeException):
         client.get_cursor("shop", "orders", "0", CursorType.SYSTEM_TIME, int(time.time() * 1000) + 3_600_000)
+
+
+def test_expired_records_are_gone_and_the_oldest_cursor_moves_past_them(
+    emulator: DataHubEmulator, protocol: str
+) -> None:
+    client = sdk(emulator.endpoint, protocol)
+    client.create_project("shop", "")
+    client.create_tuple_topic("shop", "orders", 1, 7, SCHEMA, "")
+    client.put_records("shop", "orders", [tuple_record(i) for i in range(10)])
+    first = client.get_cursor("shop", "orders", "0", CursorType.OLDEST).cursor
+    shard = emulator.store.topic("shop", "orders").shard("0")
+    emulator.store.expire(shard, 6)
+    assert shard.lines[5] == shard.json_records[5] == b""  # memory freed
+    oldest = client.get_cursor("shop", "orders", "0", CursorType.OLDEST)
+    assert oldest.sequence == 6
+    got = client.get_tuple_records("shop", "orders", "0", SCHEMA, oldest.cursor, 10)
+    assert [r.sequence for r in got.records] == [6, 7, 8, 9] and got.records[0].values[0] == "item-6"
+    with pytest.raises(SeekOutOfRangeException):
+        client.get_cursor("shop", "orders", "0", CursorType.SEQUENCE, 3)
+    with pytest.raises(InvalidCursorException):
+        client.get_tuple_records("shop", "orders", "0", SCHEMA, first, 10)
 
 
 def test_blob_topics(emulator: DataHubEmulator, protocol: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -31,10 +32,13 @@ class StandaloneFlink:
         taskmanagers: int = 1,
         adaptive: bool = False,
         extra_env: dict[str, str] | None = None,
+        extra_conf: dict[str, str] | None = None,
     ) -> None:
-        """``extra_env``: for every process, as Kubernetes gives the pods their Secrets."""
+        """``extra_env``: for every process, as Kubernetes gives the pods their Secrets; ``extra_conf``:
+        more of Flink's configuration (``config.yaml``)."""
         self.workdir = workdir
         self.extra_env = extra_env or {}
+        self.extra_conf = extra_conf or {}
         self.slots = slots
         self.taskmanagers = taskmanagers
         self.rest_port = free_port()
@@ -79,6 +83,7 @@ class StandaloneFlink:
         }
         if self.adaptive:
             conf["jobmanager.scheduler"] = "adaptive"
+        conf |= self.extra_conf
         (self.conf_dir / "config.yaml").write_text(yaml.safe_dump(conf))
         for name in ("log4j-console.properties", "log4j.properties", "log4j-cli.properties"):
             shutil.copy(FLINK_HOME / "conf" / name, self.conf_dir / name)
@@ -131,9 +136,14 @@ class StandaloneFlink:
         # registered until its heartbeat times out), a job would be given their slots and fail to deploy
         self._wait_ready(timeout, exactly=True, gone=old)
 
+    def kill_taskmanager(self, number: int = 0) -> None:
+        """SIGKILL a TaskManager's process group, as a node or container crash does; the watcher starts it again."""
+        os.killpg(self.taskmanager_processes[number].pid, signal.SIGKILL)
+
     def registered_taskmanagers(self) -> set[str]:
-        """The ids of the TaskManagers the JobManager counts as registered."""
-        return {tm["id"] for tm in httpx.get(f"{self.url}/taskmanagers", timeout=5).json()["taskmanagers"]}
+        """The ids of the TaskManagers the JobManager counts as registered; HTTPStatusError while it starts (503)."""
+        response = httpx.get(f"{self.url}/taskmanagers", timeout=5).raise_for_status()
+        return {tm["id"] for tm in response.json()["taskmanagers"]}
 
     def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
         log = (self.workdir / f"{name}.out").open("ab")
@@ -151,8 +161,8 @@ class StandaloneFlink:
         while time.monotonic() < deadline:
             try:
                 seen = self.registered_taskmanagers()
-            except (httpx.HTTPError, ValueError) as exc:
-                seen = f"no answer ({exc})"
+            except (httpx.HTTPError, ValueError, KeyError) as exc:  # not up yet, or still starting (503)
+                seen = f"no answer ({exc!r})"
             else:
                 enough = len(seen) == self.taskmanagers or (len(seen) > self.taskmanagers and not exactly)
                 if enough and not seen & gone:

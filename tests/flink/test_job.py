@@ -18,6 +18,7 @@ import orjson
 import pytest
 import yaml
 
+from flink_job.output import read_output
 from obflow.config import ObflowConfig
 from obflow.datahub.client import ensure_change_topic, make_client
 from obflow.datahub.emulator import DataHubEmulator
@@ -27,7 +28,6 @@ from obflow.events import ChangeEvent
 from obflow.net import free_port
 from obflow.sample import SAMPLE_COLUMNS, change_stream
 from tests.datahub.conftest import ACCESS_ID, ACCESS_KEY
-from tests.flink.test_finalize import output_rows
 from tests.observability.exported import check_recorded_flink_metrics
 from tests.waiting import wait_for
 
@@ -68,13 +68,18 @@ def job_config(
             "path": str(tmp_path / out),
             "dead_letter_path": str(tmp_path / f"{out}-dead-letters"),
             "metrics_port": 0,
-            "rolling": {"max_span": "2s", "check_interval": "500ms", **rolling},
+            "rolling": {"max_span": "2s", **rolling},
         },
     }
     path = tmp_path / f"job-{out}.yaml"
     path.write_text(yaml.safe_dump(data))
     # the file holds no secret: the job reads the key from OBFLOW_DATAHUB__ACCESS_KEY (see run_job)
     return ObflowConfig(**{**data, "datahub": {**data["datahub"], "access_key": ACCESS_KEY}}), path
+
+
+def output_rows(config: ObflowConfig) -> list[dict[str, Any]]:
+    """Rows of every visible output file, read back with the table's schema, whatever the format."""
+    return [row for _, _, rows in read_output(config) for row in rows]
 
 
 def send(config: ObflowConfig, events: list[ChangeEvent]) -> None:
@@ -115,6 +120,19 @@ def wait_for_rows(
     raise AssertionError(f"only {len(output_rows(config))} of {count} rows committed within {timeout}s")
 
 
+def run_until_stopped_with_savepoint(config: ObflowConfig, path: Path, tmp_path: Path, rows: int) -> str:
+    """Run the job until ``rows`` rows are committed, stop it with a savepoint, and return the savepoint."""
+    proc = run_job(path, tmp_path)
+    try:
+        wait_for_rows(config, rows, proc)
+    finally:
+        stop(proc)
+    assert proc.returncode == 0
+    savepoint = (tmp_path / "sp-out" / "LATEST").read_text()
+    assert savepoint
+    return savepoint
+
+
 def stop(proc: subprocess.Popen[bytes]) -> None:
     """SIGTERM to the runner alone (as Kubernetes sends it): it stops the job with a savepoint."""
     if proc.poll() is None:
@@ -135,7 +153,7 @@ def test_exactly_once_in_row_order_despite_replays_and_a_failure_R2_1_R2_3_R4_1_
     events = change_stream(3000, rows=400)
     send(config, events)
     send(config, events[:500])  # a capture replay: same changes, same event ids
-    proc = run_job(path, tmp_path, {"OBFLOW_FLINK_FAIL_ONCE": f"{tmp_path / 'failed'}:1500"})
+    proc = run_job(path, tmp_path, {"OBFLOW_FAULT": f"records:fail:{tmp_path / 'failed'}:1500"})
     try:
         rows = wait_for_rows(config, 3000, proc)
         assert list((tmp_path / "ck-out").glob("*/chk-*")), "checkpoints in checkpoint.dir (R4.2)"
@@ -156,7 +174,7 @@ def test_exactly_once_in_row_order_despite_replays_and_a_failure_R2_1_R2_3_R4_1_
 def assert_per_row_commit_order(config: ObflowConfig) -> None:
     """Within every output file, each row's changes appear in commit order (R2.3, R9.4)."""
     for file in Path(config.output.path).rglob("*.jsonl"):
-        if ".staging" in file.parts or file.name.startswith("."):
+        if file.name.startswith("."):
             continue
         by_row: dict[int, list[int]] = {}
         for line in file.read_bytes().splitlines():
@@ -171,14 +189,7 @@ def test_stop_with_savepoint_and_restart_at_parallelism_10_exactly_once_R2_2_R2_
     config, path = job_config(tmp_path, emulator.endpoint, parallelism=2)
     events = change_stream(3000, rows=500)
     send(config, events[:1500])
-    proc = run_job(path, tmp_path)
-    try:
-        wait_for_rows(config, 1500, proc)
-    finally:
-        stop(proc)
-    assert proc.returncode == 0
-    savepoint = (tmp_path / "sp-out" / "LATEST").read_text()
-    assert savepoint
+    savepoint = run_until_stopped_with_savepoint(config, path, tmp_path, 1500)
     # more changes (and a replay of old ones) arrive while the job is down
     send(config, events[1500:])
     send(config, events[1000:1200])
@@ -192,8 +203,68 @@ def test_stop_with_savepoint_and_restart_at_parallelism_10_exactly_once_R2_2_R2_
     log = (tmp_path / "job.log").read_text()
     assert "parallelism=2 restored_from=None" in log
     assert f"parallelism=10 restored_from={savepoint}" in log
-    subtasks = {int(m[1]) for f in Path(config.output.path).rglob("*.jsonl") if (m := re.search(r"-st(\d+)-", f.name))}
-    assert max(subtasks) >= 2, f"files written by subtasks {subtasks} (parallelism 10 after the restart)"
+    shards = {int(m[1]) for f in Path(config.output.path).rglob("*.jsonl") if (m := re.search(r"-s(\d+)-", f.name))}
+    assert shards == {0, 1, 2, 3}, f"files of shards {shards}"
+
+
+def crashed(proc: subprocess.Popen[bytes], marker: Path, timeout: float = 240) -> None:
+    """Waits until the job process, told to crash at a point (obflow.faults), has died there."""
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        stop(proc)
+        raise AssertionError(
+            f"the job did not crash within {timeout:.0f}s (marker {marker}: {marker.exists()})"
+        ) from None
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)  # what is left of its process group
+    assert marker.exists() and proc.returncode != 0, f"exit {proc.returncode}, marker {marker.exists()}"
+
+
+@pytest.mark.parametrize("point", ["file.written", "file.renamed"])
+def test_the_job_killed_in_each_window_of_a_commit_loses_and_doubles_nothing_R4_1_R9_2(
+    emulator: DataHubEmulator, tmp_path: Path, point: str
+) -> None:
+    """The whole job process dies (exit 137, as after a SIGKILL) right after a file was written and
+    before its rename, or after the rename before the shard's positions move past it; started again,
+    the job restores from its latest checkpoint and every change is in the files once."""
+    config, path = job_config(tmp_path, emulator.endpoint, max_size="32KB")
+    events = change_stream(6000, rows=500)
+    send(config, events)
+    marker = tmp_path / "crashed"
+    # a file rolls after the fetch that filled it: each shard's 1,500 changes come in two fetches
+    crashed(run_job(path, tmp_path, {"OBFLOW_FAULT": f"{point}:crash:{marker}:2"}), marker)
+    assert output_rows(config), "files were committed before the crash"
+    proc = run_job(path, tmp_path)
+    try:
+        rows = wait_for_rows(config, 6000, proc)
+    finally:
+        stop(proc)
+    ids = [str(row["_event_id"]) for row in rows]
+    assert len(ids) == len(set(ids)) == 6000
+    assert "restored_from=" in (tmp_path / "job.log").read_text().split("job.started")[-1]
+
+
+def test_a_crash_right_after_a_savepoint_rescale_loses_and_doubles_nothing_R6_3_R9_2(
+    emulator: DataHubEmulator, tmp_path: Path
+) -> None:
+    """Stopped with a savepoint at parallelism 2, restored at 3 (the shards move to other subtasks), and
+    killed there in the middle of a commit; started again, every change is in the files once."""
+    config, path = job_config(tmp_path, emulator.endpoint, parallelism=2, max_size="32KB")
+    events = change_stream(6000, rows=500)
+    send(config, events[:1000])
+    savepoint = run_until_stopped_with_savepoint(config, path, tmp_path, 1000)
+    send(config, events[1000:])
+    marker = tmp_path / "crashed"
+    env = {"OBFLOW_FLINK__PARALLELISM": "3", "OBFLOW_FAULT": f"file.renamed:crash:{marker}:2"}
+    crashed(run_job(path, tmp_path, env, ["--from-savepoint", savepoint]), marker)
+    proc = run_job(path, tmp_path, {"OBFLOW_FLINK__PARALLELISM": "3"})
+    try:
+        rows = wait_for_rows(config, 6000, proc)
+    finally:
+        stop(proc)
+    ids = [str(row["_event_id"]) for row in rows]
+    assert len(ids) == len(set(ids)) == 6000
 
 
 def test_json_parquet_and_csv_hold_identical_rows_with_timestamp_and_partition_in_names_R3_1_R3_2_R3_3_R3_6(
@@ -211,9 +282,9 @@ def test_json_parquet_and_csv_hold_identical_rows_with_timestamp_and_partition_i
         finally:
             stop(proc)
         root = Path(config.output.path)
-        files = [f.relative_to(root) for f in root.rglob("*") if f.is_file() and ".staging" not in f.parts]
+        files = [f.relative_to(root / "TRADE.ORDERS") for f in (root / "TRADE.ORDERS").rglob("*") if f.is_file()]
         suffix = {"json": "jsonl", "parquet": "parquet", "csv": "csv"}[fmt]
-        name = rf"TRADE\.ORDERS/2026-11-26/09/TRADE\.ORDERS-20261126T09\d{{7}}Z-st[01]-[0-9a-f]{{8}}\.{suffix}"
+        name = rf"2026-11-26/09/TRADE\.ORDERS-20261126T09\d{{7}}Z-s[0-3]-\d{{12}}\.{suffix}"
         assert files and all(re.fullmatch(name, str(f)) for f in files), files
     assert len(by_format["json"]) == 1200
     assert by_format["json"] == by_format["parquet"] == by_format["csv"]
@@ -230,17 +301,19 @@ def test_files_roll_at_the_size_and_span_limits_R3_4_R3_5(emulator: DataHubEmula
             send(config, events[start : start + 100])
             time.sleep(0.3)
         wait_for_rows(config, 1200, proc)
-        before_pause = {f for f in Path(config.output.path).rglob("*.jsonl") if ".staging" not in f.parts}
+        before_pause = set(Path(config.output.path).rglob("*.jsonl"))
         time.sleep(4)  # longer than max_span, with nothing arriving
         send(config, events[1200:])
         wait_for_rows(config, 1600, proc)
     finally:
         stop(proc)
-    files = [f for f in Path(config.output.path).rglob("*.jsonl") if ".staging" not in f.parts]
-    staged_sizes = [sum(len(line) + 1 for line in f.read_bytes().splitlines()) for f in before_pause]
-    # a part rolls once it has reached max_size, so each holds at most max_size plus one fetched batch
-    assert len(before_pause) >= 1200 * payload_bytes // (64 * 1024 + 100 * payload_bytes)
-    assert all(size < 64 * 1024 + 100 * payload_bytes * 2 for size in staged_sizes)
+    files = list(Path(config.output.path).rglob("*.jsonl"))
+    sizes = [f.stat().st_size for f in before_pause]
+    # a file rolls once it has reached max_size, so each holds at most max_size plus what one poll
+    # brings (a trickle of 100 changes) plus one flushed buffer (max_size / 8)
+    slack = 100 * payload_bytes + 64 * 1024 // 8
+    assert len(sizes) >= 2 and len(sizes) >= sum(sizes) // (64 * 1024 + slack)
+    assert all(size < 64 * 1024 + slack for size in sizes), sizes
     # the changes after the pause are in files of their own: the open part rolled at max_span
     later = {e.event_id for e in events[1200:]}
     for file in files:
@@ -294,7 +367,8 @@ def test_bad_records_and_failed_writes_go_to_the_dead_letter_queue_while_good_on
     assert all(d.payload and d.time and "failed 4 times" in d.error for d in by_stage["write"])
     # ... and the job kept going: later changes are in files (R3.7: retried, then moved on)
     assert sorted(str(r["_event_id"]) for r in rows) == sorted(e.event_id for e in good[500:])
-    assert "attempt=4" in (tmp_path / "job.log").read_text()
+    flink_log = "\n".join(f.read_text(errors="replace") for f in (tmp_path / "flink-log").glob("*.log"))
+    assert "(attempt 4 of 4)" in flink_log  # the TaskManager's log: the shards' workers run there
 
 
 def test_the_dead_letter_queue_is_readable_with_one_command_R2_7(emulator: DataHubEmulator, tmp_path: Path) -> None:
@@ -351,7 +425,7 @@ def scrape(port: int) -> dict[str, list[tuple[dict[str, str], float]]]:
     return samples
 
 
-def test_flink_and_runner_metrics_reach_prometheus_R7_1_R7_2_R7_3(emulator: DataHubEmulator, tmp_path: Path) -> None:
+def test_the_jobs_metrics_reach_prometheus_R7_1_R7_2_R7_3(emulator: DataHubEmulator, tmp_path: Path) -> None:
     config, path = job_config(tmp_path, emulator.endpoint)
     flink_port, runner_port = free_port(), free_port()
     env = {"OBFLOW_FLINK__METRICS_PORT": str(flink_port), "OBFLOW_OUTPUT__METRICS_PORT": str(runner_port)}
@@ -366,7 +440,6 @@ def test_flink_and_runner_metrics_reach_prometheus_R7_1_R7_2_R7_3(emulator: Data
         wait_for_rows(config, 2000, proc)
         time.sleep(6)  # Flink updates meters every 5 s
         flink = scrape(flink_port)
-        runner = scrape(runner_port)
     finally:
         stop(proc)
     prefix = "flink_taskmanager_job_task_operator_obflow_"
@@ -376,19 +449,29 @@ def test_flink_and_runner_metrics_reach_prometheus_R7_1_R7_2_R7_3(emulator: Data
 
     assert total("records_in") > 0  # per second, over the last minute (R7.2)
     assert total("duplicates_dropped") == 200
-    assert total("dead_letters") == 3
-    assert {labels["shard"] for labels, _ in flink[prefix + "shard_lag_ms"]} == {"0", "1", "2", "3"}
+    stages: dict[str, float] = {}
+    for labels, value in flink[prefix + "stage_dead_letters"]:  # one series per subtask
+        stages[labels["stage"]] = stages.get(labels["stage"], 0.0) + value
+    assert stages == {"route": 3}
+    owned: dict[str, set[str]] = {}
+    for labels, _ in flink[prefix + "shard_lag_ms"]:
+        owned.setdefault(labels["subtask_index"], set()).add(labels["shard"])
+    assert owned == {"0": {"0", "2"}, "1": {"1", "3"}}  # 4 shards over 2 subtasks: 2 and 2
     watermarks = [v for labels, v in flink["flink_taskmanager_job_task_operator_currentOutputWatermark"]
                   if labels["operator_name"].startswith("event_time")]  # fmt: skip
     assert watermarks and min(watermarks) >= events[0].source.commit_ts_ms - 10_000  # event time advances
     assert "flink_jobmanager_job_lastCheckpointDuration" in flink
-    # commit in the database -> row in a committed output file (R7.3)
-    ((_, count),) = runner["obflow_end_to_end_latency_seconds_count"]
-    assert count == 2000
-    ((_, latency_sum),) = runner["obflow_end_to_end_latency_seconds_sum"]
-    assert 0 < latency_sum / count < 60
-    assert sum(v for _, v in runner["obflow_output_rows_total"]) == 2000
-    assert {labels["stage"] for labels, _ in runner["obflow_dead_letters_total"]} == {"route"}
+    # commit in the database -> row in a committed output file (R7.3), as a histogram
+    count, latency_ms = total("end_to_end_latency_seconds_count"), total("end_to_end_latency_seconds_sum_ms")
+    assert count == 2000 and 0 < latency_ms / count < 60_000
+    buckets: dict[str, float] = {}
+    for labels, value in flink[prefix + "end_to_end_latency_seconds_le_bucket"]:
+        buckets[labels["le"]] = buckets.get(labels["le"], 0.0) + value
+    assert buckets["Inf"] == 2000 and buckets["60"] == 2000 and buckets["1"] <= buckets["5"], sorted(buckets)
+    # Flink's reporter writes label values with letters, digits, ":" and "_" only
+    assert {labels["table"] for labels, _ in flink[prefix + "table_output_rows"]} == {"TRADE_ORDERS"}
+    assert total("table_output_rows") == 2000 and total("table_output_files") >= 4
+    assert total("output_last_commit_timestamp_seconds") > time.time() - 120
     check_recorded_flink_metrics(flink)  # what the dashboards and alert rules may use
 
 
@@ -405,5 +488,5 @@ def test_runs_with_128_parallel_tasks_exactly_once_R6_5(emulator: DataHubEmulato
     assert "parallelism=128" in (tmp_path / "job.log").read_text()
     ids = [str(row["_event_id"]) for row in rows]
     assert len(ids) == len(set(ids)) == 4000
-    writers = {int(m[1]) for f in Path(config.output.path).rglob("*.jsonl") if (m := re.search(r"-st(\d+)-", f.name))}
-    assert len(writers) >= 32, f"only subtasks {sorted(writers)} wrote files"
+    shards = {int(m[1]) for f in Path(config.output.path).rglob("*.jsonl") if (m := re.search(r"-s(\d+)-", f.name))}
+    assert len(shards) >= 100, f"only shards {sorted(shards)} have files"  # 4000 changes over 128 shards

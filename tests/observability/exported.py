@@ -21,7 +21,6 @@ COMPONENT_MODULES = (
     "capture_agent.agent",
     "capture_agent.db",
     "obflow.datahub.producer",
-    "flink_job.finalize",
     "obflow_operator.metrics",
 )
 SAMPLE_SUFFIXES = {

@@ -67,7 +67,8 @@ def test_the_panels_cover_flow_latency_checkpoints_backpressure_and_the_autoscal
                      "Autoscaler rescales", "Load of each pipeline"):  # fmt: skip
         assert required in titles, f"no panel for {required}: {titles}"
     exprs = " ".join(expr for _, expr in queries(dashboard))
-    for metric in ("obflow_end_to_end_latency_seconds_bucket", "flink_jobmanager_job_lastCheckpointDuration",
+    for metric in ("flink_taskmanager_job_task_operator_obflow_end_to_end_latency_seconds_le_bucket",
+                   "flink_jobmanager_job_lastCheckpointDuration",
                    "flink_taskmanager_job_task_backPressuredTimeMsPerSecond", "obflow_capture_lag_seconds_bucket",
                    "flink_taskmanager_job_task_operator_obflow_shard_lag_ms"):  # fmt: skip
         assert metric in exprs

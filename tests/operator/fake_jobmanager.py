@@ -14,16 +14,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
-from obflow.job_graph import FAN_OUT_NAME, METRIC_GROUP, POLLER_NAME, TICKS_TABLE
+from obflow.job_graph import METRIC_GROUP, POLLER_NAME, TICKS_TABLE, TICKS_TO_READERS
 
 JOB_ID = "a1b2c3d4e5f60718293a4b5c6d7e8f90"
 # the real job's vertex names (see the metric ids in test_flink_rest.py's cluster)
 VERTICES = {
-    "v0": f"Source: {TICKS_TABLE}[1]",
-    "v1": f"{FAN_OUT_NAME}, _stream_key_by_map_operator",
-    "v2": f"{POLLER_NAME} -> (Extract-Timestamp -> staging files: TRADE.ORDERS: Writer)",
+    "v0": f"Source: {TICKS_TABLE}[1] -> TableToDataStream -> {TICKS_TO_READERS}",
+    "v1": f"{POLLER_NAME} -> Extract-Timestamp -> Timestamps/Watermarks -> event time: commit timestamp -> "
+    "progress: discard: Writer",
 }
-POLLER_METRIC = "DataHub_shards__poll__drop_duplicates"
+POLLER_METRIC = "".join(c if c.isalnum() else "_" for c in POLLER_NAME)  # as Flink names the operator's metrics
 
 
 class FakeJobManager:
@@ -76,7 +76,7 @@ class FakeJobManager:
 
     def requirements(self) -> dict[str, Any]:
         return {
-            vid: {"parallelism": {"lowerBound": 1, "upperBound": self.parallelism if vid == "v2" else 1}}
+            vid: {"parallelism": {"lowerBound": 1, "upperBound": self.parallelism if vid == "v1" else 1}}
             for vid in VERTICES
         }
 
@@ -104,7 +104,7 @@ class FakeJobManager:
                     self._reply({"jobs": [job]})
                 elif url.path == f"/jobs/{JOB_ID}":
                     vertices = [
-                        {"id": vid, "name": name, "parallelism": fake.parallelism if vid == "v2" else 1}
+                        {"id": vid, "name": name, "parallelism": fake.parallelism if vid == "v1" else 1}
                         | {"status": fake.job_state()}
                         for vid, name in VERTICES.items()
                     ]
@@ -112,7 +112,7 @@ class FakeJobManager:
                 elif url.path == f"/jobs/{JOB_ID}/checkpoints":
                     latest = {"id": 7, "latest_ack_timestamp": 1_795_000_000_000, "external_path": "file:///c/chk-7"}
                     self._reply({"counts": {"completed": 7, "failed": 0}, "latest": {"completed": latest}})
-                elif url.path == f"/jobs/{JOB_ID}/vertices/v2/subtasks/metrics":
+                elif url.path == f"/jobs/{JOB_ID}/vertices/v1/subtasks/metrics":
                     self._reply(fake.metrics(parse_qs(url.query).get("get", [""])[0]))
                 elif url.path.startswith(f"/jobs/{JOB_ID}/vertices/"):
                     self._reply([])
@@ -156,7 +156,7 @@ class FakeJobManager:
                 if self.path == f"/jobs/{JOB_ID}/resource-requirements":
                     fake.rescale_requests.append(body)
                     if fake.in_place_follows:
-                        fake.parallelism = body["v2"]["parallelism"]["upperBound"]
+                        fake.parallelism = body["v1"]["parallelism"]["upperBound"]
                     self._reply({})
                 else:
                     self._reply({"errors": ["Not found: " + self.path]}, 404)

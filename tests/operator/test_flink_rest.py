@@ -1,7 +1,8 @@
 """The operator's Flink REST client against a real standalone Flink cluster (JobManager and TaskManager
 processes from the PyFlink wheel, adaptive scheduler) running the real job on DataHub-emulator input:
 savepoint while running, per-vertex metrics, checkpoint statistics, in-place rescale, stop with a
-savepoint, and a restore at another parallelism, with every change in the output exactly once.
+savepoint, and a restore at another parallelism, with every change in the output exactly once — also
+when the TaskManager is killed in the middle of the in-place rescale.
 
 A TaskManager that dies is restarted, as the kubelet would: PyFlink's thread mode has been seen to
 crash the TaskManager JVM natively (SIGSEGV in pthread_mutex_lock) while tasks are cancelled and
@@ -129,7 +130,9 @@ def test_savepoint_metrics_in_place_rescale_stop_and_restore_exactly_once_R6_3_R
         send(config, events[1000:2000])
         rescale_started = time.monotonic()
         rest.rescale_in_place(job.jid, 4)
-        running_job(rest, 4)
+        time.sleep(2)  # the tasks are being redeployed at 4 when their TaskManager dies
+        cluster.kill_taskmanager()
+        running_job(rest, 4, timeout=300)
         in_place_seconds = time.monotonic() - rescale_started
         assert {v.parallelism for v in rest.job(job.jid).vertices if "ticks" in v.name} == {1}
         assert rest.current_job() is not None and rest.current_job().jid == job.jid  # type: ignore[union-attr]
@@ -147,7 +150,8 @@ def test_savepoint_metrics_in_place_rescale_stop_and_restore_exactly_once_R6_3_R
     send(config, events[1500:1700])
     assert_restored_exactly_once(cluster, config, path, stopped_at, parallelism=3, changes=3000)
     print(
-        f"in-place rescale 2 -> 4: {in_place_seconds:.1f}s until every vertex ran at 4; "
+        f"in-place rescale 2 -> 4, its TaskManager killed on the way: {in_place_seconds:.1f}s until every vertex "
+        "ran at 4; "
         f"TaskManager crashes restarted: {cluster.taskmanager_restarts}"
     )
 

@@ -48,6 +48,7 @@ from obflow.datahub.emulator.store import (
     Store,
     StoredRecord,
     Topic,
+    cursor_text,
     invalid,
     validate_values,
 )
@@ -660,11 +661,6 @@ def _decode_values(data: Any, blob: bool, pb: bool, topic: Topic) -> list[str | 
     return values
 
 
-def _cursor_text(shard: Shard, sequence: int) -> str:
-    check = zlib.crc32(f"{shard.path}:{sequence}".encode()) & 0xFFFFFFFF
-    return f"{sequence:016x}{check:08x}{0:08x}"
-
-
 def _parse_cursor(shard: Shard, cursor: Any) -> int:
     if not isinstance(cursor, str) or len(cursor) != 32:
         raise DataHubError(400, "InvalidCursor", "the cursor is malformed")
@@ -672,17 +668,19 @@ def _parse_cursor(shard: Shard, cursor: Any) -> int:
         sequence = int(cursor[:16], 16)
     except ValueError:
         raise DataHubError(400, "InvalidCursor", "the cursor is malformed") from None
-    if _cursor_text(shard, sequence) != cursor:
+    if cursor_text(shard, sequence) != cursor:
         raise DataHubError(400, "InvalidCursor", "the cursor does not belong to this shard")
     if sequence > shard.end:
         raise DataHubError(400, "InvalidCursor", "the cursor points past the end of the shard")
+    if sequence < shard.expired:
+        raise DataHubError(400, "InvalidCursor", f"the cursor's record has expired (oldest: {shard.expired})")
     return sequence
 
 
 def _cursor(store: Store, topic: Topic, shard: Shard, body: dict[str, Any]) -> dict[str, Any]:
     kind = body.get("Type")
     if kind == "OLDEST":
-        sequence = 0
+        sequence = shard.expired
     elif kind == "LATEST":
         sequence = max(shard.end - 1, 0)
     elif kind == "SYSTEM_TIME":
@@ -699,10 +697,12 @@ def _cursor(store: Store, topic: Topic, shard: Shard, body: dict[str, Any]) -> d
         sequence = requested
         if sequence > shard.end:
             raise DataHubError(400, "SeekOutOfRange", f"sequence {sequence} is past the end ({shard.end})")
+        if sequence < shard.expired:
+            raise DataHubError(400, "SeekOutOfRange", f"sequence {sequence} has expired (oldest: {shard.expired})")
     else:
         raise invalid(f"cursor Type must be OLDEST, LATEST, SYSTEM_TIME or SEQUENCE, not {kind!r}")
     record_time = shard.system_times[sequence] if sequence < shard.end else int(time.time() * 1000)
-    return {"Cursor": _cursor_text(shard, sequence), "RecordTime": record_time, "Sequence": sequence}
+    return {"Cursor": cursor_text(shard, sequence), "RecordTime": record_time, "Sequence": sequence}
 
 
 def _get(emulator: DataHubEmulator, req: _Request, topic: Topic, shard: Shard) -> tuple[int, Any]:
@@ -720,28 +720,32 @@ def _get(emulator: DataHubEmulator, req: _Request, topic: Topic, shard: Shard) -
         raise invalid("Limit must be a positive integer")
     start = _parse_cursor(shard, cursor)
     blob = topic.record_type == "BLOB"
-    records: list[tuple[int, StoredRecord]] = []
+    sequences: list[int] = []
     size = 0
     with emulator.store.lock:
+        if start < shard.expired:  # expired since the cursor was checked
+            raise DataHubError(400, "InvalidCursor", f"the cursor's record has expired (oldest: {shard.expired})")
         end = min(start + min(limit, MAX_GET_LIMIT), shard.end)
         for sequence in range(start, end):
             size += len(shard.lines[sequence])
-            records.append((sequence, shard.record(sequence, blob)))
+            sequences.append(sequence)
             if size >= MAX_RESPONSE_BYTES:
                 break
-    emulator.stats.records_read += len(records)
-    next_cursor = _cursor_text(shard, start + len(records))
+        fragments = shard.json_records[start : start + len(sequences)] if not req.pb else []
+        stored = [shard.record(sequence, blob) for sequence in sequences] if req.pb else []
+    emulator.stats.records_read += len(sequences)
+    next_cursor = cursor_text(shard, start + len(sequences))
     if req.pb:
         response = {
             "next_cursor": next_cursor,
-            "record_count": len(records),
+            "record_count": len(sequences),
             "start_sequence": start,
             "records": [
                 {
                     "sequence": seq,
                     "system_time": r.system_time,
-                    "cursor": _cursor_text(shard, seq),
-                    "next_cursor": _cursor_text(shard, seq + 1),
+                    "cursor": cursor_text(shard, seq),
+                    "next_cursor": cursor_text(shard, seq + 1),
                     "data": {"data": _pb_values(r.data)},
                     **(
                         {"attributes": {"attributes": [{"key": k, "value": v} for k, v in r.attributes.items()]}}
@@ -749,26 +753,12 @@ def _get(emulator: DataHubEmulator, req: _Request, topic: Topic, shard: Shard) -
                         else {}
                     ),
                 }
-                for seq, r in records
+                for seq, r in zip(sequences, stored, strict=True)
             ],
         }
         return 200, _pb_frame(encode_data(GetRecordsResponse, response))
-    return 200, {
-        "NextCursor": next_cursor,
-        "RecordCount": len(records),
-        "StartSeq": start,
-        "Records": [
-            {
-                "Sequence": seq,
-                "SystemTime": r.system_time,
-                "Cursor": _cursor_text(shard, seq),
-                "NextCursor": _cursor_text(shard, seq + 1),
-                "Data": base64.b64encode(r.data).decode() if isinstance(r.data, bytes) else r.data,
-                **({"Attributes": r.attributes} if r.attributes else {}),
-            }
-            for seq, r in records
-        ],
-    }
+    head = orjson.dumps({"NextCursor": next_cursor, "RecordCount": len(sequences), "StartSeq": start})
+    return 200, orjson.Fragment(head[:-1] + b',"Records":[' + b",".join(fragments) + b"]}")
 
 
 def _pb_values(data: list[str | None] | bytes) -> list[dict[str, bytes]]:
