@@ -12,6 +12,8 @@ from benchmarks import (
     parallelism,
     recovery,
     rescale,
+    scale_model,
+    scaling,
 )
 
 
@@ -21,6 +23,12 @@ def main() -> int:
     capture_throughput.main([])
     print()
     job_throughput.main([])
+    print()
+    scaling.main([])
+    print()
+    scaling.main(["--taskmanagers", "2"])
+    print()
+    scale_model.main([])
     print()
     recovery.main([])
     print()

@@ -8,12 +8,13 @@ task once, mid-stream. Measured from the failure (the hook's marker file):
 - to recovered: every change sent before the failure is in the committed files, and the output
   keeps up again (the rows sent in the last seconds are committed within a few seconds).
 
-Files are committed by checkpoints, and a restore replays what was read since the last completed
-one; so recovery takes at most: restart + one checkpoint interval (until the commit) + the replay of
-one interval of input at the job's catch-up rate. The table prints that bound for the default
-5-minute interval.
+After a restart each shard resumes from its committed positions: it reads again what its open files
+held (at most ``output.rolling.max_span`` of changes, or ``max_size`` of output, per file). So the job
+is back where it was after: restart + the re-read of one span of input at its catch-up rate; the rows
+become visible when their files roll, as without a failure. The table prints that bound for the
+default span (1 hour, capped by 1 GiB of output per file).
 
-Run: ``python -m benchmarks.recovery [--rate 1000] [--checkpoint-interval 30s]``.
+Run: ``python -m benchmarks.recovery [--rate 1000] [--max-span 5s]``.
 """
 
 from __future__ import annotations
@@ -35,7 +36,9 @@ from obflow.events import ChangeEvent
 from obflow.sample import SAMPLE_COLUMNS, change_stream
 from obflow.units import parse_duration
 
-DEFAULT_INTERVAL = 300.0
+DEFAULT_SPAN = 3600.0
+DEFAULT_FILE_BYTES = 1024**3
+ROW_BYTES = 250  # an output row of the sample table, Parquet (measured: benchmarks.job_throughput files)
 
 
 class SteadyProducer(threading.Thread):
@@ -61,8 +64,8 @@ class SteadyProducer(threading.Thread):
 def measure(tmp: Path, args: argparse.Namespace) -> tuple[float, float]:
     """Seconds from the injected failure to RUNNING again, and to every earlier change committed."""
     marker = tmp / "failed"
-    data = job_config(tmp, args.restart_delay, args.checkpoint_interval)
-    with JobUnderTest(tmp, data, {"OBFLOW_FLINK_FAIL_ONCE": f"{marker}:{args.fail_after}"}) as job:
+    data = job_config(tmp, args.restart_delay, args.checkpoint_interval, args.max_span)
+    with JobUnderTest(tmp, data, {"OBFLOW_FAULT": f"records:fail:{marker}:{args.fail_after}"}) as job:
         total = args.fail_after * 3
         events = change_stream(total, rows=total, commit_ts_ms=int(time.time() * 1000))
         producer = SteadyProducer(job.config, events, args.rate)
@@ -91,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--rate", type=int, default=1000, help="changes per second into DataHub")
     parser.add_argument("--checkpoint-interval", default="30s")
+    parser.add_argument("--max-span", default="5s", help="output.rolling.max_span (the default is 1h)")
     parser.add_argument("--restart-delay", default="10s", help="flink.restart_delay (the default is 10s)")
     parser.add_argument("--fail-after", type=int, default=20_000, help="records read before the failure")
     parser.add_argument(
@@ -99,27 +103,29 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp_dir:
         restart, recovered = measure(Path(tmp_dir), args)
-    interval = parse_duration(args.checkpoint_interval)
+    span = parse_duration(args.max_span)
     print(f"Flink job recovery from a task failure: {args.rate} changes/s in, parallelism 2")
     print(f"machine: {machine()}")
     print(f"{'step':66} {'seconds':>8}")
     print(f"{'failure -> job RUNNING again (restart delay ' + args.restart_delay + ')':66} {restart:8.1f}")
-    print(f"{f'failure -> every earlier change committed (checkpoints every {interval:g}s)':66} {recovered:8.1f}")
-    # files are committed by checkpoints: after the restart, the replay (input since the last
-    # checkpoint) has to be read again, and the next checkpoint commits it
-    bound = restart + DEFAULT_INTERVAL + DEFAULT_INTERVAL * args.rate / args.max_rate
-    print(f"{'bound at the default 5-minute interval: restart + interval + replay':66} {bound:8.1f}")
-    print(f"R4.3 (within 600 s): {'met' if recovered < 600 and bound < 600 else 'NOT met'}")
+    print(f"{f'failure -> every earlier change committed (files roll every {span:g}s)':66} {recovered:8.1f}")
+    # what an open file held is read again after the restart
+    default_span = min(DEFAULT_SPAN, DEFAULT_FILE_BYTES / ROW_BYTES / max(args.rate, 1))
+    bound = restart + default_span * args.rate / args.max_rate
+    what = f"bound at the default span ({default_span:.0f}s at this rate): restart + re-read"
+    print(f"{what:66} {bound:8.1f}")
+    verdict = "met" if recovered < 600 and bound < 600 else "NOT met"
+    print(f"R4.3 (within 600 s): {verdict}")
     return 0
 
 
-def job_config(tmp: Path, restart_delay: str, interval: str) -> dict[str, Any]:
+def job_config(tmp: Path, restart_delay: str, interval: str, max_span: str) -> dict[str, Any]:
     return {
         "source": {"database": "TRADE", "tables": [{"name": "ORDERS", "columns": SAMPLE_COLUMNS}]},
         "datahub": {"shards": 4},
         "flink": {"parallelism": 2, "restart_delay": restart_delay},
         "checkpoint": {"interval": interval, "dir": str(tmp / "ck"), "savepoint_dir": str(tmp / "sp")},
-        "output": {"path": str(tmp / "out"), "rolling": {"max_span": "5s"}},
+        "output": {"path": str(tmp / "out"), "rolling": {"max_span": max_span}},
     }
 
 
