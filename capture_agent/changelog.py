@@ -28,15 +28,29 @@ import logging
 from typing import Any
 
 import orjson
+import pymysql
 
-from capture_agent.dialects import TableInfo, gap_query, log_query, max_seq_query, purge_statement, seq_query
+from capture_agent.dialects import (
+    VERSION_KEY,
+    TableInfo,
+    gap_query,
+    log_query,
+    max_seq_query,
+    purge_statement,
+    row_by_key_query,
+    schema_version,
+    seq_query,
+)
 from capture_agent.method import Captured, Position
+from capture_agent.schema import SchemaWatch, drop_older_copies, now_columns_missing, row_version
 from capture_agent.snapshot import SnapshotThenStream, copy_position, snapshot_pending
-from capture_agent.values import normalize
-from obflow.events import ChangeEvent
+from capture_agent.values import normalize, normalize_row
+from obflow.events import ChangeEvent, SourceInfo
 from obflow.log import Fault, log_fault
 
 log = logging.getLogger("obflow.capture.changelog")
+
+UNKNOWN_COLUMN = 1054
 
 Gap = list[float]  # [low seq, high seq, first seen (epoch seconds)]
 
@@ -86,6 +100,7 @@ def _split(low: int, high: int, first_seen: float, seen: set[int]) -> list[Gap]:
 
 class ChangeLogCapture(SnapshotThenStream):
     name = "changelog"
+    _watch: SchemaWatch | None = None
 
     # ---- positions ------------------------------------------------------------------------
 
@@ -124,9 +139,9 @@ class ChangeLogCapture(SnapshotThenStream):
         events: list[ChangeEvent] = []
         backlog: dict[str, int] = {}
         budget = self.config.capture.batch_size
-        for table in self.tables:
+        for index, table in enumerate(self.tables):
             entry = new_position["tables"].setdefault(table.qualified, {"hw": 0, "gaps": []})
-            table_events = self._stream(table, entry, budget)
+            table_events = self._stream(index, entry, budget)
             events += table_events
             budget = max(budget - len(table_events), 1)
             backlog[table.qualified] = int(self.db.query(max_seq_query(self.dialect, table))[0][0]) - int(entry["hw"])
@@ -145,11 +160,17 @@ class ChangeLogCapture(SnapshotThenStream):
 
     # ---- reading --------------------------------------------------------------------------
 
-    def _stream(self, table: TableInfo, entry: dict[str, Any], limit: int) -> list[ChangeEvent]:
+    def _stream(self, index: int, entry: dict[str, Any], limit: int) -> list[ChangeEvent]:
+        table = self.tables[index]
         high_water = int(entry["hw"])
         rows = self.db.query(log_query(self.dialect, table, limit), (high_water,))
+        if self.dialect == "mysql":
+            # after reading: a row written after a DDL is then always judged by the table's new shape
+            table = self.tables[index] = self._schema_watch().check(table)
+            rows += self._read_on_to_twins(table, rows, limit)
         for low, high, _ in entry["gaps"]:
             rows += self.db.query(gap_query(self.dialect, table), (int(low), int(high)))
+        version = schema_version(table)
         rows.sort(key=lambda r: int(r[0]))
         new_high_water = max([high_water] + [int(r[0]) for r in rows if int(r[0]) > high_water])
         seen = {int(r[0]) for r in rows}
@@ -175,17 +196,82 @@ class ChangeLogCapture(SnapshotThenStream):
             )
         entry["hw"], entry["gaps"] = new_high_water, gaps
         now_ms = int(self.clock() * 1000)
-        return [self._event(table, row, now_ms) for row in rows]
+        for _ in range(3):
+            try:
+                return [event for row in drop_older_copies(rows, version) for event in self._events(table, row, now_ms)]
+            except _TableChangedError:  # a DDL ran between the check and a re-read: read by the newer shape
+                table = self.tables[index] = self._schema_watch().check(table)
+        raise RuntimeError(f"{table.qualified} keeps changing under capture")
 
-    def _event(self, table: TableInfo, row: tuple[Any, ...], now_ms: int) -> ChangeEvent:
+    def _read_on_to_twins(self, table: TableInfo, rows: list[tuple[Any, ...]], limit: int) -> list[tuple[Any, ...]]:
+        """The rows after a full batch that ends with an older trigger's row, up to one of the current shape:
+        that row's copy by the new trigger is next to it, and a batch must not split the two."""
+        version, more, full = schema_version(table), [], len(rows) == limit
+        last = rows[-1] if rows else None
+        for _ in range(64):
+            if not full or last is None or row_version(last) in (None, version):
+                break
+            chunk = self.db.query(log_query(self.dialect, table, 16), (int(last[0]),))
+            more += chunk
+            full, last = len(chunk) == 16, (chunk[-1] if chunk else None)
+        return more
+
+    def _schema_watch(self) -> SchemaWatch:
+        if self._watch is None:
+            self._watch = SchemaWatch(self.config, self.db, self.clock)
+        return self._watch
+
+    def _events(self, table: TableInfo, row: tuple[Any, ...], now_ms: int) -> list[ChangeEvent]:
+        """The change a log row records; a row whose trigger could not render its images (the table changed
+        under it) is re-read by key, and one missing a column the table has now is followed by the row now."""
         seq, op, pk, before, after, txid, commit_ts_ms = row
         types = {c.name: c.data_type for c in table.columns}
 
-        def image(text: Any) -> dict[str, Any] | None:
-            if text is None:
-                return None
-            return {k: normalize(types.get(k, ""), v) for k, v in orjson.loads(text).items()}
+        def image(values: dict[str, Any] | None) -> dict[str, Any] | None:
+            return None if values is None else {k: normalize(types.get(k, ""), v) for k, v in values.items()}
 
-        key = image(pk) or {}
+        raw_key = orjson.loads(pk)
+        raw_key.pop(VERSION_KEY, None)
         source = self.source(table, str(seq), int(commit_ts_ms), None if txid is None else str(txid), "changelog")
-        return ChangeEvent.create(op, key=key, before=image(before), after=image(after), source=source, ts_ms=now_ms)
+        old, new = (None if text is None else orjson.loads(text) for text in (before, after))
+        if not raw_key:
+            log_fault(
+                log,
+                Fault.CAPTURE_CHANGE_UNREADABLE,
+                f"a change ({op}) of {table.qualified} at sequence {seq} could not be rendered even by its key: the "
+                "key's columns changed under the trigger; the row is unknown (re-snapshot the table to repair it)",
+                level=logging.ERROR,
+                table=table.qualified,
+                seq=int(seq),
+            )
+            return []
+        key = image(raw_key) or {}
+        if (op == "c" and new is None) or (op == "u" and old is None and new is None) or (op == "d" and old is None):
+            return self._reread(table, op, raw_key, key, source, now_ms)
+        events = [ChangeEvent.create(op, key=key, before=image(old), after=image(new), source=source, ts_ms=now_ms)]
+        if op != "d" and now_columns_missing(table, new):
+            later = source.model_copy(update={"position": f"{seq}+r"})
+            events += self._reread(table, "r", raw_key, key, later, now_ms)
+        return events
+
+    def _reread(
+        self, table: TableInfo, op: str, raw_key: dict[str, Any], key: dict[str, Any], source: SourceInfo, now_ms: int
+    ) -> list[ChangeEvent]:
+        """The row with ``key`` as it is now (op ``r``); a deleted row as a delete of its key."""
+        try:
+            rows = self.db.query(row_by_key_query(self.dialect, table), [raw_key[k] for k in table.primary_key])
+        except pymysql.err.OperationalError as exc:
+            if exc.args and exc.args[0] == UNKNOWN_COLUMN:
+                raise _TableChangedError() from exc
+            raise
+        if rows:
+            names = [c.name for c in table.columns]
+            after = normalize_row(table, dict(zip(names, rows[0], strict=True)))
+            return [ChangeEvent.create("r", key=key, after=after, source=source, ts_ms=now_ms)]
+        if op == "d":
+            return [ChangeEvent.create("d", key=key, before=dict(key), source=source, ts_ms=now_ms)]
+        return []  # gone since: the delete that removed it follows in the log
+
+
+class _TableChangedError(Exception):
+    """The table lost a column the agent's view of it still has."""

@@ -10,6 +10,8 @@ row read by the snapshot and the same row written by a trigger render identicall
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
 from typing import Literal
@@ -21,6 +23,7 @@ Dialect = Literal["mysql", "oracle"]
 class Column:
     name: str
     data_type: str  # lower case, as the catalog names it: int, decimal, varchar, timestamp, ...
+    column_type: str = ""  # the full type, lower case (decimal(12,2)): a change of it is a schema change too
 
 
 @dataclass(frozen=True)
@@ -84,9 +87,102 @@ def json_image(dialect: Dialect, table: TableInfo, prefix: str, columns: tuple[s
     return f"JSON_OBJECT({', '.join(parts)})"
 
 
-def install_ddl(dialect: Dialect, table: TableInfo) -> list[str]:
-    """Statements that create the change log and triggers for ``table``; safe to run again."""
-    return _oracle_install(table) if dialect == "oracle" else _mysql_install(table)
+def schema_version(table: TableInfo) -> str:
+    """A short name for the table's shape (column names and types, key): written by its triggers into
+    every change-log row, so the agent knows which rows a trigger of an older shape wrote."""
+    shape = (
+        ";".join(f"{c.name}:{c.column_type or c.data_type}" for c in table.columns) + "|" + ",".join(table.primary_key)
+    )
+    return hashlib.sha1(shape.encode()).hexdigest()[:8]
+
+
+def trigger_version(table: TableInfo, key_only: bool = False) -> str:
+    """What a trigger writes under :data:`VERSION_KEY`: the table's shape, marked when it logs keys only."""
+    return schema_version(table) + ("-key" if key_only else "")
+
+
+VERSION_KEY = "~v"
+"""The key under which a trigger writes :func:`schema_version` into the change-log row's key JSON."""
+
+# Errors of a trigger whose table changed under it (MySQL, MariaDB): a column it names is gone (1054), or
+# a value no longer converts as its old type did (1292, 1366). Caught inside the trigger, which then logs
+# the key only. Never deadlocks or lock waits: their transaction must fail as it would without us.
+STALE_TRIGGER_ERRORS = "1054, 1292, 1366"
+
+TRIGGER_OPS = (("ins", "INSERT", "c", "NEW."), ("upd", "UPDATE", "u", "NEW."), ("del", "DELETE", "d", "OLD."))
+
+
+def trigger_name(table: str, op: str, slot: int) -> str:
+    """Triggers take two slots per op, so a new one can be created before the old one is dropped."""
+    return f"{table}__obflow_{op}" + ("_b" if slot else "")
+
+
+def install_ddl(
+    dialect: Dialect,
+    table: TableInfo,
+    installed: Mapping[str, str] | None = None,
+    replace_in_place: bool = False,
+    key_only: bool = False,
+) -> list[str]:
+    """Statements that create the change log and triggers for ``table``; safe to run again.
+
+    ``installed``: the triggers on the table now, name to body (MySQL family, from the catalog); one
+    already of this shape is left as it is.
+    ``replace_in_place`` (MariaDB): ``CREATE OR REPLACE TRIGGER``, atomic. Otherwise a trigger is replaced
+    by creating the new one after the old (``FOLLOWS``), then dropping the old: no change is ever missed,
+    and one made between the two statements is logged twice, once per shape; the agent drops the older
+    copy (capture_agent.changelog). ``key_only``: triggers that log the op and the key but no images, so
+    they name no other column (used around a DDL; the agent re-reads those rows).
+    """
+    if dialect == "oracle":
+        return _oracle_install(table)
+    q = partial(quote, "mysql")
+    log = f"{q(table.schema)}.{q(log_table_name('mysql', table.name))}"
+    statements = [
+        f"CREATE TABLE IF NOT EXISTS {log} ("
+        "seq BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY, op CHAR(1) NOT NULL, pk LONGTEXT NOT NULL, "
+        "before_img LONGTEXT NULL, after_img LONGTEXT NULL, commit_ts_ms BIGINT NOT NULL)",
+    ]
+    shape = f"'{VERSION_KEY}', '{trigger_version(table, key_only)}'"
+    for op, event, code, row in TRIGGER_OPS:
+        slots = [trigger_name(table.name, op, slot) for slot in (0, 1)]
+        mine = [name for name in (installed or {}) if name in slots]
+        if len(mine) == 1 and shape in (installed or {})[mine[0]]:
+            continue
+        body = partial(_mysql_trigger, table, log, event, code, row, key_only)
+        if replace_in_place or not mine:
+            name = mine[0] if mine else slots[0]
+            create = "CREATE OR REPLACE TRIGGER" if mine else "CREATE TRIGGER"
+            statements.append(f"{create} {q(table.schema)}.{q(name)} {body()}")
+            statements += [f"DROP TRIGGER IF EXISTS {q(table.schema)}.{q(other)}" for other in mine[1:]]
+            continue
+        new = slots[0] if slots[1] in mine else slots[1]
+        statements.append(f"CREATE TRIGGER {q(table.schema)}.{q(new)} {body(follows=mine[-1])}")
+        statements += [f"DROP TRIGGER IF EXISTS {q(table.schema)}.{q(old)}" for old in mine if old != new]
+    return statements
+
+
+def _mysql_trigger(
+    table: TableInfo, log: str, event: str, code: str, row: str, key_only: bool, follows: str | None = None
+) -> str:
+    target = f"{quote('mysql', table.schema)}.{quote('mysql', table.name)}"
+    now_ms = "ROUND(UNIX_TIMESTAMP(NOW(6)) * 1000)"
+    key = json_image("mysql", table, row, table.primary_key).removesuffix(")")
+    key += f", '{VERSION_KEY}', '{trigger_version(table, key_only)}')"
+    before = "NULL" if key_only or code == "c" else json_image("mysql", table, "OLD.")
+    after = "NULL" if key_only or code == "d" else json_image("mysql", table, "NEW.")
+    insert = f"INSERT INTO {log} (op, pk, before_img, after_img, commit_ts_ms) VALUES ('{code}', "
+    order = f" FOLLOWS {quote('mysql', follows)}" if follows else ""
+    # When the table changed under the trigger it logs the key only, or, when the key itself can no longer
+    # be named, the op alone: the application's statement never fails because of us (where the engine
+    # lets a trigger catch it: MariaDB; seekdb recompiles the trigger and fails the statement instead).
+    return (
+        f"AFTER {event} ON {target} FOR EACH ROW{order} BEGIN "
+        f"DECLARE CONTINUE HANDLER FOR {STALE_TRIGGER_ERRORS} BEGIN "
+        f"DECLARE CONTINUE HANDLER FOR {STALE_TRIGGER_ERRORS} {insert}'{{}}', NULL, NULL, {now_ms}); "
+        f"{insert}{key}, NULL, NULL, {now_ms}); END; "
+        f"{insert}{key}, {before}, {after}, {now_ms}); END"
+    )
 
 
 def uninstall_ddl(dialect: Dialect, table: TableInfo) -> list[str]:
@@ -104,38 +200,38 @@ def uninstall_ddl(dialect: Dialect, table: TableInfo) -> list[str]:
         ]
     return [
         *(
-            f"DROP TRIGGER IF EXISTS {q(table.schema)}.{q(f'{table.name}__obflow_{op}')}"
-            for op in ("ins", "upd", "del")
+            f"DROP TRIGGER IF EXISTS {q(table.schema)}.{q(trigger_name(table.name, op, slot))}"
+            for op, *_ in TRIGGER_OPS
+            for slot in (0, 1)
         ),
         f"DROP TABLE IF EXISTS {q(table.schema)}.{q(log)}",
     ]
 
 
-def _mysql_install(table: TableInfo) -> list[str]:
-    q = partial(quote, "mysql")
-    target = f"{q(table.schema)}.{q(table.name)}"
-    log = f"{q(table.schema)}.{q(log_table_name('mysql', table.name))}"
-    now_ms = "ROUND(UNIX_TIMESTAMP(NOW(6)) * 1000)"
-    statements = [
-        f"CREATE TABLE IF NOT EXISTS {log} ("
-        "seq BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY, op CHAR(1) NOT NULL, pk LONGTEXT NOT NULL, "
-        "before_img LONGTEXT NULL, after_img LONGTEXT NULL, commit_ts_ms BIGINT NOT NULL)",
-    ]
-    for op, event, before, after, row in (
-        ("ins", "INSERT", "NULL", json_image("mysql", table, "NEW."), "NEW."),
-        ("upd", "UPDATE", json_image("mysql", table, "OLD."), json_image("mysql", table, "NEW."), "NEW."),
-        ("del", "DELETE", json_image("mysql", table, "OLD."), "NULL", "OLD."),
-    ):
-        name = f"{q(table.schema)}.{q(f'{table.name}__obflow_{op}')}"
-        code = {"ins": "c", "upd": "u", "del": "d"}[op]
-        pk = json_image("mysql", table, row, table.primary_key)
-        statements.append(f"DROP TRIGGER IF EXISTS {name}")
-        statements.append(
-            f"CREATE TRIGGER {name} AFTER {event} ON {target} FOR EACH ROW "
-            f"INSERT INTO {log} (op, pk, before_img, after_img, commit_ts_ms) "
-            f"VALUES ('{code}', {pk}, {before}, {after}, {now_ms})"
-        )
-    return statements
+def installed_triggers_query() -> str:
+    """(schema, table) -> (name, body) of the triggers on the table (MySQL family), oldest first."""
+    return (
+        "SELECT TRIGGER_NAME, ACTION_STATEMENT FROM information_schema.TRIGGERS WHERE EVENT_OBJECT_SCHEMA = %s "
+        "AND EVENT_OBJECT_TABLE = %s ORDER BY CREATED, TRIGGER_NAME"
+    )
+
+
+def row_by_key_query(dialect: Dialect, table: TableInfo) -> str:
+    """The row with the key ``%s, ...`` (values as images render them), every column rendered for images."""
+    q = partial(quote, dialect)
+    columns = ", ".join(column_expression(dialect, c) for c in table.columns)
+    where = " AND ".join(f"{q(k)} = {_key_parameter(dialect, table.column(k))}" for k in table.primary_key)
+    return f"SELECT {columns} FROM {q(table.schema)}.{q(table.name)} WHERE {where}"
+
+
+def _key_parameter(dialect: Dialect, column: Column) -> str:
+    """A key value as images render it, turned back into the column's type (so the index is used)."""
+    kind = column.data_type.lower()
+    if dialect == "mysql" and kind in TIMESTAMP_TYPES:
+        return "FROM_UNIXTIME(%s)"
+    if dialect == "mysql" and kind in BINARY_TYPES:
+        return "FROM_BASE64(%s)"
+    return "%s"
 
 
 def _oracle_install(table: TableInfo) -> list[str]:
@@ -176,14 +272,15 @@ def catalog_queries(dialect: Dialect) -> tuple[str, str]:
     """(columns query, primary-key query), each taking (schema, table) parameters."""
     if dialect == "oracle":
         return (
-            "SELECT COLUMN_NAME, LOWER(DATA_TYPE) FROM ALL_TAB_COLUMNS WHERE OWNER = %s AND TABLE_NAME = %s "
+            "SELECT COLUMN_NAME, LOWER(DATA_TYPE), LOWER(DATA_TYPE || '(' || DATA_LENGTH || ',' || DATA_PRECISION "
+            "|| ',' || DATA_SCALE || ')') FROM ALL_TAB_COLUMNS WHERE OWNER = %s AND TABLE_NAME = %s "
             "ORDER BY COLUMN_ID",
             "SELECT c.COLUMN_NAME FROM ALL_CONSTRAINTS k JOIN ALL_CONS_COLUMNS c ON c.OWNER = k.OWNER "
             "AND c.CONSTRAINT_NAME = k.CONSTRAINT_NAME WHERE k.CONSTRAINT_TYPE = 'P' AND k.OWNER = %s "
             "AND k.TABLE_NAME = %s ORDER BY c.POSITION",
         )
     return (
-        "SELECT COLUMN_NAME, LOWER(DATA_TYPE) FROM information_schema.COLUMNS "
+        "SELECT COLUMN_NAME, LOWER(DATA_TYPE), LOWER(COLUMN_TYPE) FROM information_schema.COLUMNS "
         "WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s ORDER BY ORDINAL_POSITION",
         "SELECT COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE WHERE TABLE_SCHEMA = %s "
         "AND TABLE_NAME = %s AND CONSTRAINT_NAME = 'PRIMARY' ORDER BY ORDINAL_POSITION",

@@ -14,7 +14,7 @@ from typing import Any
 
 from capture_agent.db import Database
 from capture_agent.dialects import Column, Dialect, TableInfo, catalog_queries
-from obflow.config import ObflowConfig
+from obflow.config import ObflowConfig, TableConfig
 from obflow.events import ChangeEvent
 
 Position = dict[str, Any]
@@ -60,22 +60,26 @@ def discover_tables(db: Database, config: ObflowConfig) -> list[TableInfo]:
         raise TableNotFoundError(
             "source.tables: no table configured; list the tables to capture (TABLE or SCHEMA.TABLE)"
         )
+    return [table for spec in config.source.tables if (table := discover_table(db, config, spec)) is not None]
+
+
+def discover_table(db: Database, config: ObflowConfig, spec: TableConfig, missing_ok: bool = False) -> TableInfo | None:
+    """One configured table as the catalog has it now; None when it does not exist and ``missing_ok``."""
     columns_sql, key_sql = catalog_queries(dialect_of(config))
-    tables = []
-    for spec in config.source.tables:
-        schema, name = config.source.schema_and_table(spec)
-        columns = tuple(Column(str(n), str(t)) for n, t in db.query(columns_sql, (schema, name)))
-        if not columns:
-            raise TableNotFoundError(
-                f"source.tables: table {schema}.{name} does not exist or is not visible to {config.source.user}"
-            )
-        key = tuple(spec.primary_key) or tuple(str(r[0]) for r in db.query(key_sql, (schema, name)))
-        if not key:
-            raise TableNotFoundError(
-                f"source.tables: {schema}.{name} has no primary key; add one or set primary_key for it in the config"
-            )
-        unknown = [k for k in key if k not in {c.name for c in columns}]
-        if unknown:
-            raise TableNotFoundError(f"source.tables: primary_key {unknown} not among the columns of {schema}.{name}")
-        tables.append(TableInfo(schema, name, columns, key))
-    return tables
+    schema, name = config.source.schema_and_table(spec)
+    columns = tuple(Column(str(n), str(t), str(full)) for n, t, full in db.query(columns_sql, (schema, name)))
+    if not columns:
+        if missing_ok:
+            return None
+        raise TableNotFoundError(
+            f"source.tables: table {schema}.{name} does not exist or is not visible to {config.source.user}"
+        )
+    key = tuple(spec.primary_key) or tuple(str(r[0]) for r in db.query(key_sql, (schema, name)))
+    if not key:
+        raise TableNotFoundError(
+            f"source.tables: {schema}.{name} has no primary key; add one or set primary_key for it in the config"
+        )
+    unknown = [k for k in key if k not in {c.name for c in columns}]
+    if unknown:
+        raise TableNotFoundError(f"source.tables: primary_key {unknown} not among the columns of {schema}.{name}")
+    return TableInfo(schema, name, columns, key)

@@ -81,6 +81,25 @@ def _capture_ddl(args: argparse.Namespace) -> int:
     return 0
 
 
+def _capture_schema_change(args: argparse.Namespace) -> int:
+    import pymysql
+
+    from capture_agent.install import SchemaChangeError, apply_schema_change
+    from obflow.runtime import start_component
+
+    config = start_component("capture", args.config)
+    try:
+        table = apply_schema_change(config, args.statement)
+    except SchemaChangeError as exc:
+        print(f"obflow capture ddl: {exc}", file=sys.stderr)
+        return 2
+    except pymysql.err.MySQLError as exc:
+        print(f"obflow capture ddl: the database refused it ({exc.args[-1]}); capture is as before", file=sys.stderr)
+        return 1
+    print(f"applied to {table.qualified} with its change capture kept: {', '.join(c.name for c in table.columns)}")
+    return 0
+
+
 def _capture_run(args: argparse.Namespace) -> int:
     from capture_agent.agent import run_agent
     from obflow.runtime import start_component
@@ -198,6 +217,12 @@ def _add_capture_commands(commands: Any) -> None:
         _add_config_option(ddl)
         ddl.add_argument("--print", action="store_true", help="print the DDL instead of applying it")
         ddl.set_defaults(handler=_capture_ddl)
+    schema = capture_commands.add_parser(
+        "ddl", help="apply an ALTER TABLE of a captured table without failing a write or missing a change"
+    )
+    _add_config_option(schema)
+    schema.add_argument("statement", help='the DDL, e.g. "ALTER TABLE orders DROP COLUMN note"')
+    schema.set_defaults(handler=_capture_schema_change)
     run = capture_commands.add_parser("run", help="run the capture agent until SIGTERM")
     _add_config_option(run)
     run.set_defaults(handler=_capture_run)

@@ -3,7 +3,16 @@
 from __future__ import annotations
 
 from capture_agent.changelog import track_gaps
-from capture_agent.dialects import Column, TableInfo, install_ddl, snapshot_query, uninstall_ddl
+from capture_agent.dialects import (
+    STALE_TRIGGER_ERRORS,
+    VERSION_KEY,
+    Column,
+    TableInfo,
+    install_ddl,
+    schema_version,
+    snapshot_query,
+    uninstall_ddl,
+)
 
 ORDERS = TableInfo(
     "TRADE",
@@ -65,10 +74,33 @@ def test_oracle_mode_ddl_has_sequence_table_and_row_trigger() -> None:
     ]
 
 
-def test_mysql_ddl_is_rerunnable() -> None:
+def test_mysql_ddl_is_rerunnable_and_replaces_a_trigger_without_a_moment_uncaptured() -> None:
     table = TableInfo("shop", "orders", (Column("id", "bigint"), Column("amount", "decimal")), ("id",))
-    statements = install_ddl("mysql", table)
-    assert statements[0].startswith("CREATE TABLE IF NOT EXISTS `shop`.`orders__obflow_log`")
-    assert sum(s.startswith("DROP TRIGGER IF EXISTS") for s in statements) == 3
-    assert "CAST(NEW.`amount` AS CHAR)" in statements[2]
+    fresh = install_ddl("mysql", table)
+    assert fresh[0].startswith("CREATE TABLE IF NOT EXISTS `shop`.`orders__obflow_log`")
+    assert [s.split()[2] for s in fresh[1:]] == [f"`shop`.`orders__obflow_{op}`" for op in ("ins", "upd", "del")]
+    assert "CAST(NEW.`amount` AS CHAR)" in fresh[2]
+    # every trigger catches a column gone under it and then logs the key (or only the op), with its shape
+    assert all(f"DECLARE CONTINUE HANDLER FOR {STALE_TRIGGER_ERRORS}" in s for s in fresh[1:])
+    assert f"'{VERSION_KEY}', '{schema_version(table)}'" in fresh[1]
+
+    installed = dict.fromkeys(["orders__obflow_ins", "orders__obflow_upd", "orders__obflow_del"], "older shape")
+    assert install_ddl("mysql", table, {name: fresh[1] for name in installed}) == fresh[:1]  # all current
+    swap = install_ddl("mysql", table, installed)[1:]  # the new trigger after the old, then the old dropped
+    assert [" ".join(s.split()[:3]) for s in swap[:2]] == [
+        "CREATE TRIGGER `shop`.`orders__obflow_ins_b`",
+        "DROP TRIGGER IF",
+    ]
+    assert "FOR EACH ROW FOLLOWS `orders__obflow_ins` BEGIN" in swap[0] and swap[1].endswith("`orders__obflow_ins`")
+    back = install_ddl("mysql", table, {name + "_b": "" for name in installed})[1:]
+    assert back[0].startswith("CREATE TRIGGER `shop`.`orders__obflow_ins` ") and back[1].endswith("_ins_b`")
+    in_place = install_ddl("mysql", table, installed, replace_in_place=True)[1:]
+    assert [" ".join(s.split()[:5]) for s in in_place] == [
+        f"CREATE OR REPLACE TRIGGER `shop`.`orders__obflow_{op}`" for op in ("ins", "upd", "del")
+    ]
+    key_only = install_ddl("mysql", table, key_only=True)[2]
+    assert (
+        "amount" not in key_only.split("END;")[1] and f"'{schema_version(table)}-key'" in key_only
+    )  # the key-only trigger names the key's columns alone
+    assert len(uninstall_ddl("mysql", table)) == 7  # both slots of each op, then the log
     assert snapshot_query("mysql", table, True, 10).endswith("WHERE (`id`) > (%s) ORDER BY `id` LIMIT 10")

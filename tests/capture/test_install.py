@@ -57,3 +57,23 @@ def test_a_missing_table_is_named(engine: Engine, database: str, tmp_path: Path)
     assert result.returncode == 2
     assert f"source.tables: table {database}.order_lines does not exist" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_capture_ddl_applies_an_alter_table_and_names_what_it_cannot_apply(
+    engine: Engine, database: str, tmp_path: Path
+) -> None:
+    assert cli(engine, database, tmp_path, "install").returncode == 0
+    applied = cli(engine, database, tmp_path, "ddl", "ALTER TABLE orders ADD COLUMN channel VARCHAR(20)")
+    assert applied.returncode == 0, applied.stderr
+    assert f"applied to {database}.orders" in applied.stdout and "channel" in applied.stdout
+    triggers, _ = objects(engine, database)
+    assert len({name for name in triggers if name.startswith("orders__obflow_")}) == 3  # one per op, new shape
+    for statement, says in (
+        ("DROP TABLE orders", "applies one ALTER TABLE statement of a captured table"),
+        ("ALTER TABLE other ADD COLUMN c INT", f"{database}.other is not in source.tables: run the DDL directly"),
+    ):
+        refused = cli(engine, database, tmp_path, "ddl", statement)
+        assert refused.returncode == 2 and says in refused.stderr and "Traceback" not in refused.stderr
+    failed = cli(engine, database, tmp_path, "ddl", "ALTER TABLE orders DROP COLUMN nope")
+    assert failed.returncode == 1 and "the database refused it" in failed.stderr, failed.stderr
+    assert "Traceback" not in failed.stderr
