@@ -168,8 +168,11 @@ class SchemaWatch:
             return table
         installed = installed_triggers(self.db, found)
         if changed:
-            # the old triggers named every column of the old shape: on seekdb a statement fails till they go
-            named_old = any(f"'{VERSION_KEY}', '{trigger_version(table)}'" in body for body in installed.values())
+            # triggers of the old shape (or of a release before versions) named every column of it: on seekdb a
+            # statement fails until they are gone
+            marker = f"'{VERSION_KEY}', '{trigger_version(table)}'"
+            ours = [body for name, body in installed.items() if name.startswith(f"{table.name}__obflow_")]
+            named_old = any(marker in body or VERSION_KEY not in body for body in ours)
             self._report(SchemaChange.between(table, found), self.clock() - previous_check, named_old)
         try:
             replace_triggers(self.db, found, self.in_place, installed=installed)
