@@ -29,7 +29,7 @@ from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, Write
 
 from capture_agent.db import ConnectionLostError, Database, is_connection_error
 from capture_agent.dialects import BINARY_TYPES, TableInfo
-from capture_agent.method import Captured, Position
+from capture_agent.method import Captured, Position, split_key_change
 from capture_agent.snapshot import SnapshotThenStream, copy_position
 from capture_agent.values import normalize
 from obflow.config import ObflowConfig
@@ -141,7 +141,7 @@ class BinlogCapture(SnapshotThenStream):
                 op = _OPS[type(binlog_event)]
                 commit_ms = int(binlog_event.timestamp) * 1000
                 for index, row in enumerate(binlog_event.rows):
-                    events.append(self._event(table, op, row, f"{end}:{index}", commit_ms, now_ms))
+                    events += split_key_change(self._event(table, op, row, f"{end}:{index}", commit_ms, now_ms))
             position["log_file"], position["log_pos"] = log_file, binlog_event.packet.log_pos
         self._reader.handed_out = (position["log_file"], int(position["log_pos"]))
         if self._reader.error is not None:

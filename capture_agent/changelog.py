@@ -41,7 +41,7 @@ from capture_agent.dialects import (
     schema_version,
     seq_query,
 )
-from capture_agent.method import Captured, Position
+from capture_agent.method import Captured, Position, split_key_change
 from capture_agent.schema import SchemaWatch, drop_older_copies, now_columns_missing, row_version
 from capture_agent.snapshot import SnapshotThenStream, copy_position, snapshot_pending
 from capture_agent.values import normalize, normalize_row
@@ -248,7 +248,9 @@ class ChangeLogCapture(SnapshotThenStream):
         key = image(raw_key) or {}
         if (op == "c" and new is None) or (op == "u" and old is None and new is None) or (op == "d" and old is None):
             return self._reread(table, op, raw_key, key, source, now_ms)
-        events = [ChangeEvent.create(op, key=key, before=image(old), after=image(new), source=source, ts_ms=now_ms)]
+        events = split_key_change(
+            ChangeEvent.create(op, key=key, before=image(old), after=image(new), source=source, ts_ms=now_ms)
+        )
         if op != "d" and now_columns_missing(table, new):
             later = source.model_copy(update={"position": f"{seq}+r"})
             events += self._reread(table, "r", raw_key, key, later, now_ms)

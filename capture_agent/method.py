@@ -46,6 +46,21 @@ class CaptureMethod(ABC):
         """Release resources."""
 
 
+def split_key_change(event: ChangeEvent) -> list[ChangeEvent]:
+    """An update that changed the primary key as what it is downstream: a delete of the old key, then an
+    insert under the new one (position ``P+c``, so its id differs). Under the new key alone, the old key's
+    row would live on in every keyed output."""
+    if event.op != "u" or event.before is None or event.after is None:
+        return [event]
+    old_key = {k: event.before.get(k) for k in event.key}
+    if old_key == event.key:
+        return [event]
+    delete = ChangeEvent.create("d", key=old_key, before=event.before, source=event.source, ts_ms=event.ts_ms)
+    moved = event.source.model_copy(update={"position": f"{event.source.position}+c"})
+    insert = ChangeEvent.create("c", key=event.key, after=event.after, source=moved, ts_ms=event.ts_ms)
+    return [delete, insert]
+
+
 class TableNotFoundError(Exception):
     pass
 

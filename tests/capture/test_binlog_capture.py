@@ -86,3 +86,19 @@ def test_binlog_snapshot_then_stream(engine: Engine, database: str, datahub: Dat
         agent.stop()
     assert sorted(e.key["id"] for e in events if e.op == "r") == list(range(120))
     assert [(e.op, e.key["id"]) for e in events if e.op != "r"] == [("u", 5)]
+
+
+def test_binlog_update_of_the_primary_key_is_a_delete_then_an_insert_R1_2(
+    engine: Engine, database: str, datahub: DataHubEmulator, tmp_path: Path
+) -> None:
+    config = capture_config(engine, database, tmp_path / "state", datahub.endpoint, method="binlog", snapshot=False)
+    agent = RunningAgent(config)
+    try:
+        with engine.connect(database) as conn, conn.cursor() as cur:
+            cur.execute("INSERT INTO orders (id, status) VALUES (7, 'NEW')")
+            cur.execute("UPDATE orders SET id = 8 WHERE id = 7")
+            events = sorted(orders(config, 3), key=lambda e: (int(e.source.position.split(":")[1]), e.source.position))
+    finally:
+        agent.stop()
+    assert [(e.op, e.key) for e in events] == [("c", {"id": 7}), ("d", {"id": 7}), ("c", {"id": 8})]
+    assert events[2].source.position == events[1].source.position + "+c"

@@ -26,7 +26,7 @@ def changes_of(config: ObflowConfig, table: str, count: int, timeout: float = 10
         return events if len(events) >= count else None
 
     events: list[ChangeEvent] = wait_for(enough, timeout)
-    return sorted(events, key=lambda e: int(e.source.position))
+    return sorted(events, key=lambda e: (int(e.source.position.split("+")[0]), e.source.position))
 
 
 def test_insert_update_delete_reach_datahub_within_5s_with_images_R1_1_R1_2_R1_3_R1_4(
@@ -73,6 +73,25 @@ def test_insert_update_delete_reach_datahub_within_5s_with_images_R1_1_R1_2_R1_3
     )
     assert [e.source.method for e in delete] == ["changelog"] * 3
     assert len({e.event_id for e in delete}) == 3
+
+
+def test_an_update_of_the_primary_key_is_a_delete_of_the_old_key_then_an_insert_of_the_new_R1_2(
+    engine: Engine, database: str, datahub: DataHubEmulator, tmp_path: Path
+) -> None:
+    config, agent = start_capture(engine, database, datahub, tmp_path)
+    try:
+        with engine.connect(database) as conn, conn.cursor() as cur:
+            cur.execute("INSERT INTO orders (id, status) VALUES (7, 'NEW')")
+            cur.execute("UPDATE orders SET id = 8, status = 'MOVED' WHERE id = 7")
+            created, deleted, moved = changes_of(config, "orders", 3)
+    finally:
+        agent.stop()
+    row = {"id": 7, "status": "NEW", **NULLS}
+    assert (deleted.op, deleted.key, deleted.before, deleted.after) == ("d", {"id": 7}, row, None)
+    moved_row = {**row, "id": 8, "status": "MOVED"}
+    assert (moved.op, moved.key, moved.before, moved.after) == ("c", {"id": 8}, None, moved_row)
+    assert moved.source.position == deleted.source.position + "+c"
+    assert len({created.event_id, deleted.event_id, moved.event_id}) == 3
 
 
 def test_composite_keys_and_many_rows(engine: Engine, database: str, datahub: DataHubEmulator, tmp_path: Path) -> None:
