@@ -28,8 +28,8 @@ import logging
 from typing import Any
 
 import orjson
-import pymysql
 
+from capture_agent.db import OPERATIONAL_ERRORS
 from capture_agent.dialects import (
     VERSION_KEY,
     TableInfo,
@@ -262,7 +262,7 @@ class ChangeLogCapture(SnapshotThenStream):
         """The row with ``key`` as it is now (op ``r``); a deleted row as a delete of its key."""
         try:
             rows = self.db.query(row_by_key_query(self.dialect, table), [raw_key[k] for k in table.primary_key])
-        except pymysql.err.OperationalError as exc:
+        except OPERATIONAL_ERRORS as exc:
             if exc.args and exc.args[0] == UNKNOWN_COLUMN:
                 raise _TableChangedError() from exc
             raise

@@ -2,12 +2,12 @@
 
 MySQL-protocol engines (OceanBase MySQL mode, seekdb, MySQL, MariaDB) are reached with PyMySQL.
 OceanBase Oracle-mode tenants need a driver that sets the Oracle-mode capability flag (plain PyMySQL
-gets error 1235): the ``pyoceanbase`` fork of PyMySQL, loaded when ``source.mode`` is ``oracle``.
+gets error 1235): the ``pyoceanbase`` fork of PyMySQL, used when ``source.mode`` is ``oracle``. The two
+raise their own (equally named) error classes: catch the tuples below, never one driver's.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import threading
 import time
@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import pymysql
+import pyoceanbase
 from prometheus_client import Counter, Gauge
 
 from obflow.config import SourceConfig
@@ -30,10 +31,19 @@ CONNECTED = Gauge("obflow_capture_db_connected", "1 while the database connectio
 CONNECTION_LOST_CODES = {2003, 2006, 2013, 2055, 1927, 4031}
 
 
+DRIVERS = {"mysql": pymysql, "oracle": pyoceanbase}
+"""The driver per ``source.mode``."""
+DRIVER_ERRORS: tuple[type[Exception], ...] = (pymysql.err.MySQLError, pyoceanbase.err.MySQLError)
+"""Every error a driver raises: a failed statement or a lost connection."""
+OPERATIONAL_ERRORS: tuple[type[Exception], ...] = (pymysql.err.OperationalError, pyoceanbase.err.OperationalError)
+INTERFACE_ERRORS: tuple[type[Exception], ...] = (pymysql.err.InterfaceError, pyoceanbase.err.InterfaceError)
+_STATEMENT_FAILURES: tuple[type[Exception], ...] = (*DRIVER_ERRORS, OSError)
+
+
 def is_connection_error(exc: BaseException) -> bool:
-    if isinstance(exc, pymysql.err.InterfaceError | ConnectionError | TimeoutError | BrokenPipeError):
+    if isinstance(exc, (*INTERFACE_ERRORS, ConnectionError, TimeoutError, BrokenPipeError)):
         return True
-    if isinstance(exc, pymysql.err.OperationalError):
+    if isinstance(exc, OPERATIONAL_ERRORS):
         return bool(exc.args) and exc.args[0] in CONNECTION_LOST_CODES
     return False
 
@@ -58,20 +68,9 @@ class Database:
         """Identifies the current connection: it changes with every reconnect."""
         return id(self._conn) if self._conn is not None else None
 
-    def _driver(self) -> Any:
-        if self.config.mode == "oracle":
-            try:
-                return importlib.import_module("pyoceanbase")
-            except ImportError:
-                raise RuntimeError(
-                    "source.mode oracle needs the pyoceanbase driver (a PyMySQL fork with the Oracle-mode "
-                    "capability flag): pip install pyoceanbase"
-                ) from None
-        return pymysql
-
     def connect(self) -> None:
         user = f"{self.config.user}@{self.config.tenant}" if self.config.tenant else self.config.user
-        self._conn = self._driver().connect(
+        self._conn = DRIVERS[self.config.mode].connect(
             host=self.config.host,
             port=self.config.port,
             user=user,
@@ -112,7 +111,7 @@ class Database:
             with self._conn.cursor() as cursor:
                 count = int(cursor.execute(sql, tuple(params) or None))
                 result = list(cursor.fetchall()) if fetch else count
-        except (pymysql.err.Error, OSError) as exc:
+        except _STATEMENT_FAILURES as exc:
             if not is_connection_error(exc):
                 raise
             self._lost(exc)

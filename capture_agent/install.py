@@ -6,9 +6,7 @@ import re
 import time
 from collections.abc import Callable
 
-import pymysql
-
-from capture_agent.db import Database
+from capture_agent.db import DRIVER_ERRORS, Database
 from capture_agent.dialects import TableInfo, install_ddl, installed_triggers_query, uninstall_ddl
 from capture_agent.method import dialect_of, discover_table, discover_tables
 from capture_agent.schema import catches_stale_columns, replace_triggers
@@ -91,7 +89,7 @@ def _with_retries(replace: Callable[[], object]) -> None:
         try:
             replace()
             return
-        except pymysql.err.MySQLError:
+        except DRIVER_ERRORS:
             if attempt == 9:
                 raise
             time.sleep(0.2)

@@ -21,10 +21,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-import pymysql
 from prometheus_client import Counter
 
-from capture_agent.db import Database
+from capture_agent.db import DRIVER_ERRORS, Database
 from capture_agent.dialects import (
     VERSION_KEY,
     TableInfo,
@@ -176,7 +175,7 @@ class SchemaWatch:
             self._report(SchemaChange.between(table, found), self.clock() - previous_check, named_old)
         try:
             replace_triggers(self.db, found, self.in_place, installed=installed)
-        except pymysql.err.MySQLError as exc:  # e.g. `obflow capture ddl` replacing them at the same moment
+        except DRIVER_ERRORS as exc:  # e.g. `obflow capture ddl` replacing them at the same moment
             log.info("replacing the triggers of %s failed (%s); trying again at the next poll", table.qualified, exc)
             self._unreplaced.add(table.qualified)
         else:

@@ -82,8 +82,7 @@ def _capture_ddl(args: argparse.Namespace) -> int:
 
 
 def _capture_schema_change(args: argparse.Namespace) -> int:
-    import pymysql
-
+    from capture_agent.db import DRIVER_ERRORS
     from capture_agent.install import SchemaChangeError, apply_schema_change
     from obflow.runtime import start_component
 
@@ -93,7 +92,7 @@ def _capture_schema_change(args: argparse.Namespace) -> int:
     except SchemaChangeError as exc:
         print(f"obflow capture ddl: {exc}", file=sys.stderr)
         return 2
-    except pymysql.err.MySQLError as exc:
+    except DRIVER_ERRORS as exc:
         print(f"obflow capture ddl: the database refused it ({exc.args[-1]}); capture is as before", file=sys.stderr)
         return 1
     print(f"applied to {table.qualified} with its change capture kept: {', '.join(c.name for c in table.columns)}")
