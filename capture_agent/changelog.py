@@ -50,7 +50,9 @@ from obflow.log import Fault, log_fault
 
 log = logging.getLogger("obflow.capture.changelog")
 
-UNKNOWN_COLUMN = 1054
+UNKNOWN_COLUMN = {1054, 904}
+"""A column named is gone: MySQL family 1054; Oracle mode ORA-00904 (the code as an Oracle-mode tenant reports
+it over the wire is unverified here: none runs on this machine)."""
 
 Gap = list[float]  # [low seq, high seq, first seen (epoch seconds)]
 
@@ -164,10 +166,9 @@ class ChangeLogCapture(SnapshotThenStream):
         table = self.tables[index]
         high_water = int(entry["hw"])
         rows = self.db.query(log_query(self.dialect, table, limit), (high_water,))
-        if self.dialect == "mysql":
-            # after reading: a row written after a DDL is then always judged by the table's new shape
-            table = self.tables[index] = self._schema_watch().check(table)
-            rows += self._read_on_to_twins(table, rows, limit)
+        # after reading: a row written after a DDL is then always judged by the table's new shape
+        table = self.tables[index] = self._schema_watch().check(table)
+        rows += self._read_on_to_twins(table, rows, limit)
         for low, high, _ in entry["gaps"]:
             rows += self.db.query(gap_query(self.dialect, table), (int(low), int(high)))
         version = schema_version(table)
@@ -263,7 +264,7 @@ class ChangeLogCapture(SnapshotThenStream):
         try:
             rows = self.db.query(row_by_key_query(self.dialect, table), [raw_key[k] for k in table.primary_key])
         except OPERATIONAL_ERRORS as exc:
-            if exc.args and exc.args[0] == UNKNOWN_COLUMN:
+            if exc.args and exc.args[0] in UNKNOWN_COLUMN:
                 raise _TableChangedError() from exc
             raise
         if rows:

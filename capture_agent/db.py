@@ -37,7 +37,7 @@ DRIVER_ERRORS: tuple[type[Exception], ...] = (pymysql.err.MySQLError, pyoceanbas
 """Every error a driver raises: a failed statement or a lost connection."""
 OPERATIONAL_ERRORS: tuple[type[Exception], ...] = (pymysql.err.OperationalError, pyoceanbase.err.OperationalError)
 INTERFACE_ERRORS: tuple[type[Exception], ...] = (pymysql.err.InterfaceError, pyoceanbase.err.InterfaceError)
-_STATEMENT_FAILURES: tuple[type[Exception], ...] = (*DRIVER_ERRORS, OSError)
+DRIVER_OR_NETWORK_ERRORS: tuple[type[Exception], ...] = (*DRIVER_ERRORS, OSError)
 
 
 def is_connection_error(exc: BaseException) -> bool:
@@ -111,7 +111,7 @@ class Database:
             with self._conn.cursor() as cursor:
                 count = int(cursor.execute(sql, tuple(params) or None))
                 result = list(cursor.fetchall()) if fetch else count
-        except _STATEMENT_FAILURES as exc:
+        except DRIVER_OR_NETWORK_ERRORS as exc:
             if not is_connection_error(exc):
                 raise
             self._lost(exc)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from capture_agent.db import Database
-from capture_agent.dialects import Column, Dialect, TableInfo, catalog_queries
+from capture_agent.dialects import Column, Dialect, TableInfo, catalog_queries, oracle_capturable
 from obflow.config import ObflowConfig, TableConfig
 from obflow.events import ChangeEvent
 
@@ -80,7 +80,8 @@ def discover_tables(db: Database, config: ObflowConfig) -> list[TableInfo]:
 
 def discover_table(db: Database, config: ObflowConfig, spec: TableConfig, missing_ok: bool = False) -> TableInfo | None:
     """One configured table as the catalog has it now; None when it does not exist and ``missing_ok``."""
-    columns_sql, key_sql = catalog_queries(dialect_of(config))
+    dialect = dialect_of(config)
+    columns_sql, key_sql = catalog_queries(dialect)
     schema, name = config.source.schema_and_table(spec)
     columns = tuple(Column(str(n), str(t), str(full)) for n, t, full in db.query(columns_sql, (schema, name)))
     if not columns:
@@ -97,4 +98,5 @@ def discover_table(db: Database, config: ObflowConfig, spec: TableConfig, missin
     unknown = [k for k in key if k not in {c.name for c in columns}]
     if unknown:
         raise TableNotFoundError(f"source.tables: primary_key {unknown} not among the columns of {schema}.{name}")
-    return TableInfo(schema, name, columns, key)
+    columns, skipped = oracle_capturable(columns) if dialect == "oracle" else (columns, ())
+    return TableInfo(schema, name, columns, key, skipped)

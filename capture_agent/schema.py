@@ -26,13 +26,16 @@ from prometheus_client import Counter
 from capture_agent.db import DRIVER_ERRORS, Database
 from capture_agent.dialects import (
     VERSION_KEY,
+    Dialect,
     TableInfo,
-    install_ddl,
     installed_triggers_query,
+    is_capture_trigger,
     schema_version,
+    trigger_ddl,
     trigger_version,
+    version_marker,
 )
-from capture_agent.method import discover_table
+from capture_agent.method import dialect_of, discover_table
 from obflow.config import ObflowConfig
 from obflow.log import Fault, log_event, log_fault
 
@@ -122,23 +125,37 @@ def _key(row: LogRow) -> dict[str, Any]:
     return key
 
 
-def installed_triggers(db: Database, table: TableInfo) -> dict[str, str]:
+def installed_triggers(db: Database, dialect: Dialect, table: TableInfo) -> dict[str, str]:
     """The triggers on ``table`` now, name to body."""
-    return {str(n): str(b) for n, b in db.query(installed_triggers_query(), (table.schema, table.name))}
+    return {str(n): str(b) for n, b in db.query(installed_triggers_query(dialect), (table.schema, table.name))}
 
 
 def replace_triggers(
-    db: Database, table: TableInfo, in_place: bool, key_only: bool = False, installed: dict[str, str] | None = None
+    db: Database,
+    dialect: Dialect,
+    table: TableInfo,
+    in_place: bool,
+    key_only: bool = False,
+    installed: dict[str, str] | None = None,
 ) -> None:
     """Give ``table`` the change-log triggers of its shape now (``installed``: the ones it has, if known)."""
-    installed = installed_triggers(db, table) if installed is None else installed
-    for statement in install_ddl("mysql", table, installed, replace_in_place=in_place, key_only=key_only)[1:]:
+    installed = installed_triggers(db, dialect, table) if installed is None else installed
+    for statement in trigger_ddl(dialect, table, installed, replace_in_place=in_place, key_only=key_only):
         db.execute(statement)
 
 
 def catches_stale_columns(server_version: str) -> bool:
     """Whether the engine lets a trigger catch an unknown column (MariaDB; seekdb fails at compile time)."""
     return "mariadb" in server_version.lower()
+
+
+def server_version(db: Database, dialect: Dialect) -> str:
+    return "OceanBase Oracle mode" if dialect == "oracle" else str(db.query("SELECT VERSION()")[0][0])
+
+
+def replaces_in_place(db: Database, dialect: Dialect) -> bool:
+    """Whether a trigger is replaced by ``CREATE OR REPLACE`` (atomic): Oracle mode and MariaDB."""
+    return dialect == "oracle" or catches_stale_columns(server_version(db, dialect))
 
 
 class SchemaWatch:
@@ -148,33 +165,41 @@ class SchemaWatch:
         self.config = config
         self.db = db
         self.clock = clock
-        self.server_version = str(db.query("SELECT VERSION()")[0][0])
-        self.in_place = catches_stale_columns(self.server_version)
+        self.dialect = dialect_of(config)
+        self.server_version = server_version(db, self.dialect)
+        # an Oracle-mode trigger naming a column gone is invalid, and fails every write until replaced
+        self.stale_trigger_fails_writes = self.dialect == "oracle" or not catches_stale_columns(self.server_version)
+        self.in_place = self.dialect == "oracle" or not self.stale_trigger_fails_writes
         self._checked_at: dict[str, float] = {}
         self._gone: set[str] = set()
         self._unreplaced: set[str] = set()
 
     def check(self, table: TableInfo) -> TableInfo:
-        """``table`` as the catalog has it now (the same object when nothing changed)."""
+        """``table`` as the catalog has it now (the same object when nothing changed). At the first check the
+        installed triggers are brought to the current shape too (left by a crashed `obflow capture ddl`, an
+        older release, or generated offline from the config's columns)."""
         now = self.clock()
+        first = table.qualified not in self._checked_at
         previous_check = self._checked_at.get(table.qualified, now)
         self._checked_at[table.qualified] = now
         found = self._read(table)
         if found is None:
             return table
         changed = (found.columns, found.primary_key) != (table.columns, table.primary_key)
-        if not changed and table.qualified not in self._unreplaced:
+        if not changed and not first and table.qualified not in self._unreplaced:
             return table
-        installed = installed_triggers(self.db, found)
+        installed = installed_triggers(self.db, self.dialect, found)
+        ours = [body for name, body in installed.items() if is_capture_trigger(self.dialect, table.name, name)]
         if changed:
             # triggers of the old shape (or of a release before versions) named every column of it: on seekdb a
-            # statement fails until they are gone
-            marker = f"'{VERSION_KEY}', '{trigger_version(table)}'"
-            ours = [body for name, body in installed.items() if name.startswith(f"{table.name}__obflow_")]
+            # statement fails until they are gone, in Oracle mode until the trigger is valid again (ORA-04098)
+            marker = version_marker(self.dialect, trigger_version(table))
             named_old = any(marker in body or VERSION_KEY not in body for body in ours)
             self._report(SchemaChange.between(table, found), self.clock() - previous_check, named_old)
+        if not ours:
+            return found  # not installed: only `obflow capture install` creates capture (with its change log)
         try:
-            replace_triggers(self.db, found, self.in_place, installed=installed)
+            replace_triggers(self.db, self.dialect, found, self.in_place, installed=installed)
         except DRIVER_ERRORS as exc:  # e.g. `obflow capture ddl` replacing them at the same moment
             log.info("replacing the triggers of %s failed (%s); trying again at the next poll", table.qualified, exc)
             self._unreplaced.add(table.qualified)
@@ -214,7 +239,7 @@ class SchemaWatch:
             old_version=change.old_version,
             new_version=change.new_version,
         )
-        if change.removed and writes_failed and not self.in_place:
+        if change.removed and writes_failed and self.stale_trigger_fails_writes:
             WRITE_FAILURE_WINDOWS.labels(change.table).inc()
             log_fault(
                 log,

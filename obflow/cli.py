@@ -63,21 +63,43 @@ def _datahub_emulator(args: argparse.Namespace) -> int:
 
 
 def _capture_ddl(args: argparse.Namespace) -> int:
-    from capture_agent.install import apply_ddl, change_log_ddl
+    from capture_agent.dialects import script
+    from capture_agent.install import apply_ddl, apply_ddl_guard, change_log_plan, ddl_guard_ddl
+    from capture_agent.method import dialect_of
     from obflow.runtime import start_component
 
     config = start_component("capture", args.config)
+    remove = args.capture_command == "uninstall"
     try:
-        statements = change_log_ddl(config, remove=args.capture_command == "uninstall")
+        plan = change_log_plan(config, remove=remove, offline_ok=args.print)
     except Exception as exc:
         print(f"obflow capture {args.capture_command}: {exc}", file=sys.stderr)
         return 2
+    for table in plan.tables:
+        if table.skipped:
+            print(f"warning: {table.qualified}: {', '.join(table.skipped)} (LONG) cannot be named by a row trigger "
+                  "and is left out of the change images", file=sys.stderr)  # fmt: skip
+    guard = [] if remove else ddl_guard_ddl(config)
     if args.print:
-        print(";\n\n".join(statements) + ";")
+        if plan.offline_because:
+            print(f"-- from the columns in {args.config}: the database could not be reached ({plan.offline_because}); "
+                  "the capture agent brings the triggers to the catalog's shape at its first poll")  # fmt: skip
+        print(script(dialect_of(config), plan.statements), end="")
+        if guard:
+            print("\n-- optional: rejects an ALTER TABLE that would invalidate a capture trigger (needs DDL triggers)")
+            print(script(dialect_of(config), guard), end="")
         return 0
-    apply_ddl(config, statements)
-    verb = "removed from" if args.capture_command == "uninstall" else "installed on"
-    print(f"change capture {verb} {len(config.source.tables)} table(s) ({len(statements)} statements)")
+    apply_ddl(config, plan.statements)
+    verb = "removed from" if remove else "installed on"
+    print(f"change capture {verb} {len(config.source.tables)} table(s) ({len(plan.statements)} statements)")
+    if guard:
+        refused = apply_ddl_guard(config)
+        if refused:
+            print(f"warning: the DDL guard was not created ({refused}): an ALTER TABLE that drops, renames or retypes "
+                  "a captured column fails the table's writes until the agent replaces its trigger (one poll); apply "
+                  "such DDL with `obflow capture ddl`", file=sys.stderr)  # fmt: skip
+        else:
+            print("DDL guard created: ALTER TABLE that would break a capture trigger names `obflow capture ddl`")
     return 0
 
 

@@ -1,4 +1,5 @@
-"""Pure parts of change-log capture: gap tracking bounds and the generated DDL of both dialects."""
+"""Pure parts of change-log capture: gap tracking bounds and the generated MySQL-family DDL (Oracle mode:
+test_oracle_mode.py)."""
 
 from __future__ import annotations
 
@@ -12,18 +13,6 @@ from capture_agent.dialects import (
     schema_version,
     snapshot_query,
     uninstall_ddl,
-)
-
-ORDERS = TableInfo(
-    "TRADE",
-    "ORDERS",
-    (
-        Column("ID", "number"),
-        Column("STATUS", "varchar2"),
-        Column("PAID_AT", "timestamp(6)"),
-        Column("DOC", "raw"),
-    ),
-    ("ID",),
 )
 
 
@@ -50,28 +39,6 @@ def test_gaps_are_bounded_in_count_oldest_first() -> None:
 def test_a_sequence_jump_is_one_range() -> None:
     gaps, _ = track_gaps([], 10, 1_000_011, {1_000_011}, now=1, max_count=10, max_age=60)
     assert gaps == [[11, 1_000_010, 1]]
-
-
-def test_oracle_mode_ddl_has_sequence_table_and_row_trigger() -> None:
-    """OceanBase Oracle mode cannot run here: the generated DDL is checked for its shape only."""
-    sequence, table, trigger = install_ddl("oracle", ORDERS)
-    assert 'CREATE SEQUENCE "TRADE"."ORDERS$OBF_SEQ"' in sequence and "ORDER" in sequence
-    assert "SQLCODE != -955" in sequence and "SQLCODE != -955" in table  # idempotent: exists is fine
-    assert 'CREATE TABLE "TRADE"."ORDERS$OBF_LOG" (SEQ NUMBER(19) PRIMARY KEY' in table
-    assert trigger.startswith('CREATE OR REPLACE TRIGGER "TRADE"."ORDERS$OBF_TRG" AFTER INSERT OR UPDATE OR DELETE')
-    assert 'ON "TRADE"."ORDERS" FOR EACH ROW\n' in trigger
-    assert trigger.count('"TRADE"."ORDERS$OBF_SEQ".NEXTVAL') == 3
-    assert "JSON_OBJECT('ID' VALUE TO_CHAR(:NEW.\"ID\"))" in trigger  # NUMBER travels as exact text
-    assert "'PAID_AT' VALUE TO_CHAR(:OLD.\"PAID_AT\", 'YYYY-MM-DD\"T\"HH24:MI:SS.FF6')" in trigger
-    assert 'UTL_ENCODE.BASE64_ENCODE(:NEW."DOC")' in trigger
-    assert "DBMS_TRANSACTION.LOCAL_TRANSACTION_ID" in trigger
-    assert "'c'" in trigger and "'u'" in trigger and "'d'" in trigger
-    assert trigger.rstrip().endswith("END;")
-    assert [s.split("'")[1].split()[1] for s in uninstall_ddl("oracle", ORDERS)] == [
-        "TRIGGER",
-        "SEQUENCE",
-        "TABLE",
-    ]
 
 
 def test_mysql_ddl_is_rerunnable_and_replaces_a_trigger_without_a_moment_uncaptured() -> None:

@@ -6,16 +6,25 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import yaml
 
+from capture_agent.db import Database
+from capture_agent.dialects import schema_version
+from capture_agent.method import discover_tables
+from capture_agent.schema import installed_triggers
+from obflow.datahub.emulator import DataHubEmulator
 from obflow.localdb import Engine
-from tests.capture.conftest import capture_config
+from obflow.net import free_port
+from tests.capture.conftest import RunningAgent, capture_config, read_topic
+from tests.waiting import wait_for
 
 
-def cli(engine: Engine, database: str, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def cli(engine: Engine, database: str, tmp_path: Path, *args: str, **source: Any) -> subprocess.CompletedProcess[str]:
     config = capture_config(engine, database, tmp_path / "state", "http://127.0.0.1:1")
     data = config.model_dump(mode="json")
+    data["source"].update(source)
     del data["datahub"]["access_key"]
     path = tmp_path / "capture.yaml"
     path.write_text(yaml.safe_dump(data))
@@ -77,3 +86,54 @@ def test_capture_ddl_applies_an_alter_table_and_names_what_it_cannot_apply(
     failed = cli(engine, database, tmp_path, "ddl", "ALTER TABLE orders DROP COLUMN nope")
     assert failed.returncode == 1 and "the database refused it" in failed.stderr, failed.stderr
     assert "Traceback" not in failed.stderr
+
+
+ORDERS_AS_CONFIGURED = {
+    "name": "orders",
+    "primary_key": ["id"],
+    "columns": [{"name": "id", "type": "BIGINT"}, {"name": "status", "type": "VARCHAR(20)"},
+                {"name": "amount", "type": "DECIMAL(12,2)"}],
+}  # fmt: skip
+
+
+def test_print_without_a_database_uses_the_configured_columns_and_the_agent_adopts_what_it_installed(
+    engine: Engine, database: str, datahub: DataHubEmulator, tmp_path: Path
+) -> None:
+    """A DBA reviews the DDL before granting anything: no database is reachable (a closed port)."""
+    closed = {"port": free_port(), "tables": [ORDERS_AS_CONFIGURED]}
+    printed = cli(engine, database, tmp_path, "install", "--print", **closed)
+    assert printed.returncode == 0, printed.stderr
+    assert printed.stdout.startswith("-- from the columns in ") and "could not be reached" in printed.stdout
+    assert "CAST(NEW.`amount` AS CHAR)" in printed.stdout  # typed from the config: DECIMAL as exact text
+    incomplete = cli(engine, database, tmp_path, "install", "--print", port=closed["port"])
+    assert incomplete.returncode == 2 and "Traceback" not in incomplete.stderr
+    assert (
+        "cannot be reached (Can't connect" in incomplete.stderr and "source.tables[0] (orders), " in incomplete.stderr
+    )
+
+    # the DBA runs the reviewed script; the agent then gives the triggers the catalog's shape at its first poll
+    script = "\n".join(line for line in printed.stdout.splitlines() if not line.startswith("--"))
+    with engine.connect(database) as conn, conn.cursor() as cur:
+        for statement in script.split(";\n\n"):
+            cur.execute(statement.strip().removesuffix(";"))
+    config = capture_config(engine, database, tmp_path / "agent", datahub.endpoint, snapshot=False)
+    config = config.model_copy(update={"source": config.source.model_copy(update={"tables": config.source.tables[:1]})})
+    db = Database(config.source)
+    db.connect()
+    agent = RunningAgent(config)
+    try:
+        (table,) = discover_tables(db, config)
+
+        def adopted() -> bool:
+            bodies = installed_triggers(db, "mysql", table).values()
+            return len(bodies) == 3 and all(f"'{schema_version(table)}'" in body for body in bodies)
+
+        wait_for(adopted, 10)
+        with engine.connect(database) as conn, conn.cursor() as cur:
+            cur.execute("INSERT INTO orders (id, status, amount) VALUES (1, 'NEW', 2.50)")
+        events = wait_for(lambda: [e for e in read_topic(config) if e.source.table == "orders"] or None, 10)
+    finally:
+        agent.stop()
+        db.close()
+    assert [(e.op, e.after and e.after["amount"]) for e in events] == [("c", "2.50")]
+    assert events[0].after is not None and "paid_at" in events[0].after  # the catalog's columns, not the config's
