@@ -22,8 +22,9 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from capture_agent.changelog import ChangeLogCapture
 from capture_agent.db import ConnectionLostError, Database
-from capture_agent.method import Captured, CaptureMethod, TableNotFoundError, discover_tables
-from capture_agent.state import PositionStore
+from capture_agent.install import install, uncaptured
+from capture_agent.method import Captured, CaptureMethod, Position, TableNotFoundError, discover_tables
+from capture_agent.state import PositionStore, ResnapshotRequest, ResnapshotRequests
 from obflow.config import ObflowConfig
 from obflow.datahub.client import ensure_change_topic, make_client
 from obflow.datahub.producer import DeliveryError, Producer
@@ -45,6 +46,19 @@ LAST_COMMIT = Gauge("obflow_capture_last_commit_timestamp_seconds", "When a posi
 
 def build_method(config: ObflowConfig, db: Database) -> CaptureMethod:
     tables = discover_tables(db, config)
+    if config.capture.method == "changelog":
+        missing = uncaptured(db, config, tables)
+        if missing and config.capture.install == "never":
+            raise TableNotFoundError(
+                f"{', '.join(t.qualified for t in missing)} ha{'s' if len(missing) == 1 else 've'} no change capture "
+                "and capture.install is never: apply `obflow capture install` (review it with --print first), or "
+                "set capture.install: missing"
+            )
+        for table in missing:
+            install(db, config, table)
+        if missing:
+            names = [table.qualified for table in missing]
+            log_event(log, "capture.installed", f"change capture installed on {', '.join(names)}", tables=names)
     if config.capture.method == "binlog":
         from capture_agent.binlog import BinlogCapture
 
@@ -57,6 +71,7 @@ class CaptureAgent:
         self.config = config
         self.db = Database(config.source)
         self.positions = PositionStore(config.capture.state_dir)
+        self.requests = ResnapshotRequests(config.capture.state_dir)
         self.stop_event = threading.Event()
         self.datahub_ok = False
         self.http = HealthServer("capture", config.capture.http_port, self._readiness)
@@ -109,7 +124,7 @@ class CaptureAgent:
             )
         while not self.stop_event.is_set():
             try:
-                captured: Captured = self._with_db(partial(method.poll, position))
+                captured, request = self._with_db(partial(self._next, method, position))
             except _StoppedError:
                 break
             if captured.events and not self._deliver(captured):
@@ -123,6 +138,8 @@ class CaptureAgent:
                     self._with_db(partial(method.acknowledge, position))
                 except _StoppedError:
                     break
+            if request is not None:
+                self.requests.done(request)
             if not captured.events:
                 self.stop_event.wait(self.config.capture.poll_interval)
                 try:
@@ -131,6 +148,23 @@ class CaptureAgent:
                     break
         log_event(log, "capture.stopped", "capture agent stopped; position committed", position=position)
         return 0
+
+    def _next(self, method: CaptureMethod, position: Position) -> tuple[Captured, ResnapshotRequest | None]:
+        """The next batch: a re-snapshot asked for with `obflow capture resnapshot` when one can start (with
+        the request, done once its position is committed), else the next poll."""
+        for request in self.requests.pending():
+            try:
+                planned = method.resnapshot(position, request.table, request.id)
+            except (NotImplementedError, TableNotFoundError) as exc:
+                log_fault(log, Fault.CAPTURE_RESNAPSHOT_REFUSED, f"re-snapshot of {request.table} refused: {exc}",
+                          table=request.table, request=request.id)  # fmt: skip
+                self.requests.done(request)
+                continue
+            if planned is not None:
+                log_event(log, "capture.resnapshot", f"re-snapshot of {request.table} planned", table=request.table,
+                          request=request.id)  # fmt: skip
+                return planned, request
+        return method.poll(position), None
 
     def stop(self) -> None:
         self.stop_event.set()

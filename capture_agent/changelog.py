@@ -41,12 +41,12 @@ from capture_agent.dialects import (
     schema_version,
     seq_query,
 )
-from capture_agent.method import Captured, Position, split_key_change
+from capture_agent.method import Captured, Position, TableNotFoundError, split_key_change
 from capture_agent.schema import SchemaWatch, drop_older_copies, now_columns_missing, row_version
 from capture_agent.snapshot import SnapshotThenStream, copy_position, snapshot_pending
 from capture_agent.values import normalize, normalize_row
 from obflow.events import ChangeEvent, SourceInfo
-from obflow.log import Fault, log_fault
+from obflow.log import Fault, log_event, log_fault
 
 log = logging.getLogger("obflow.capture.changelog")
 
@@ -109,32 +109,57 @@ class ChangeLogCapture(SnapshotThenStream):
     def initial_position(self) -> Position:
         if self.config.capture.snapshot:
             self.begin_snapshot()
-        tables: dict[str, Any] = {}
-        for table in self.tables:
-            high_water = int(self.db.query(max_seq_query(self.dialect, table))[0][0])
-            entry: dict[str, Any] = {"hw": 0, "gaps": []}
-            if self.config.capture.snapshot:
-                # Everything at or below the high water that is not in the log yet is an open gap.
-                seen = {int(r[0]) for r in self.db.query(seq_query(self.dialect, table), (1, high_water))}
-                gaps, _ = track_gaps(
-                    [],
-                    0,
-                    high_water,
-                    seen,
-                    self.clock(),
-                    self.config.capture.gap_max_count,
-                    self.config.capture.gap_max_age,
-                )
-                entry = {
-                    "hw": high_water,
-                    "gaps": gaps,
-                    "snapshot": {"hw": high_water, "after": None, "done": False},
-                }
-            tables[table.qualified] = entry
-        return {"method": self.name, "tables": tables}
+        return {"method": self.name, "tables": {table.qualified: self._start(table) for table in self.tables}}
+
+    def _start(self, table: TableInfo) -> dict[str, Any]:
+        """Where capture of ``table`` starts. When snapshotting (inside the snapshot transaction): at the high
+        water that transaction sees, with the sequences it does not see as open gaps, and a snapshot."""
+        if not self.config.capture.snapshot:
+            return {"hw": 0, "gaps": []}
+        high_water = int(self.db.query(max_seq_query(self.dialect, table))[0][0])
+        seen = {int(r[0]) for r in self.db.query(seq_query(self.dialect, table), (1, high_water))}
+        gaps, _ = track_gaps(
+            [], 0, high_water, seen, self.clock(), self.config.capture.gap_max_count, self.config.capture.gap_max_age
+        )
+        return {"hw": high_water, "gaps": gaps, "snapshot": {"hw": high_water, "after": None, "done": False}}
+
+    def _start_added(self, position: Position) -> None:
+        """Tables added to ``source.tables`` since the position was first taken start (and are snapshotted)
+        on their own; the others go on from where they are."""
+        added = [table for table in self.tables if table.qualified not in position["tables"]]
+        if not added:
+            return
+        if self.config.capture.snapshot and self._snapshot_session != self.db.session:
+            self.begin_snapshot()
+        for table in added:
+            position["tables"][table.qualified] = self._start(table)
+        names = [table.qualified for table in added]
+        log_event(log, "capture.table_added", f"capturing {', '.join(names)} from now on", tables=names,
+                  snapshot=self.config.capture.snapshot)  # fmt: skip
+
+    def resnapshot(self, position: Position, table: str, request: str) -> Captured | None:
+        index = next((i for i, t in enumerate(self.tables) if t.qualified == table), None)
+        if index is None:
+            raise TableNotFoundError(f"{table} is not in source.tables")
+        if ((position["tables"].get(table) or {}).get("snapshot") or {}).get("request") == request:
+            return Captured([], position)
+        if table not in position["tables"] or snapshot_pending(position):
+            return None  # one snapshot at a time
+        new_position = copy_position(position)
+        self.begin_snapshot()
+        # inside the snapshot transaction: every change it sees, so the snapshot's rows come after them all
+        entry, events = new_position["tables"][table], []
+        while True:
+            high_water = entry["hw"]
+            events += self._stream(index, entry, self.config.capture.batch_size)
+            if entry["hw"] == high_water:
+                break
+        entry["snapshot"] = {"hw": entry["hw"], "after": None, "done": False, "request": request}
+        return Captured(events, new_position)
 
     def poll(self, position: Position) -> Captured:
         new_position = copy_position(position)
+        self._start_added(new_position)
         step = self.snapshot_step(new_position)
         if step is not None:
             return step

@@ -14,6 +14,7 @@ from capture_agent.dialects import (
     TableInfo,
     base_type,
     install_ddl,
+    is_capture_trigger,
     oracle_capturable,
     oracle_ddl_guard,
     uninstall_ddl,
@@ -72,6 +73,22 @@ def change_log_plan(config: ObflowConfig, remove: bool = False, offline_ok: bool
         return ChangeLogPlan(statements, tables)
     finally:
         db.close()
+
+
+def uncaptured(db: Database, config: ObflowConfig, tables: list[TableInfo]) -> list[TableInfo]:
+    """Those of ``tables`` without a capture trigger (tables with one are kept current by the schema watch)."""
+    dialect = dialect_of(config)
+    return [
+        table
+        for table in tables
+        if not any(is_capture_trigger(dialect, table.name, name) for name in installed_triggers(db, dialect, table))
+    ]
+
+
+def install(db: Database, config: ObflowConfig, table: TableInfo) -> None:
+    """Create the change log and triggers of ``table`` (idempotent)."""
+    for statement in install_ddl(dialect_of(config), table):
+        db.execute(statement)
 
 
 def configured_tables(config: ObflowConfig, unreachable_because: str) -> list[TableInfo]:

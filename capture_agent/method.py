@@ -39,6 +39,12 @@ class CaptureMethod(ABC):
     def poll(self, position: Position) -> Captured:
         """The next changes after ``position``, bounded by ``capture.batch_size``; may be empty."""
 
+    def resnapshot(self, position: Position, table: str, request: str) -> Captured | None:
+        """Plan a new snapshot of ``table`` (``schema.table``) for ``request``: the changes up to the
+        snapshot's point first, then its rows as ``op=r`` events in the following polls. None: not now (a
+        snapshot is running), ask again; ``position`` unchanged: ``request`` is planned already."""
+        raise NotImplementedError(f"capture.method {self.name} cannot re-snapshot one table")
+
     def acknowledge(self, position: Position) -> None:  # noqa: B027 - optional hook
         """Called after ``position`` was committed: release what is no longer needed (e.g. purge)."""
 

@@ -1,8 +1,9 @@
 """The initial snapshot shared by every capture method: primary-key chunks read as ``op=r`` events.
 
 A snapshot's state lives in the committed position: ``{"hw": <where streaming resumes>, "after":
-<last key read, raw values> | None, "done": bool}``. Each event's position is
-``snapshot:<hw>:<canonical key JSON>``, so a chunk read again after a restart carries the same ids.
+<last key read, raw values> | None, "done": bool, "request": <id of a re-snapshot>}``. Each event's
+position is ``snapshot:<hw>[~<request>]:<canonical key JSON>``, so a chunk read again after a restart
+carries the same ids.
 """
 
 from __future__ import annotations
@@ -30,6 +31,12 @@ def snapshot_pending(position: dict[str, Any]) -> bool:
     return any(e.get("snapshot") and not e["snapshot"]["done"] for e in position["tables"].values())
 
 
+def snapshot_mark(snapshot: dict[str, Any]) -> str:
+    """The snapshot's part of its events' positions: the high water, and the request of a re-snapshot (so
+    its events are new ones even when nothing changed since the last snapshot)."""
+    return f"{snapshot['hw']}~{snapshot['request']}" if snapshot.get("request") else str(snapshot["hw"])
+
+
 def read_snapshot_chunk(
     db: Database,
     dialect: Dialect,
@@ -48,7 +55,7 @@ def read_snapshot_chunk(
     for row in rows:
         image = normalize_row(table, dict(zip(names, row[:width], strict=True)))
         key = {k: image[k] for k in table.primary_key}
-        where = source(f"snapshot:{snapshot['hw']}:{canonical_json(key)}", now_ms, None, "snapshot")
+        where = source(f"snapshot:{snapshot_mark(snapshot)}:{canonical_json(key)}", now_ms, None, "snapshot")
         events.append(ChangeEvent.create("r", key=key, after=image, source=where, ts_ms=now_ms))
     if rows:
         snapshot["after"] = [v if isinstance(v, int | str) else str(v) for v in rows[-1][width:]]

@@ -7,6 +7,8 @@ resumes from a point with nothing lost behind it (R9.1).
 from __future__ import annotations
 
 import os
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,3 +39,36 @@ class PositionStore:
             os.fsync(directory)
         finally:
             os.close(directory)
+
+
+@dataclass(frozen=True)
+class ResnapshotRequest:
+    id: str
+    table: str
+    """``schema.table`` as in the position."""
+
+
+class ResnapshotRequests:
+    """``obflow capture resnapshot`` asks the running agent to re-read a table: one file per request in the
+    state directory, removed by the agent once the position that plans the snapshot is committed."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.dir = state_dir / "requests"
+
+    def add(self, table: str) -> ResnapshotRequest:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        request = ResnapshotRequest(uuid.uuid4().hex[:8], table)
+        tmp = self.dir / f".{request.id}.tmp"
+        tmp.write_bytes(orjson.dumps({"id": request.id, "table": table}))
+        tmp.replace(self.dir / f"{request.id}.json")
+        return request
+
+    def pending(self) -> list[ResnapshotRequest]:
+        """Oldest first."""
+        if not self.dir.is_dir():
+            return []
+        files = sorted(self.dir.glob("*.json"), key=lambda path: path.stat().st_mtime_ns)
+        return [ResnapshotRequest(**orjson.loads(path.read_bytes())) for path in files]
+
+    def done(self, request: ResnapshotRequest) -> None:
+        (self.dir / f"{request.id}.json").unlink(missing_ok=True)

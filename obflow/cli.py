@@ -103,6 +103,27 @@ def _capture_ddl(args: argparse.Namespace) -> int:
     return 0
 
 
+def _capture_resnapshot(args: argparse.Namespace) -> int:
+    from capture_agent.state import ResnapshotRequests
+    from obflow.config import load_config
+
+    try:
+        config = load_config(args.config)
+    except Exception as exc:
+        print(f"obflow capture resnapshot: {exc}", file=sys.stderr)
+        return 2
+    source = config.source
+    wanted = args.table if "." in args.table else f"{source.database}.{args.table}"
+    tables = [".".join(source.schema_and_table(table)) for table in source.tables]
+    if wanted not in tables:
+        print(f"obflow capture resnapshot: {wanted} is not in source.tables ({', '.join(tables)})", file=sys.stderr)
+        return 2
+    request = ResnapshotRequests(config.capture.state_dir).add(wanted)
+    print(f"re-snapshot of {wanted} requested ({request.id}): the agent using {config.capture.state_dir} reads it "
+          "at its next poll, after every change before it")  # fmt: skip
+    return 0
+
+
 def _capture_schema_change(args: argparse.Namespace) -> int:
     from capture_agent.db import DRIVER_ERRORS
     from capture_agent.install import SchemaChangeError, apply_schema_change
@@ -244,6 +265,12 @@ def _add_capture_commands(commands: Any) -> None:
     _add_config_option(schema)
     schema.add_argument("statement", help='the DDL, e.g. "ALTER TABLE orders DROP COLUMN note"')
     schema.set_defaults(handler=_capture_schema_change)
+    resnapshot = capture_commands.add_parser(
+        "resnapshot", help="ask the running agent to re-read one table (op=r), after every change before it"
+    )
+    _add_config_option(resnapshot)
+    resnapshot.add_argument("table", help="a table of source.tables, e.g. orders or SHOP.ORDERS")
+    resnapshot.set_defaults(handler=_capture_resnapshot)
     run = capture_commands.add_parser("run", help="run the capture agent until SIGTERM")
     _add_config_option(run)
     run.set_defaults(handler=_capture_run)

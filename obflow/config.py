@@ -205,7 +205,12 @@ class CaptureConfig(Section):
     poll_interval: Duration = Field(0.2, gt=0)
     batch_size: int = Field(1000, ge=1, le=100_000)
     state_dir: Path = Path("state/capture")
-    snapshot: bool = Field(True, description="Snapshot the tables (op=r) on first start.")
+    snapshot: bool = Field(True, description="Snapshot the tables (op=r) on first start, and tables added later.")
+    install: Literal["missing", "never"] = Field(
+        "missing",
+        description="changelog: at start, create the change log and triggers of configured tables that have none "
+        "(never: a DBA applies the reviewed `obflow capture install --print` instead).",
+    )
     gap_max_count: int = Field(10_000, ge=0, description="Open sequence gaps tracked at most.")
     gap_max_age: Duration = Field(60.0, ge=0, description="How long an open gap is waited for.")
     binlog_server_id: int = Field(8001, ge=1, le=2**32 - 1)

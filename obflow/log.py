@@ -31,6 +31,7 @@ class Fault(StrEnum):
     CAPTURE_WRITES_FAILED = "capture.writes_failed"
     CAPTURE_TABLE_GONE = "capture.table_gone"
     CAPTURE_CHANGE_UNREADABLE = "capture.change_unreadable"
+    CAPTURE_RESNAPSHOT_REFUSED = "capture.resnapshot_refused"
     DATAHUB_PUT_FAILED = "datahub.put_failed"
     DATAHUB_RETRIES_EXHAUSTED = "datahub.retries_exhausted"
     DATAHUB_UNREACHABLE = "datahub.unreachable"
