@@ -22,7 +22,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from capture_agent.changelog import ChangeLogCapture
 from capture_agent.db import ConnectionLostError, Database
-from capture_agent.install import install, uncaptured
+from capture_agent.install import install_missing
 from capture_agent.method import Captured, CaptureMethod, Position, TableNotFoundError, discover_tables
 from capture_agent.state import PositionStore, ResnapshotRequest, ResnapshotRequests
 from obflow.config import ObflowConfig
@@ -47,17 +47,8 @@ LAST_COMMIT = Gauge("obflow_capture_last_commit_timestamp_seconds", "When a posi
 def build_method(config: ObflowConfig, db: Database) -> CaptureMethod:
     tables = discover_tables(db, config)
     if config.capture.method == "changelog":
-        missing = uncaptured(db, config, tables)
-        if missing and config.capture.install == "never":
-            raise TableNotFoundError(
-                f"{', '.join(t.qualified for t in missing)} ha{'s' if len(missing) == 1 else 've'} no change capture "
-                "and capture.install is never: apply `obflow capture install` (review it with --print first), or "
-                "set capture.install: missing"
-            )
-        for table in missing:
-            install(db, config, table)
-        if missing:
-            names = [table.qualified for table in missing]
+        names = [table.qualified for table in install_missing(db, config, tables)]
+        if names:
             log_event(log, "capture.installed", f"change capture installed on {', '.join(names)}", tables=names)
     if config.capture.method == "binlog":
         from capture_agent.binlog import BinlogCapture

@@ -19,7 +19,7 @@ from capture_agent.dialects import (
     oracle_ddl_guard,
     uninstall_ddl,
 )
-from capture_agent.method import dialect_of, discover_table, discover_tables
+from capture_agent.method import TableNotFoundError, dialect_of, discover_table, discover_tables
 from capture_agent.schema import installed_triggers, replace_triggers, replaces_in_place
 from obflow.config import ObflowConfig
 
@@ -75,20 +75,25 @@ def change_log_plan(config: ObflowConfig, remove: bool = False, offline_ok: bool
         db.close()
 
 
-def uncaptured(db: Database, config: ObflowConfig, tables: list[TableInfo]) -> list[TableInfo]:
-    """Those of ``tables`` without a capture trigger (tables with one are kept current by the schema watch)."""
+def install_missing(db: Database, config: ObflowConfig, tables: list[TableInfo]) -> list[TableInfo]:
+    """Create the change log and triggers of those of ``tables`` that have no capture trigger (the others are
+    kept current by the schema watch); the tables installed. ``capture.install: never`` refuses instead."""
     dialect = dialect_of(config)
-    return [
+    missing = [
         table
         for table in tables
         if not any(is_capture_trigger(dialect, table.name, name) for name in installed_triggers(db, dialect, table))
     ]
-
-
-def install(db: Database, config: ObflowConfig, table: TableInfo) -> None:
-    """Create the change log and triggers of ``table`` (idempotent)."""
-    for statement in install_ddl(dialect_of(config), table):
-        db.execute(statement)
+    if missing and config.capture.install == "never":
+        raise TableNotFoundError(
+            f"{', '.join(t.qualified for t in missing)} ha{'s' if len(missing) == 1 else 've'} no change capture and "
+            "capture.install is never: apply `obflow capture install` (review it with --print first), or set "
+            "capture.install: missing"
+        )
+    for table in missing:
+        for statement in install_ddl(dialect, table):
+            db.execute(statement)
+    return missing
 
 
 def configured_tables(config: ObflowConfig, unreachable_because: str) -> list[TableInfo]:

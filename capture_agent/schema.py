@@ -167,9 +167,10 @@ class SchemaWatch:
         self.clock = clock
         self.dialect = dialect_of(config)
         self.server_version = server_version(db, self.dialect)
-        # an Oracle-mode trigger naming a column gone is invalid, and fails every write until replaced
-        self.stale_trigger_fails_writes = self.dialect == "oracle" or not catches_stale_columns(self.server_version)
-        self.in_place = self.dialect == "oracle" or not self.stale_trigger_fails_writes
+        catches = self.dialect == "mysql" and catches_stale_columns(self.server_version)
+        # elsewhere (seekdb; Oracle mode: the trigger is invalid) a stale trigger fails writes until replaced
+        self.stale_trigger_fails_writes = not catches
+        self.in_place = self.dialect == "oracle" or catches
         self._checked_at: dict[str, float] = {}
         self._gone: set[str] = set()
         self._unreplaced: set[str] = set()
