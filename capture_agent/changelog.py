@@ -40,6 +40,7 @@ from capture_agent.dialects import (
     row_by_key_query,
     schema_version,
     seq_query,
+    table_schema,
 )
 from capture_agent.method import Captured, Position, TableNotFoundError, split_key_change
 from capture_agent.schema import SchemaWatch, drop_older_copies, now_columns_missing, row_version
@@ -191,6 +192,7 @@ class ChangeLogCapture(SnapshotThenStream):
         table = self.tables[index]
         high_water = int(entry["hw"])
         rows = self.db.query(log_query(self.dialect, table, limit), (high_water,))
+        self.shapes.setdefault(schema_version(table), table)  # what the rows of a trigger of this shape hold
         # after reading: a row written after a DDL is then always judged by the table's new shape
         table = self.tables[index] = self._schema_watch().check(table)
         rows += self._read_on_to_twins(table, rows, limit)
@@ -257,8 +259,9 @@ class ChangeLogCapture(SnapshotThenStream):
             return None if values is None else {k: normalize(types.get(k, ""), v) for k, v in values.items()}
 
         raw_key = orjson.loads(pk)
-        raw_key.pop(VERSION_KEY, None)
-        source = self.source(table, str(seq), int(commit_ts_ms), None if txid is None else str(txid), "changelog")
+        version = str(raw_key.pop(VERSION_KEY, "")).removesuffix("-key")
+        txid = None if txid is None else str(txid)
+        source = self.source(table, str(seq), int(commit_ts_ms), txid, "changelog", self.shapes.get(version))
         old, new = (None if text is None else orjson.loads(text) for text in (before, after))
         if not raw_key:
             log_fault(
@@ -286,6 +289,7 @@ class ChangeLogCapture(SnapshotThenStream):
         self, table: TableInfo, op: str, raw_key: dict[str, Any], key: dict[str, Any], source: SourceInfo, now_ms: int
     ) -> list[ChangeEvent]:
         """The row with ``key`` as it is now (op ``r``); a deleted row as a delete of its key."""
+        source = source.model_copy(update={"table_schema": table_schema(self.dialect, table)})
         try:
             rows = self.db.query(row_by_key_query(self.dialect, table), [raw_key[k] for k in table.primary_key])
         except OPERATIONAL_ERRORS as exc:

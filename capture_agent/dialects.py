@@ -14,8 +14,10 @@ import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import partial
+from functools import lru_cache, partial
 from typing import Literal
+
+from obflow.events import TableSchema
 
 Dialect = Literal["mysql", "oracle"]
 
@@ -92,6 +94,31 @@ def schema_version(table: TableInfo) -> str:
         ";".join(f"{c.name}:{c.column_type or c.data_type}" for c in table.columns) + "|" + ",".join(table.primary_key)
     )
     return hashlib.sha1(shape.encode()).hexdigest()[:8]
+
+
+def sql_type(dialect: Dialect, column: Column) -> str:
+    """The column's type as SQL declares it, the way ``source.tables[].columns`` takes it: MySQL's
+    COLUMN_TYPE; in Oracle mode rebuilt from the catalog's length, precision and scale."""
+    full = column.column_type or column.data_type
+    catalog = re.fullmatch(r"(.+)\((\d*),(\d*),(\d*)\)", full) if dialect == "oracle" else None
+    if catalog is None:
+        return full
+    name, length, precision, scale = catalog.groups()
+    kind = base_type(name)
+    if kind == "number":
+        return f"{name}({precision},{scale or 0})" if precision else name
+    if kind == "float":
+        return f"{name}({precision})" if precision else name
+    if kind in {"varchar2", "nvarchar2", "char", "nchar", "raw"} and length:
+        return f"{name}({length})"
+    return name
+
+
+@lru_cache(maxsize=1024)
+def table_schema(dialect: Dialect, table: TableInfo) -> TableSchema:
+    """What every event of ``table`` in this shape carries (obflow.events.TableSchema)."""
+    columns = tuple((c.name, sql_type(dialect, c)) for c in table.columns)
+    return TableSchema(version=schema_version(table), columns=columns)
 
 
 def trigger_version(table: TableInfo, key_only: bool = False) -> str:

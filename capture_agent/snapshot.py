@@ -16,7 +16,7 @@ from typing import Any, Literal
 import orjson
 
 from capture_agent.db import Database
-from capture_agent.dialects import Dialect, TableInfo, snapshot_begin, snapshot_end, snapshot_query
+from capture_agent.dialects import Dialect, TableInfo, snapshot_begin, snapshot_end, snapshot_query, table_schema
 from capture_agent.method import Captured, CaptureMethod, Position, dialect_of
 from capture_agent.values import normalize_row
 from obflow.config import ObflowConfig
@@ -77,6 +77,8 @@ class SnapshotThenStream(CaptureMethod):
         self.clock = clock
         self.database = config.source.tenant or config.source.database
         self._snapshot_session: int | None = None
+        self.shapes: dict[str, TableInfo] = {}
+        """Every shape of a table events were built for, by schema version (those of this process)."""
 
     def begin_snapshot(self) -> None:
         for statement in snapshot_begin(self.dialect):
@@ -105,8 +107,19 @@ class SnapshotThenStream(CaptureMethod):
         return None
 
     def source(
-        self, table: TableInfo, position: str, commit_ts_ms: int, txid: str | None, method: Method
+        self,
+        table: TableInfo,
+        position: str,
+        commit_ts_ms: int,
+        txid: str | None,
+        method: Method,
+        written_as: TableInfo | None = None,
     ) -> SourceInfo:
+        """``written_as``: the table's shape when the change was written, if not ``table`` (a change a
+        trigger of an older shape logged)."""
+        shape = written_as or table
+        schema = table_schema(self.dialect, shape)
+        self.shapes[schema.version] = shape
         return SourceInfo(
             method=method,
             database=self.database,
@@ -115,6 +128,7 @@ class SnapshotThenStream(CaptureMethod):
             position=position,
             txid=txid,
             commit_ts_ms=commit_ts_ms,
+            table_schema=schema,
         )
 
 

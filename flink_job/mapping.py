@@ -1,10 +1,18 @@
-"""Change envelopes (JSON lines) → the output rows of one table, as an Arrow table, whole batches at once.
+"""Change envelopes (JSON lines) → the output rows of one table, as Arrow tables, whole batches at once.
 
 Every output row starts with the change's metadata (``_op``, ``_event_id``, ``_commit_ts``,
-``_position``, ``_txid``). A table with configured columns (``source.tables[].columns``) then has
-those columns, selected, renamed and typed (obflow.columns → Arrow), holding the row image: the
-``after`` image, or ``before`` for a delete. A table without configured columns keeps ``key``,
-``before`` and ``after`` as canonical JSON text (lossless, untyped).
+``_position``, ``_txid``), then the row image (the ``after`` image, or ``before`` for a delete) as
+typed columns (obflow.columns → Arrow):
+
+* a table with configured columns (``source.tables[].columns``): those columns, selected, renamed and
+  typed as configured, whatever the table's shape;
+* a table without: the columns its events say the table had when the change was written
+  (``source.table_schema``, from the database catalog), so the output follows the table: each shape
+  (schema version) is one Arrow schema, and a run of changes of one shape is mapped on its own (a
+  file never mixes two shapes: flink_job.shard rolls it). A column whose type has no typed form
+  (MySQL JSON, ENUM, spatial types) holds its value's canonical JSON text;
+* events that do not say (written by another producer): ``key``, ``before`` and ``after`` as
+  canonical JSON text (lossless, untyped).
 
 Decoding is one ``pyarrow.json.read_json`` per batch with an explicit schema, straight from the
 payloads' Arrow buffer (the only decode of a payload). When a batch fails, each payload is tried
@@ -14,6 +22,7 @@ alone so exactly the bad ones become dead letters, with Arrow's reason (R2.7).
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import orjson
@@ -22,9 +31,9 @@ import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
 from flink_job.formats import concatenated
-from obflow.columns import ColumnType
+from obflow.columns import ColumnType, parse_sql_type
 from obflow.config import ColumnConfig, TableConfig
-from obflow.events import canonical_json
+from obflow.events import TableSchema, canonical_json
 
 META = pa.schema(
     [
@@ -39,6 +48,9 @@ JSON_IMAGES = pa.schema([("key", pa.string()), ("before", pa.string()), ("after"
 LINE = "__line"
 """A column added while mapping: the row's line number in the batch, to find a failed row's payload."""
 OPS = ["c", "u", "d", "r"]
+SCHEMA_VERSION = b"obflow.schema_version"
+"""The Arrow (and Parquet) schema metadata key naming the table shape of a file's rows."""
+_SHAPE = pa.struct([("version", pa.string()), ("columns", pa.list_(pa.list_(pa.string())))])
 
 
 def output_type(column: ColumnType) -> pa.DataType:
@@ -76,19 +88,41 @@ class BadLine:
     stage: str
 
 
-class TableMapping:
-    """How one table's envelopes become output rows."""
+class ShapeChangedError(Exception):
+    """A batch holds changes of another table shape than the mapping's (FollowingMapping splits it)."""
 
-    def __init__(self, table: TableConfig | None) -> None:
-        self.columns: list[ColumnConfig] = list(table.columns) if table else []
-        row = [(c.output_name, output_type(c.column_type)) for c in self.columns]
-        self.schema = pa.schema([*META, *(row or JSON_IMAGES)])
+
+class TableMapping:
+    """How one table's envelopes of one shape become output rows."""
+
+    def __init__(self, table: TableConfig | None, shape: TableSchema | None = None, one_shape: bool = False) -> None:
+        """``shape``: the table's columns from its events, used when ``table`` configures none; without
+        either, the row images stay JSON text. ``one_shape``: every event must be of ``shape`` (or carry
+        none, without one), else :class:`ShapeChangedError`."""
+        self.shape = None if table and table.columns else shape
+        self.one_shape = one_shape
+        self.columns: list[ColumnConfig] = list(table.columns) if table and table.columns else []
+        self.text_columns: list[str] = []
+        """Columns of the shape whose type has no typed form: their values' JSON text."""
+        if self.shape is not None:
+            for name, sql_type in self.shape.columns:
+                try:
+                    parse_sql_type(sql_type)
+                    self.columns.append(ColumnConfig(name=name, type=sql_type))
+                except ValueError:
+                    self.text_columns.append(name)
+        typed = [(c.output_name, output_type(c.column_type)) for c in self.columns]
+        text = [(name, pa.string()) for name in self.text_columns]
+        metadata = None if self.shape is None else {SCHEMA_VERSION: self.shape.version.encode()}
+        images = JSON_IMAGES if self.shape is None and not self.columns else []
+        self.schema = pa.schema([*META, *typed, *text, *images], metadata=metadata)
         """The schema of the output files."""
         self.numbered_schema = self.schema.append(pa.field(LINE, pa.int64()))
         """The schema of :meth:`rows`: the output schema plus the :data:`LINE` bookkeeping column."""
         source = pa.struct(
-            [("table", pa.string()), ("position", pa.string()), ("txid", pa.string()), ("commit_ts_ms", pa.int64())]
-        )
+            [("table", pa.string()), ("position", pa.string()), ("txid", pa.string()), ("commit_ts_ms", pa.int64()),
+             ("table_schema", _SHAPE)]
+        )  # fmt: skip
         envelope = [("event_id", pa.string()), ("op", pa.string()), ("source", source)]
         if self.columns:
             image = pa.struct([(c.name, parse_type(c.column_type)) for c in self.columns])
@@ -96,6 +130,15 @@ class TableMapping:
         self.parse_options = pa_json.ParseOptions(
             explicit_schema=pa.schema(envelope), unexpected_field_behavior="ignore"
         )
+
+    @property
+    def version(self) -> str | None:
+        return None if self.shape is None else self.shape.version
+
+    def runs(self, payloads: pa.Array) -> tuple[list[pa.Table], list[BadLine]]:
+        """:meth:`rows` as one run (the interface of :class:`FollowingMapping`)."""
+        rows, bad = self.rows(payloads)
+        return ([rows] if rows.num_rows else []), bad
 
     def rows(self, payloads: pa.Array) -> tuple[pa.Table, list[BadLine]]:
         """The output rows of ``payloads`` (envelope JSON texts; with a :data:`LINE` column: the index of
@@ -154,6 +197,13 @@ class TableMapping:
             "_position": source.field("position"),
             "_txid": source.field("txid"),
         }
+        if self.one_shape:
+            versions = source.field("table_schema").field("version")
+            same = (
+                pc.is_null(versions) if self.version is None else pc.fill_null(pc.equal(versions, self.version), False)
+            )
+            if not pc.all(same).as_py():
+                raise ShapeChangedError()
         if self.columns:
             is_delete = pc.fill_null(pc.equal(op, "d"), False)
             deletes = pc.sum(is_delete).as_py() or 0
@@ -169,8 +219,10 @@ class TableMapping:
                 else:
                     value = pc.if_else(is_delete, before.field(index), after.field(index))
                 columns[column.output_name] = _to_output(value, column.column_type)
-        else:
+        elif not self.text_columns:
             columns.update(_json_images(text))
+        if self.text_columns:
+            columns.update(_text_columns(text, self.text_columns))
         for failed, message in problems:
             if pc.any(failed).as_py():
                 raise EnvelopeError(message)
@@ -200,6 +252,105 @@ def _json_images(text: bytes | pa.Buffer) -> dict[str, pa.Array]:
         befores.append(None if envelope.get("before") is None else canonical_json(envelope["before"]))
         afters.append(None if envelope.get("after") is None else canonical_json(envelope["after"]))
     return {"key": pa.array(keys, pa.string()), "before": pa.array(befores, pa.string()), "after": pa.array(afters)}
+
+
+def _text_columns(text: bytes | pa.Buffer, names: list[str]) -> dict[str, pa.Array]:
+    """The values of ``names`` in each envelope's row image as canonical JSON text (decoded one by one:
+    only for shapes with a column of a type that has no typed form)."""
+    values: dict[str, list[str | None]] = {name: [] for name in names}
+    for line in bytes(text).splitlines():
+        envelope = orjson.loads(line)
+        image = (envelope.get("before") if envelope.get("op") == "d" else envelope.get("after")) or {}
+        for name in names:
+            value = image.get(name)
+            values[name].append(None if value is None else canonical_json(value))
+    return {name: pa.array(texts, pa.string()) for name, texts in values.items()}
+
+
+class FollowingMapping:
+    """How the envelopes of a table without configured columns become output rows: typed by the shape
+    each event carries, a :class:`TableMapping` per shape, a batch split into runs of one shape."""
+
+    def __init__(self) -> None:
+        self.shapes: dict[str | None, TableMapping] = {}
+        self.current: TableMapping | None = None
+
+    def runs(self, payloads: pa.Array) -> tuple[list[pa.Table], list[BadLine]]:
+        """The output rows of ``payloads``, as runs of consecutive changes of one shape (each its own
+        schema, with :data:`LINE` numbering rows in ``payloads``), and the payloads that failed. The
+        common batch, all of the shape of the batch before, is decoded once."""
+        if self.current is not None:
+            try:
+                return self.current.runs(payloads)
+            except ShapeChangedError:
+                pass
+        runs: list[pa.Table] = []
+        bad: list[BadLine] = []
+        for start, end, shape in _shape_runs(payloads):
+            mapping = self.shapes.get(shape.version if shape else None)
+            if mapping is None:
+                mapping = self.shapes[shape.version if shape else None] = TableMapping(None, shape, one_shape=True)
+            self.current = mapping
+            try:
+                rows, failed = mapping.rows(payloads.slice(start, end - start))
+            except ShapeChangedError:  # a table_schema that is not one: none of the run can be typed
+                reason = "source.table_schema is not {version: text, columns: [[name, SQL type], ...]}"
+                lines = payloads.slice(start, end - start).to_pylist()
+                bad += [BadLine(start + n, (p or "").encode(), reason, "decode") for n, p in enumerate(lines)]
+                continue
+            if rows.num_rows:
+                numbers = pc.add(rows.column(LINE), pa.scalar(start, pa.int64()))
+                runs.append(rows.set_column(rows.schema.get_field_index(LINE), LINE, numbers))
+            bad += [BadLine(line.number + start, line.line, line.error, line.stage) for line in failed]
+        return runs, bad
+
+
+def _shape_runs(payloads: pa.Array) -> list[tuple[int, int, TableSchema | None]]:
+    """``(start, end, shape)`` of each run of consecutive payloads of one table shape. A payload whose
+    shape cannot be read joins the run before it (its mapping then says what is wrong with it)."""
+    options = pa_json.ParseOptions(
+        explicit_schema=pa.schema([("source", pa.struct([("table_schema", _SHAPE)]))]),
+        unexpected_field_behavior="ignore",
+    )
+    try:
+        text = newline_delimited(payloads)
+        read = pa_json.ReadOptions(block_size=max(text.size + 1, 1 << 20), use_threads=False)
+        decoded = pa_json.read_json(pa.BufferReader(text), read_options=read, parse_options=options)
+        shapes = decoded.column("source").combine_chunks().field("table_schema")
+        versions: list[object] = shapes.field("version").to_pylist()
+        shape_at: Callable[[int], object] = lambda index: shapes.slice(index, 1).to_pylist()[0]  # noqa: E731
+    except (pa.ArrowInvalid, ValueError):
+        found = [_shape_of(p) for p in payloads.to_pylist()]
+        versions = [v.get("version") if isinstance(v, dict) else v for v in found]
+        shape_at = found.__getitem__
+    runs: list[tuple[int, int, TableSchema | None]] = []
+    for index, version in enumerate(versions):
+        if runs and (version is _UNREADABLE or version == versions[runs[-1][0]]):
+            runs[-1] = (runs[-1][0], index + 1, runs[-1][2])
+        else:
+            runs.append((index, index + 1, _parsed_shape(shape_at(index))))
+    return runs
+
+
+_UNREADABLE = object()
+
+
+def _shape_of(payload: str | None) -> object:
+    """The ``source.table_schema`` of one payload, or :data:`_UNREADABLE`."""
+    try:
+        envelope = orjson.loads(payload or "")
+        return envelope["source"].get("table_schema") if isinstance(envelope, dict) else _UNREADABLE
+    except (orjson.JSONDecodeError, KeyError, AttributeError, TypeError):
+        return _UNREADABLE
+
+
+def _parsed_shape(value: object) -> TableSchema | None:
+    if not isinstance(value, dict):
+        return None
+    try:
+        return TableSchema.model_validate(value)
+    except ValueError:
+        return None
 
 
 def newline_delimited(payloads: pa.Array) -> pa.Buffer:

@@ -35,7 +35,7 @@ from datahub import DataHub
 
 from flink_job.dedup import RecentIds, id_keys
 from flink_job.files import FLUSH_BYTES, HOUR_MS, OpenFile, Partition, Positions, PositionsFile
-from flink_job.mapping import LINE, TableMapping
+from flink_job.mapping import LINE, FollowingMapping, TableMapping
 from flink_job.reading import COLUMNS, Fetch, ShardFetcher
 from obflow.config import ObflowConfig
 from obflow.deadletter import DeadLetter, DeadLetterQueue, Stage
@@ -100,7 +100,7 @@ class ShardWorker:
         self.fmt = config.output.format
         self.rolling = config.output.rolling
         self.tables = config.source.qualified_tables()
-        self.mappings: dict[str, TableMapping] = {}
+        self.mappings: dict[str, TableMapping | FollowingMapping] = {}
         self.dead_letter_queue = dead_letters
         self.metrics = metrics or ShardMetrics()
         self.faults = faults or NoFault()
@@ -238,50 +238,60 @@ class ShardWorker:
 
     # ---- writing --------------------------------------------------------------------------------
 
-    def _mapping(self, table: str) -> TableMapping:
+    def _mapping(self, table: str) -> TableMapping | FollowingMapping:
         mapping = self.mappings.get(table)
         if mapping is None:
-            mapping = self.mappings[table] = TableMapping(self.tables.get(table))
+            config = self.tables.get(table)
+            mapping = TableMapping(config) if config and config.columns else FollowingMapping()
+            self.mappings[table] = mapping
         return mapping
 
     def _write_table(self, table: str, records: pa.Table, letters: list[DeadLetter]) -> list[Path]:
-        rows, bad = self._mapping(table).rows(records.column("payload").combine_chunks())
+        runs, bad = self._mapping(table).runs(records.column("payload").combine_chunks())
         for line in bad:
             letters.append(self._letter(records, line.number, line.stage, line.error, table))  # type: ignore[arg-type]
-        if rows.num_rows == 0:
-            return []
-        lines = rows.column(LINE).combine_chunks()
-        sequences, commits, row_keys = (pc.take(records.column(name), lines).combine_chunks()
-                                        for name in ("sequence", "commit_ts_ms", "pk"))  # fmt: skip
-        rows = rows.drop_columns([LINE])
-        hours = commits.to_numpy(zero_copy_only=False) // HOUR_MS
         committed: list[Path] = []
-        for hour in np.unique(hours).tolist():  # each in sequence order
-            chosen = pa.array(hours == hour)
-            committed += self._append(Partition(table, hour), rows.filter(chosen), sequences.filter(chosen),
-                                      commits.filter(chosen), row_keys.filter(chosen))  # fmt: skip
+        for numbered in runs:  # in sequence order, each of one table shape
+            lines = numbered.column(LINE).combine_chunks()
+            sequences, commits, row_keys = (pc.take(records.column(name), lines).combine_chunks()
+                                            for name in ("sequence", "commit_ts_ms", "pk"))  # fmt: skip
+            rows = numbered.drop_columns([LINE])
+            hours = commits.to_numpy(zero_copy_only=False) // HOUR_MS
+            for hour in np.unique(hours).tolist():  # each in sequence order
+                chosen = pa.array(hours == hour)
+                committed += self._append(Partition(table, hour), rows.filter(chosen), sequences.filter(chosen),
+                                          commits.filter(chosen), row_keys.filter(chosen))  # fmt: skip
         return committed
 
     def _append(
         self, partition: Partition, rows: pa.Table, sequences: pa.Array, commits: pa.Array, row_keys: pa.Array
     ) -> list[Path]:
+        committed: list[Path] = []
         file = self.files.get(partition)
+        if file is not None and not file.schema.equals(rows.schema, check_metadata=True):
+            # the table's shape changed: the file ends before the first change of the new one
+            log_event(log, "file.rolled", f"{partition}: the table's columns changed; a new file starts at "
+                      f"sequence {int(sequences[0].as_py())}", table=partition.table, shard=self.shard)  # fmt: skip
+            committed, file = self._commit_all([partition]), None
         if file is None:
             first_sequence, first_commit = int(sequences[0].as_py()), int(commits[0].as_py())
-            file = self._new_file(partition, first_sequence, first_commit, self.clock())
+            file = self._new_file(partition, first_sequence, first_commit, self.clock(), rows.schema)
             self.files[partition] = file
             self.positions.partitions[partition] = first_sequence
             if not self._attempt(partition, file.open):
                 end = int(sequences[-1].as_py()) + 1
-                return self._give_up(partition, end, f"opening {file.in_progress} failed {self._attempts} times")
+                reason = f"opening {file.in_progress} failed {self._attempts} times"
+                return committed + self._give_up(partition, end, reason)
         if not self._attempt(partition, lambda: file.append(rows, sequences, commits, row_keys), retry=False):
-            return self._rewrite(partition, max(file.last_sequence, int(pc.max(sequences).as_py())) + 1, commit=False)
+            end = max(file.last_sequence, int(pc.max(sequences).as_py())) + 1
+            return committed + self._rewrite(partition, end, commit=False)
         full = file.size >= self.rolling.max_size
         spans = file.newest_commit_ms - file.first_commit_ms >= self.rolling.max_span * 1000
-        return self._commit_all([partition]) if full or spans else []
+        return committed + (self._commit_all([partition]) if full or spans else [])
 
-    def _new_file(self, partition: Partition, first_sequence: int, first_commit_ms: int, opened_at: float) -> OpenFile:
-        schema = self._mapping(partition.table).schema
+    def _new_file(
+        self, partition: Partition, first_sequence: int, first_commit_ms: int, opened_at: float, schema: pa.Schema
+    ) -> OpenFile:
         flush_bytes = min(FLUSH_BYTES, max(self.rolling.max_size // 8, 1))
         return OpenFile(self.root, partition.table, self.shard, first_sequence, first_commit_ms, schema, self.fmt,
                         opened_at, self.out_of_orderness_ms, flush_bytes)  # fmt: skip
@@ -340,9 +350,10 @@ class ShardWorker:
         for attempt in range(2, self._attempts + 1):
             time.sleep(min(0.2 * attempt, 2.0))
             records = self.reread(partition, broken.first_sequence, end)
-            rows, _ = self._mapping(partition.table).rows(records.column("payload").combine_chunks())
+            rows = self._rows_of(broken, records)
             lines = rows.column(LINE).combine_chunks()
-            again = self._new_file(partition, broken.first_sequence, broken.first_commit_ms, broken.opened_at)
+            again = self._new_file(partition, broken.first_sequence, broken.first_commit_ms, broken.opened_at,
+                                   broken.schema)  # fmt: skip
             try:
                 again.open()
                 again.append(rows.drop_columns([LINE]), *(pc.take(records.column(name), lines).combine_chunks()
@@ -368,13 +379,21 @@ class ShardWorker:
         file.abort()
         records = self.reread(partition, file.first_sequence, end)
         # what the file would have held: those that decode and map (the others went their own way)
-        rows, _ = self._mapping(partition.table).rows(records.column("payload").combine_chunks())
         held = np.zeros(records.num_rows, dtype=bool)
-        held[rows.column(LINE).to_numpy()] = True
+        held[self._rows_of(file, records).column(LINE).to_numpy()] = True
         self._send(self._letters(records, held, "write", reason, partition.table))
         self.positions.partitions[partition] = end
         self.positions_file.save(self.positions)  # as a commit: those records are done with
         return []
+
+    def _rows_of(self, file: OpenFile, records: pa.Table) -> pa.Table:
+        """The rows of ``records`` (read again for ``file``) that ``file`` holds: those of its shape (the
+        file ended where the table's shape changed), with their :data:`LINE`."""
+        runs, _ = self._mapping(file.table).runs(records.column("payload").combine_chunks())
+        held = [
+            rows for rows in runs if rows.schema.remove(rows.schema.get_field_index(LINE)).equals(file.schema, True)
+        ]
+        return pa.concat_tables(held) if held else file.schema.append(pa.field(LINE, pa.int64())).empty_table()
 
     def reread(self, partition: Partition, first: int, end: int) -> pa.Table:
         """The records of ``partition`` in ``[first, end)`` that are not copies — read again from DataHub,

@@ -39,6 +39,19 @@ def canonical_json(value: Any) -> str:
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode("utf-8")
 
 
+class TableSchema(BaseModel):
+    """The table's shape when the change was written: its columns, as the catalog types them, and a
+    short version that changes whenever they do. The job types a table's output by it when
+    ``source.tables[].columns`` is not configured, and starts a new file when it changes."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: str = Field(min_length=1, description="Changes whenever a column's name, type or order does.")
+    columns: tuple[tuple[str, str], ...] = Field(
+        description='(name, SQL type) of every captured column in table order, e.g. ["AMOUNT", "number(12,2)"].'
+    )
+
+
 class SourceInfo(BaseModel):
     """Where and when the change happened in the source database."""
 
@@ -55,6 +68,7 @@ class SourceInfo(BaseModel):
     )
     txid: str | None = Field(None, description="Source transaction id, when the method knows it.")
     commit_ts_ms: int = Field(ge=0, description="Commit time of the transaction, ms since the epoch (UTC).")
+    table_schema: TableSchema | None = Field(None, description="The table's columns when the change was written.")
 
     @property
     def qualified_table(self) -> str:
@@ -110,7 +124,8 @@ class ChangeEvent(BaseModel):
         )
 
     def to_json(self) -> bytes:
-        return orjson.dumps(self.model_dump(mode="json", by_alias=True))
+        unknown_shape = {"source": {"table_schema"}} if self.source.table_schema is None else None
+        return orjson.dumps(self.model_dump(mode="json", by_alias=True, exclude=unknown_shape))
 
     @classmethod
     def from_json(cls, data: bytes | str) -> ChangeEvent:

@@ -163,6 +163,7 @@ def test_a_ddl_under_load_loses_and_doubles_no_change_and_fails_no_write_that_th
           f"failed over {writer.window_s * 1000:.0f} ms (first failure {first} after the DDL); {len(events)} "
           f"events, {sum(e.op == 'r' for e in events)} re-read")  # fmt: skip
     assert len(changes) == len(set(changes)), "a change was doubled"
+    assert_shapes_follow_the_table(events, kind)
     assert len(changed) == 1 and changed[0].table == f"{database}.orders"  # type: ignore[attr-defined]
     if kind == "add":
         assert {"channel"} == set(changed[0].added)  # type: ignore[attr-defined]
@@ -188,6 +189,26 @@ def test_a_captured_table_renamed_away_is_reported_and_its_writes_keep_working(
     finally:
         agent.stop()
     assert f"{database}.orders was dropped or renamed" in gone[0].getMessage()
+
+
+def assert_shapes_follow_the_table(events: list[ChangeEvent], kind: str) -> None:
+    """Every event says the shape its images were written in (issue 19, item 3): the images hold exactly
+    its columns, the stream holds the shape before the DDL and the one after it, and the last says what
+    the DDL did."""
+    shapes = [e.source.table_schema for e in events]
+    assert None not in shapes
+    for event, shape in zip(events, shapes, strict=True):
+        names = {name for name, _ in shape.columns}  # type: ignore[union-attr]
+        image = event.before if event.op == "d" else event.after
+        assert image is not None
+        assert set(image) <= names, (event.op, event.source.position, set(image) - names)
+        if event.op != "d":
+            assert set(image) == names, (event.op, event.source.position, names - set(image))
+    versions = list(dict.fromkeys(s.version for s in shapes if s is not None))
+    assert len(versions) == 2, versions
+    last = dict(shapes[-1].columns)  # type: ignore[union-attr]
+    assert {"add": "channel" in last, "drop": "note" not in last, "rename": "remark" in last and "note" not in last,
+            "modify": last.get("amount") == "decimal(14,3)"}[kind], last  # fmt: skip
 
 
 def _amounts(event: ChangeEvent) -> tuple[Decimal | None, ...]:
