@@ -40,7 +40,6 @@ from capture_agent.dialects import (
     row_by_key_query,
     schema_version,
     seq_query,
-    table_schema,
 )
 from capture_agent.method import Captured, Position, TableNotFoundError, split_key_change
 from capture_agent.schema import SchemaWatch, drop_older_copies, now_columns_missing, row_version
@@ -289,7 +288,7 @@ class ChangeLogCapture(SnapshotThenStream):
         self, table: TableInfo, op: str, raw_key: dict[str, Any], key: dict[str, Any], source: SourceInfo, now_ms: int
     ) -> list[ChangeEvent]:
         """The row with ``key`` as it is now (op ``r``); a deleted row as a delete of its key."""
-        source = source.model_copy(update={"table_schema": table_schema(self.dialect, table)})
+        source = source.model_copy(update={"table_schema": self.schema_of(table)})
         try:
             rows = self.db.query(row_by_key_query(self.dialect, table), [raw_key[k] for k in table.primary_key])
         except OPERATIONAL_ERRORS as exc:

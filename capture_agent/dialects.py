@@ -14,7 +14,7 @@ import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import lru_cache, partial
+from functools import partial
 from typing import Literal
 
 from obflow.events import TableSchema
@@ -114,7 +114,6 @@ def sql_type(dialect: Dialect, column: Column) -> str:
     return name
 
 
-@lru_cache(maxsize=1024)
 def table_schema(dialect: Dialect, table: TableInfo) -> TableSchema:
     """What every event of ``table`` in this shape carries (obflow.events.TableSchema)."""
     columns = tuple((c.name, sql_type(dialect, c)) for c in table.columns)

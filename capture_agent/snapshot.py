@@ -20,7 +20,7 @@ from capture_agent.dialects import Dialect, TableInfo, snapshot_begin, snapshot_
 from capture_agent.method import Captured, CaptureMethod, Position, dialect_of
 from capture_agent.values import normalize_row
 from obflow.config import ObflowConfig
-from obflow.events import ChangeEvent, SourceInfo, canonical_json
+from obflow.events import ChangeEvent, SourceInfo, TableSchema, canonical_json
 
 Method = Literal["changelog", "binlog", "snapshot", "logproxy"]
 SourceFactory = Callable[[str, int, "str | None", Method], SourceInfo]
@@ -79,6 +79,7 @@ class SnapshotThenStream(CaptureMethod):
         self._snapshot_session: int | None = None
         self.shapes: dict[str, TableInfo] = {}
         """Every shape of a table events were built for, by schema version (those of this process)."""
+        self._schemas: dict[int, tuple[TableInfo, TableSchema]] = {}
 
     def begin_snapshot(self) -> None:
         for statement in snapshot_begin(self.dialect):
@@ -106,6 +107,14 @@ class SnapshotThenStream(CaptureMethod):
                 return Captured(chunk, position)
         return None
 
+    def schema_of(self, shape: TableInfo) -> TableSchema:
+        """What the events of a table in ``shape`` carry (built once per shape)."""
+        known = self._schemas.get(id(shape))
+        if known is None or known[0] is not shape:  # a shape first seen (ids are only a fast path)
+            known = self._schemas[id(shape)] = (shape, table_schema(self.dialect, shape))
+            self.shapes[known[1].version] = shape
+        return known[1]
+
     def source(
         self,
         table: TableInfo,
@@ -117,9 +126,7 @@ class SnapshotThenStream(CaptureMethod):
     ) -> SourceInfo:
         """``written_as``: the table's shape when the change was written, if not ``table`` (a change a
         trigger of an older shape logged)."""
-        shape = written_as or table
-        schema = table_schema(self.dialect, shape)
-        self.shapes[schema.version] = shape
+        schema = self.schema_of(written_as or table)
         return SourceInfo(
             method=method,
             database=self.database,

@@ -91,6 +91,11 @@ class BadLine:
 class ShapeChangedError(Exception):
     """A batch holds changes of another table shape than the mapping's (FollowingMapping splits it)."""
 
+    def __init__(self, versions: list[str | None]) -> None:
+        super().__init__(f"{len(versions)} changes of more than one table shape")
+        self.versions = versions
+        """Each change's shape version, as decoded."""
+
 
 class TableMapping:
     """How one table's envelopes of one shape become output rows."""
@@ -119,10 +124,11 @@ class TableMapping:
         """The schema of the output files."""
         self.numbered_schema = self.schema.append(pa.field(LINE, pa.int64()))
         """The schema of :meth:`rows`: the output schema plus the :data:`LINE` bookkeeping column."""
-        source = pa.struct(
-            [("table", pa.string()), ("position", pa.string()), ("txid", pa.string()), ("commit_ts_ms", pa.int64()),
-             ("table_schema", _SHAPE)]
-        )  # fmt: skip
+        source_fields = [("table", pa.string()), ("position", pa.string()), ("txid", pa.string()),
+                         ("commit_ts_ms", pa.int64())]  # fmt: skip
+        if one_shape:  # the version only: the rest of the shape is known
+            source_fields.append(("table_schema", pa.struct([("version", pa.string())])))
+        source = pa.struct(source_fields)
         envelope = [("event_id", pa.string()), ("op", pa.string()), ("source", source)]
         if self.columns:
             image = pa.struct([(c.name, parse_type(c.column_type)) for c in self.columns])
@@ -203,7 +209,7 @@ class TableMapping:
                 pc.is_null(versions) if self.version is None else pc.fill_null(pc.equal(versions, self.version), False)
             )
             if not pc.all(same).as_py():
-                raise ShapeChangedError()
+                raise ShapeChangedError(versions.to_pylist())
         if self.columns:
             is_delete = pc.fill_null(pc.equal(op, "d"), False)
             deletes = pc.sum(is_delete).as_py() or 0
@@ -279,14 +285,16 @@ class FollowingMapping:
         """The output rows of ``payloads``, as runs of consecutive changes of one shape (each its own
         schema, with :data:`LINE` numbering rows in ``payloads``), and the payloads that failed. The
         common batch, all of the shape of the batch before, is decoded once."""
+        versions: list[str | None] | None = None
         if self.current is not None:
             try:
                 return self.current.runs(payloads)
-            except ShapeChangedError:
-                pass
+            except ShapeChangedError as changed:
+                if len(changed.versions) == len(payloads):  # the whole batch was decoded: its versions are known
+                    versions = changed.versions
         runs: list[pa.Table] = []
         bad: list[BadLine] = []
-        for start, end, shape in _shape_runs(payloads):
+        for start, end, shape in _shape_runs(payloads, versions, self.shapes):
             mapping = self.shapes.get(shape.version if shape else None)
             if mapping is None:
                 mapping = self.shapes[shape.version if shape else None] = TableMapping(None, shape, one_shape=True)
@@ -305,9 +313,20 @@ class FollowingMapping:
         return runs, bad
 
 
-def _shape_runs(payloads: pa.Array) -> list[tuple[int, int, TableSchema | None]]:
+def _shape_runs(
+    payloads: pa.Array, known_versions: list[str | None] | None, known: dict[str | None, TableMapping]
+) -> list[tuple[int, int, TableSchema | None]]:
     """``(start, end, shape)`` of each run of consecutive payloads of one table shape. A payload whose
-    shape cannot be read joins the run before it (its mapping then says what is wrong with it)."""
+    shape cannot be read joins the run before it (its mapping then says what is wrong with it).
+    ``known_versions``: each payload's version, when already decoded; then only the first payload of a
+    shape not ``known`` is decoded again, for its columns."""
+    if known_versions is not None:
+
+        def shape_at_known(index: int) -> object:
+            mapping = known.get(known_versions[index])
+            return mapping.shape if mapping is not None else _shape_of(payloads[index])
+
+        return _runs(list(known_versions), shape_at_known)
     options = pa_json.ParseOptions(
         explicit_schema=pa.schema([("source", pa.struct([("table_schema", _SHAPE)]))]),
         unexpected_field_behavior="ignore",
@@ -323,20 +342,27 @@ def _shape_runs(payloads: pa.Array) -> list[tuple[int, int, TableSchema | None]]
         found = [_shape_of(p) for p in payloads.to_pylist()]
         versions = [v.get("version") if isinstance(v, dict) else v for v in found]
         shape_at = found.__getitem__
+    return _runs(versions, shape_at)
+
+
+def _runs(versions: list[object], shape_at: Callable[[int], object]) -> list[tuple[int, int, TableSchema | None]]:
     runs: list[tuple[int, int, TableSchema | None]] = []
     for index, version in enumerate(versions):
         if runs and (version is _UNREADABLE or version == versions[runs[-1][0]]):
             runs[-1] = (runs[-1][0], index + 1, runs[-1][2])
         else:
-            runs.append((index, index + 1, _parsed_shape(shape_at(index))))
+            shape = shape_at(index)
+            runs.append((index, index + 1, shape if isinstance(shape, TableSchema) else _parsed_shape(shape)))
     return runs
 
 
 _UNREADABLE = object()
 
 
-def _shape_of(payload: str | None) -> object:
+def _shape_of(payload: str | pa.Scalar | None) -> object:
     """The ``source.table_schema`` of one payload, or :data:`_UNREADABLE`."""
+    if isinstance(payload, pa.Scalar):
+        payload = payload.as_py()
     try:
         envelope = orjson.loads(payload or "")
         return envelope["source"].get("table_schema") if isinstance(envelope, dict) else _UNREADABLE

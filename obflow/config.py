@@ -120,7 +120,7 @@ class TableConfig(Section):
     )
     columns: list[ColumnConfig] = Field(
         default_factory=list,
-        description="Output columns, typed (selection, rename); empty: key and row images as JSON text.",
+        description="Output columns, typed (selection, rename); empty: the table's columns, as its events say.",
     )
 
     @model_validator(mode="after")

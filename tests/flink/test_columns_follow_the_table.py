@@ -2,7 +2,7 @@
 shape its events carry (``source.tables[].columns`` absent), a change of shape starts a new file, and
 each file's schema or header shows its shape. The real DataHub emulator in, the job's shard worker,
 real files out (as tests/flink/test_shard.py); the capture side of the shapes is proven on seekdb and
-MariaDB in tests/capture/test_schema_in_events.py."""
+MariaDB in tests/capture/test_schema_changes.py and tests/capture/test_schema_to_files.py."""
 
 from __future__ import annotations
 
@@ -212,3 +212,31 @@ def _send_payloads(config: ObflowConfig, payloads: list[str], like: list[ChangeE
         record.shard_id = "0"
         records.append(record)
     assert client.put_records(config.datahub.project, config.datahub.topic, records).failed_record_count == 0
+
+
+def test_a_batch_is_split_into_runs_of_one_shape_in_order_with_bad_payloads_kept_apart_R2_7() -> None:
+    """The mapping alone, batch after batch as a worker feeds it: the shape of the batch before (decoded
+    once), a new shape in the middle of a batch, an older one coming back, and a payload that is not
+    JSON among them (its own dead letter, the runs around it unaffected)."""
+    import pyarrow as pa
+
+    from flink_job.mapping import LINE, FollowingMapping
+
+    events = change_stream(30, rows=30)
+    first = shaped(events[:10], shape(SHAPE_1, "v1"), {})
+    mixed = shaped(events[10:15], shape(SHAPE_1, "v1"), {}) + shaped(events[15:20], shape(SHAPE_2, "v2"), {"C2": 1})
+    back = shaped(events[20:25], shape(SHAPE_1, "v1"), {}) + shaped(events[25:], shape(SHAPE_2, "v2"), {"C2": 2})
+    mapping = FollowingMapping()
+
+    def runs(batch: list[ChangeEvent], broken_at: int | None = None) -> list[tuple[bytes, list[int]]]:
+        payloads = [e.to_json().decode() for e in batch]
+        if broken_at is not None:
+            payloads[broken_at] = "{not json"
+        found, bad = mapping.runs(pa.array(payloads, pa.string()))
+        assert [line.number for line in bad] == ([] if broken_at is None else [broken_at])
+        return [(r.schema.metadata[SCHEMA_VERSION], r.column(LINE).to_pylist()) for r in found]
+
+    assert runs(first) == [(b"v1", list(range(10)))]
+    assert runs(mixed) == [(b"v1", [0, 1, 2, 3, 4]), (b"v2", [5, 6, 7, 8, 9])]
+    assert runs(back, broken_at=6) == [(b"v1", [0, 1, 2, 3, 4]), (b"v2", [5, 7, 8, 9])]
+    assert runs(back) == [(b"v1", [0, 1, 2, 3, 4]), (b"v2", [5, 6, 7, 8, 9])]
