@@ -277,9 +277,12 @@ class FollowingMapping:
     """How the envelopes of a table without configured columns become output rows: typed by the shape
     each event carries, a :class:`TableMapping` per shape, a batch split into runs of one shape."""
 
-    def __init__(self) -> None:
+    def __init__(self, shapeless_error: str | None = None) -> None:
+        """``shapeless_error``: changes that do not carry their shape are not mapped but rejected (stage
+        ``route``) with this reason (a table not in ``source.tables``: only its shape can type it)."""
         self.shapes: dict[str | None, TableMapping] = {}
         self.current: TableMapping | None = None
+        self.shapeless_error = shapeless_error
 
     def runs(self, payloads: pa.Array) -> tuple[list[pa.Table], list[BadLine]]:
         """The output rows of ``payloads``, as runs of consecutive changes of one shape (each its own
@@ -295,6 +298,9 @@ class FollowingMapping:
         runs: list[pa.Table] = []
         bad: list[BadLine] = []
         for start, end, shape in _shape_runs(payloads, versions, self.shapes):
+            if shape is None and self.shapeless_error is not None:
+                bad += _rejected(payloads, start, end, self.shapeless_error, "route")
+                continue
             mapping = self.shapes.get(shape.version if shape else None)
             if mapping is None:
                 mapping = self.shapes[shape.version if shape else None] = TableMapping(None, shape, one_shape=True)
@@ -303,14 +309,18 @@ class FollowingMapping:
                 rows, failed = mapping.rows(payloads.slice(start, end - start))
             except ShapeChangedError:  # a table_schema that is not one: none of the run can be typed
                 reason = "source.table_schema is not {version: text, columns: [[name, SQL type], ...]}"
-                lines = payloads.slice(start, end - start).to_pylist()
-                bad += [BadLine(start + n, (p or "").encode(), reason, "decode") for n, p in enumerate(lines)]
+                bad += _rejected(payloads, start, end, reason, "decode")
                 continue
             if rows.num_rows:
                 numbers = pc.add(rows.column(LINE), pa.scalar(start, pa.int64()))
                 runs.append(rows.set_column(rows.schema.get_field_index(LINE), LINE, numbers))
             bad += [BadLine(line.number + start, line.line, line.error, line.stage) for line in failed]
         return runs, bad
+
+
+def _rejected(payloads: pa.Array, start: int, end: int, reason: str, stage: str) -> list[BadLine]:
+    lines = payloads.slice(start, end - start).to_pylist()
+    return [BadLine(start + number, (payload or "").encode(), reason, stage) for number, payload in enumerate(lines)]
 
 
 def _shape_runs(

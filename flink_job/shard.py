@@ -214,9 +214,6 @@ class ShardWorker:
                 mask[in_hour] &= sequences[in_hour] >= self.positions.committed(Partition(table, hour))
             if not mask.any():
                 continue
-            if table not in self.tables:
-                letters += self._letters(records, mask, "route", f"table {table} is not in source.tables")
-                continue
             committed += self._write_table(table, records.filter(pa.array(mask)), letters)
         if letters:
             self._send(letters)
@@ -242,7 +239,13 @@ class ShardWorker:
         mapping = self.mappings.get(table)
         if mapping is None:
             config = self.tables.get(table)
-            mapping = TableMapping(config) if config and config.columns else FollowingMapping()
+            if config is not None and config.columns:
+                mapping = TableMapping(config)
+            elif config is not None:
+                mapping = FollowingMapping()
+            else:  # captured since the job started (a table added: capture alone restarts), or not by us
+                reason = f"table {table} is not in source.tables, and its changes do not carry its columns"
+                mapping = FollowingMapping(shapeless_error=reason)
             self.mappings[table] = mapping
         return mapping
 

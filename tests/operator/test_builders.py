@@ -279,3 +279,22 @@ def test_in_place_rescaling_uses_the_adaptive_scheduler_and_keeps_the_running_po
     assert _pod_hashes(restarted) != _pod_hashes(before)  # a new start runs at the new parallelism
     without = children(spec_of(FULL, flink__parallelism=12), started)
     assert "jobmanager.scheduler" not in yaml.safe_load(without["ConfigMap/orders-flink-config"]["data"]["config.yaml"])
+
+
+def test_a_table_without_columns_added_changes_the_capture_alone() -> None:
+    """The job reads only the tables with configured columns (it follows the others' shape from their
+    changes): adding one without columns leaves the Flink pods as they are and rolls the capture; adding
+    one with columns (or changing a table's columns) changes the Flink pods too (issue 19, item 4)."""
+    base = spec_of(FULL)
+    added = spec_of(FULL)
+    added["source"]["tables"] = [*base["source"]["tables"], {"name": "PAYMENTS"}]
+    typed = spec_of(FULL)
+    typed["source"]["tables"] = [*base["source"]["tables"], {"name": "PAYMENTS", "columns": [
+        {"name": "ID", "type": "NUMBER(12)"}]}]  # fmt: skip
+    before, after, with_columns = children(base), children(added), children(typed)
+    assert _pod_hashes(after) == _pod_hashes(before)
+    assert after["ConfigMap/orders-flink-env"] == before["ConfigMap/orders-flink-env"]
+    capture_env = after["ConfigMap/orders-capture-env"]["data"]["OBFLOW_SOURCE__TABLES"]
+    assert "PAYMENTS" in capture_env and capture_env != before["ConfigMap/orders-capture-env"]["data"][
+        "OBFLOW_SOURCE__TABLES"]  # fmt: skip
+    assert _pod_hashes(with_columns) != _pod_hashes(before)

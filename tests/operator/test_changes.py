@@ -49,3 +49,20 @@ def test_required_actions_combine_every_field() -> None:
     old = parse_spec(spec_of(FULL))
     new = parse_spec(spec_of(FULL, flink__parallelism=12, capture__batchSize=10, alerts__load=0.9))
     assert required_actions(old, new) == {Change.RESCALE, Change.CAPTURE, Change.OPERATOR_ONLY}
+
+
+def test_a_table_without_columns_added_or_removed_is_a_capture_change_and_one_with_columns_an_upgrade() -> None:
+    old = parse_spec(spec_of(FULL))
+    tables = spec_of(FULL)["source"]["tables"]
+    added = parse_spec(spec_of(FULL, source__tables=[*tables, {"name": "PAYMENTS"}]))
+    removed = parse_spec(spec_of(FULL, source__tables=[t for t in tables if t.get("columns")]))
+    typed = parse_spec(spec_of(FULL, source__tables=[*tables, {"name": "PAYMENTS", "columns": [
+        {"name": "ID", "type": "NUMBER(12)"}]}]))  # fmt: skip
+    retyped = [dict(t) for t in tables]
+    retyped[1]["columns"] = retyped[1]["columns"][:2]
+    assert classify(old, added) == {"source.tables": {Change.CAPTURE}}
+    assert classify(old, removed) == {"source.tables": {Change.CAPTURE}}
+    assert classify(old, typed) == {"source.tables": {Change.CAPTURE, Change.UPGRADE}}
+    assert classify(old, parse_spec(spec_of(FULL, source__tables=retyped))) == {
+        "source.tables": {Change.CAPTURE, Change.UPGRADE}
+    }
