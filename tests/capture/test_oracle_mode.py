@@ -28,6 +28,8 @@ from capture_agent.dialects import (
     row_by_key_query,
     schema_version,
     script,
+    sql_type,
+    table_schema,
     trigger_ddl,
     uninstall_ddl,
 )
@@ -259,3 +261,34 @@ def test_a_script_ends_each_plsql_block_with_a_slash() -> None:
     text = script("oracle", statements)
     assert text.count("\n/\n") == len(statements) and all(f"{s}\n/\n" in text for s in statements)
     assert script("mysql", ["CREATE TABLE t (a INT)", "DROP TABLE t"]) == "CREATE TABLE t (a INT);\n\nDROP TABLE t;\n"
+
+
+@pytest.mark.parametrize(
+    ("data_type", "catalog", "declared", "kind"),
+    [
+        ("number", "number(22,12,2)", "number(12,2)", "decimal"),
+        ("number", "number(22,10,0)", "number(10,0)", "int"),
+        ("number", "number(22,,)", "number", "string"),
+        ("float", "float(22,126,)", "float(126)", "double"),
+        ("varchar2", "varchar2(40,,)", "varchar2(40)", "string"),
+        ("raw", "raw(16,,)", "raw(16)", "binary"),
+        ("date", "date(7,,)", "date", "timestamp"),
+        ("timestamp(6) with time zone", "timestamp(6) with time zone(13,,6)", "timestamp(6) with time zone",
+         "timestamp_tz"),
+        ("clob", "clob(4000,,)", "clob", "string"),
+    ],
+)  # fmt: skip
+def test_a_columns_shape_in_events_is_its_declared_type_rebuilt_from_the_catalog(
+    data_type: str, catalog: str, declared: str, kind: str
+) -> None:
+    """ALL_TAB_COLUMNS gives length, precision and scale apart (the agent reads them as
+    ``type(length,precision,scale)``); the events' ``table_schema`` names each column's type as it is
+    declared, which the job parses as it parses configured columns (obflow.columns)."""
+    from obflow.columns import parse_sql_type
+
+    column = Column("C", data_type, catalog)
+    assert sql_type("oracle", column) == declared
+    assert parse_sql_type(declared).kind == kind
+    table = TableInfo("TRADE", "T", (Column("ID", "number", "number(22,12,0)"), column), ("ID",))
+    shape = table_schema("oracle", table)
+    assert shape.columns == (("ID", "number(12,0)"), ("C", declared)) and shape.version == schema_version(table)
