@@ -107,20 +107,24 @@ class TableMapping:
         self.shape = None if table and table.columns else shape
         self.one_shape = one_shape
         self.columns: list[ColumnConfig] = list(table.columns) if table and table.columns else []
-        self.text_columns: list[str] = []
-        """Columns of the shape whose type has no typed form: their values' JSON text."""
+        self.text_columns: dict[str, str] = {}
+        """Columns of the shape whose type has no typed form (their values' JSON text), by output name."""
         if self.shape is not None:
             for name, sql_type in self.shape.columns:
+                output = _output_name(name)
                 try:
                     parse_sql_type(sql_type)
-                    self.columns.append(ColumnConfig(name=name, type=sql_type))
                 except ValueError:
-                    self.text_columns.append(name)
-        typed = [(c.output_name, output_type(c.column_type)) for c in self.columns]
-        text = [(name, pa.string()) for name in self.text_columns]
+                    self.text_columns[output] = name
+                    continue
+                self.columns.append(ColumnConfig(name=name, type=sql_type, rename=None if output == name else output))
+        row = {c.output_name: output_type(c.column_type) for c in self.columns}
+        row.update({output: pa.string() for output in self.text_columns})
+        if self.shape is not None:  # in the table's order
+            row = {output: row[output] for output in (_output_name(name) for name, _ in self.shape.columns)}
         metadata = None if self.shape is None else {SCHEMA_VERSION: self.shape.version.encode()}
         images = JSON_IMAGES if self.shape is None and not self.columns else []
-        self.schema = pa.schema([*META, *typed, *text, *images], metadata=metadata)
+        self.schema = pa.schema([*META, *row.items(), *images], metadata=metadata)
         """The schema of the output files."""
         self.numbered_schema = self.schema.append(pa.field(LINE, pa.int64()))
         """The schema of :meth:`rows`: the output schema plus the :data:`LINE` bookkeeping column."""
@@ -236,6 +240,11 @@ class TableMapping:
         return pa.table(columns, schema=self.numbered_schema)
 
 
+def _output_name(column: str) -> str:
+    """A column's name in the output: its own, with a trailing ``_`` if a metadata column has it."""
+    return f"{column}_" if column in META.names or column == LINE else column
+
+
 def _parse_value(value: object, column: ColumnType) -> pa.Array:
     options = pa_json.ParseOptions(explicit_schema=pa.schema([("v", parse_type(column))]))
     text = pa.py_buffer(orjson.dumps({"v": value}))
@@ -260,17 +269,17 @@ def _json_images(text: bytes | pa.Buffer) -> dict[str, pa.Array]:
     return {"key": pa.array(keys, pa.string()), "before": pa.array(befores, pa.string()), "after": pa.array(afters)}
 
 
-def _text_columns(text: bytes | pa.Buffer, names: list[str]) -> dict[str, pa.Array]:
-    """The values of ``names`` in each envelope's row image as canonical JSON text (decoded one by one:
-    only for shapes with a column of a type that has no typed form)."""
-    values: dict[str, list[str | None]] = {name: [] for name in names}
+def _text_columns(text: bytes | pa.Buffer, names: dict[str, str]) -> dict[str, pa.Array]:
+    """The values of ``names`` (output name → column) in each envelope's row image as canonical JSON
+    text (decoded one by one: only for shapes with a column of a type that has no typed form)."""
+    values: dict[str, list[str | None]] = {output: [] for output in names}
     for line in bytes(text).splitlines():
         envelope = orjson.loads(line)
         image = (envelope.get("before") if envelope.get("op") == "d" else envelope.get("after")) or {}
-        for name in names:
+        for output, name in names.items():
             value = image.get(name)
-            values[name].append(None if value is None else canonical_json(value))
-    return {name: pa.array(texts, pa.string()) for name, texts in values.items()}
+            values[output].append(None if value is None else canonical_json(value))
+    return {output: pa.array(texts, pa.string()) for output, texts in values.items()}
 
 
 class FollowingMapping:

@@ -174,13 +174,19 @@ def test_configured_columns_stay_a_projection_whatever_the_shape(tmp_path: Path,
 
 
 def test_a_column_without_a_typed_form_holds_its_json_text(tmp_path: Path, emulator: DataHubEmulator) -> None:
+    """MySQL JSON and ENUM columns as canonical JSON text, in the table's order among the typed ones; a
+    column named like a metadata column (``_op``) under its name with a trailing ``_``."""
     config = following(tmp_path, emulator.endpoint)
-    with_json = shape((*SHAPE_1, ("ATTRS", "json"), ("KIND", "enum('a','b')")), "vj")
-    send(config, shaped(change_stream(20, rows=20), with_json, {"ATTRS": {"b": [1, None], "a": "x"}, "KIND": "a"}))
+    columns = (SHAPE_1[0], ("ATTRS", "json"), *SHAPE_1[1:], ("KIND", "enum('a','b')"), ("_op", "varchar(4)"))
+    values = {"ATTRS": {"b": [1, None], "a": "x"}, "KIND": "a", "_op": "mine"}
+    send(config, shaped(change_stream(20, rows=20), shape(columns, "vj"), values))
     drain(config)
     (file,) = files_of(config, ".parquet")
-    rows = pq.read_table(file).to_pylist()
+    table = pq.read_table(file)
+    assert table.schema.names[5:] == ["ID", "ATTRS", "STATUS", "AMOUNT", "CREATED_AT", "NOTE", "V", "KIND", "_op_"]
+    rows = table.to_pylist()
     assert {r["ATTRS"] for r in rows} == {'{"a":"x","b":[1,null]}'} and {r["KIND"] for r in rows} == {'"a"'}
+    assert {r["_op_"] for r in rows} == {"mine"} and {r["_op"] for r in rows} <= {"c", "u", "d"}
     assert isinstance(rows[0]["AMOUNT"], decimal.Decimal), "the other columns stay typed"
 
 
