@@ -53,8 +53,8 @@ def build_method(config: ObflowConfig, db: Database) -> CaptureMethod:
     if config.capture.method == "binlog":
         from capture_agent.binlog import BinlogCapture
 
-        return BinlogCapture(config, db, tables)
-    return ChangeLogCapture(config, db, tables)
+        return BinlogCapture(config, db, tables, history_dir=config.capture.state_dir)
+    return ChangeLogCapture(config, db, tables, history_dir=config.capture.state_dir)
 
 
 class CaptureAgent:

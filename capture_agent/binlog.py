@@ -21,6 +21,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pymysql
@@ -94,9 +95,14 @@ class BinlogCapture(SnapshotThenStream):
     name = "binlog"
 
     def __init__(
-        self, config: ObflowConfig, db: Database, tables: list[TableInfo], clock: Callable[[], float] = time.time
+        self,
+        config: ObflowConfig,
+        db: Database,
+        tables: list[TableInfo],
+        clock: Callable[[], float] = time.time,
+        history_dir: Path | None = None,
     ) -> None:
-        super().__init__(config, db, tables, clock)
+        super().__init__(config, db, tables, clock, history_dir)
         self.by_name = {(t.schema, t.name): t for t in tables}
         self._reader: _StreamReader | None = None
 

@@ -191,7 +191,7 @@ class ChangeLogCapture(SnapshotThenStream):
         table = self.tables[index]
         high_water = int(entry["hw"])
         rows = self.db.query(log_query(self.dialect, table, limit), (high_water,))
-        self.shapes.setdefault(schema_version(table), table)  # what the rows of a trigger of this shape hold
+        self.schema_of(table)  # known before a DDL: what the rows its triggers logged hold
         # after reading: a row written after a DDL is then always judged by the table's new shape
         table = self.tables[index] = self._schema_watch().check(table)
         rows += self._read_on_to_twins(table, rows, limit)

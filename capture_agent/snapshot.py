@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 from typing import Any, Literal
 
 import orjson
@@ -18,6 +19,7 @@ import orjson
 from capture_agent.db import Database
 from capture_agent.dialects import Dialect, TableInfo, snapshot_begin, snapshot_end, snapshot_query, table_schema
 from capture_agent.method import Captured, CaptureMethod, Position, dialect_of
+from capture_agent.state import ShapeHistory
 from capture_agent.values import normalize_row
 from obflow.config import ObflowConfig
 from obflow.events import ChangeEvent, SourceInfo, TableSchema, canonical_json
@@ -68,8 +70,14 @@ class SnapshotThenStream(CaptureMethod):
     snapshot transaction (restarted after a reconnect) and builds the events' source coordinates."""
 
     def __init__(
-        self, config: ObflowConfig, db: Database, tables: list[TableInfo], clock: Callable[[], float] = time.time
+        self,
+        config: ObflowConfig,
+        db: Database,
+        tables: list[TableInfo],
+        clock: Callable[[], float] = time.time,
+        history_dir: Path | None = None,
     ) -> None:
+        """``history_dir``: where the shapes seen are kept across restarts (the agent's state directory)."""
         self.config = config
         self.db = db
         self.tables = tables
@@ -77,8 +85,8 @@ class SnapshotThenStream(CaptureMethod):
         self.clock = clock
         self.database = config.source.tenant or config.source.database
         self._snapshot_session: int | None = None
-        self.shapes: dict[str, TableInfo] = {}
-        """Every shape of a table events were built for, by schema version (those of this process)."""
+        self.shapes = ShapeHistory(history_dir)
+        """Every shape of a table events were built for, by schema version."""
         self._schemas: dict[int, tuple[TableInfo, TableSchema]] = {}
 
     def begin_snapshot(self) -> None:
@@ -112,7 +120,7 @@ class SnapshotThenStream(CaptureMethod):
         known = self._schemas.get(id(shape))
         if known is None or known[0] is not shape:  # a shape first seen (ids are only a fast path)
             known = self._schemas[id(shape)] = (shape, table_schema(self.dialect, shape))
-            self.shapes[known[1].version] = shape
+            self.shapes.add(known[1])
         return known[1]
 
     def source(
@@ -122,11 +130,11 @@ class SnapshotThenStream(CaptureMethod):
         commit_ts_ms: int,
         txid: str | None,
         method: Method,
-        written_as: TableInfo | None = None,
+        written_as: TableSchema | None = None,
     ) -> SourceInfo:
-        """``written_as``: the table's shape when the change was written, if not ``table`` (a change a
-        trigger of an older shape logged)."""
-        schema = self.schema_of(written_as or table)
+        """``written_as``: the table's shape when the change was written, if not ``table``'s now (a change
+        a trigger of an older shape logged)."""
+        schema = written_as or self.schema_of(table)
         return SourceInfo(
             method=method,
             database=self.database,

@@ -1,6 +1,7 @@
-"""The committed source position, kept in one JSON file replaced atomically.
+"""What the capture agent keeps in ``capture.state_dir``, each in a JSON file replaced atomically: the
+committed source position, re-snapshot requests, and the tables' shapes seen.
 
-Written only after DataHub accepted every event before the position, so a crash at any moment
+The position is written only after DataHub accepted every event before it, so a crash at any moment
 resumes from a point with nothing lost behind it (R9.1).
 """
 
@@ -13,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+
+from obflow.events import TableSchema
 
 
 class PositionStore:
@@ -72,3 +75,25 @@ class ResnapshotRequests:
 
     def done(self, request: ResnapshotRequest) -> None:
         (self.dir / f"{request.id}.json").unlink(missing_ok=True)
+
+
+class ShapeHistory:
+    """Every shape of the captured tables the agent has built events for, by schema version, kept in
+    ``capture.state_dir``: a change a trigger of an older shape logged before a restart is still
+    labelled with the shape it was written in. One entry per schema change ever seen."""
+
+    def __init__(self, state_dir: Path | None) -> None:
+        """``state_dir`` None: kept in memory only."""
+        self.store = None if state_dir is None else PositionStore(state_dir, "shapes.json")
+        saved = (self.store.load() if self.store else None) or {}
+        self.shapes = {version: TableSchema.model_validate(shape) for version, shape in saved.items()}
+
+    def get(self, version: str) -> TableSchema | None:
+        return self.shapes.get(version)
+
+    def add(self, shape: TableSchema) -> None:
+        if shape.version in self.shapes:
+            return
+        self.shapes[shape.version] = shape
+        if self.store is not None:
+            self.store.save({version: known.model_dump(mode="json") for version, known in self.shapes.items()})
