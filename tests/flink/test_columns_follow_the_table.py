@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 import pyarrow as pa
 import pyarrow.csv as pa_csv
+import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 import pytest
 from datahub.models import TupleRecord
@@ -90,7 +91,7 @@ def test_a_table_without_columns_is_typed_by_its_events_shape(tmp_path: Path, em
     assert isinstance(table.to_pylist()[0]["AMOUNT"], decimal.Decimal)
 
 
-@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+@pytest.mark.parametrize("fmt", ["parquet", "csv", "json"])
 def test_a_change_of_shape_rolls_the_file_and_each_file_shows_its_shape(
     tmp_path: Path, emulator: DataHubEmulator, fmt: str
 ) -> None:
@@ -101,14 +102,15 @@ def test_a_change_of_shape_rolls_the_file_and_each_file_shows_its_shape(
     for start in (0, 200, 400):  # the DDLs fall between two of the capture's sends
         send(config, events[start : start + 200])
     drain(config)
-    files = files_of(config, f".{fmt}")
+    files = files_of(config, {"json": ".jsonl"}.get(fmt, f".{fmt}"))
     assert len(files) == 3, [f.name for f in files]
     if fmt == "parquet":
         schemas = [pq.read_schema(f) for f in files]
         assert [s.metadata[SCHEMA_VERSION] for s in schemas] == [b"v1", b"v2", b"v3"]
         columns = [[n for n in s.names if not n.startswith("_")] for s in schemas]
     else:
-        columns = [[n for n in pa_csv.read_csv(f).schema.names if not n.startswith("_")] for f in files]
+        read = pa_csv.read_csv if fmt == "csv" else pa_json.read_json
+        columns = [[n for n in read(f).schema.names if not n.startswith("_")] for f in files]
     assert columns == [[n for n, _ in s] for s in (SHAPE_1, SHAPE_2, SHAPE_3)]
     rows = output_rows(config)
     assert sorted(ids_of(rows)) == sorted(e.event_id for e in events)
