@@ -29,11 +29,13 @@ import signal
 import site
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 from flink_job.attach import GLOBALLY_TERMINAL, AttachedJob, duplicate_submission, rest_port
 from obflow.config import ObflowConfig, load_config
+from obflow.flink_conf import restart_strategy
 from obflow.health import HealthServer
 from obflow.job_graph import POLLER_NAME, TICKS_TABLE, TICKS_TO_READERS
 from obflow.log import Fault, log_event, log_fault
@@ -112,9 +114,8 @@ def environment(config: ObflowConfig, from_savepoint: str | None = None, local: 
     conf.set_string("python.execution-mode", config.flink.execution_mode)
     conf.set_string("python.executable", sys.executable)
     conf.set_string("python.client.executable", sys.executable)
-    conf.set_string("restart-strategy.type", "fixed-delay")
-    conf.set_string("restart-strategy.fixed-delay.attempts", str(config.flink.restart_attempts))
-    conf.set_string("restart-strategy.fixed-delay.delay", f"{int(config.flink.restart_delay * 1000)} ms")
+    for key, value in restart_strategy(config.flink.restart_attempts, config.flink.restart_delay).items():
+        conf.set_string(key, value)
     conf.set_string("execution.checkpointing.num-retained", str(config.checkpoint.retained))
     conf.set_string("execution.checkpointing.dir", storage_uri(config.checkpoint.dir))
     conf.set_string("execution.checkpointing.savepoint-dir", storage_uri(config.checkpoint.savepoint_dir))
@@ -223,6 +224,47 @@ def stop_with_savepoint(client: Any, target: str) -> str:
     return str(client._j_job_client.stopWithSavepoint(False, target, format_type).get())
 
 
+def watch(client: Any, state: dict[str, str], stop: threading.Event, every: float = 1.0) -> int | None:
+    """Follow the job's status into ``state["status"]`` until ``stop`` is set (None) or the job ends
+    (the runner's exit code: 0 FINISHED, 1 failed for good or its JVM gone).
+
+    A status call that fails while the JVM still answers (a Java exception: an RPC timeout while the
+    machine stalls; an HTTP 5xx while the JobManagers elect a leader) says nothing about the job, so it
+    is waited out as UNKNOWN: in a JobManager the runner is the application's driver, and a driver that
+    exits fails the application, which Flink then records as globally terminal: no JobManager would
+    ever run the job again."""
+    from py4j.protocol import Py4JNetworkError
+
+    unavailable_since: float | None = None
+    while not stop.wait(every):
+        try:
+            status = job_status(client)
+        except Py4JNetworkError as exc:  # the JVM (the mini-cluster, or the JobManager's gateway) is gone
+            log_fault(log, Fault.COMPONENT_CRASHED, f"lost the job's JVM: {exc}", level=logging.ERROR)
+            return 1
+        except Exception as exc:
+            if unavailable_since is None:
+                unavailable_since = time.monotonic()
+                log_fault(log, Fault.JOB_STATUS_UNAVAILABLE, f"the job's status cannot be read; waiting: {exc}")
+            status = "UNKNOWN"
+        else:
+            if unavailable_since is not None:
+                waited = time.monotonic() - unavailable_since
+                log_event(log, "job.status_available", f"the job's status is readable again after {waited:.0f}s",
+                          waited_s=round(waited, 1))  # fmt: skip
+                unavailable_since = None
+        if status != state["status"]:
+            log_event(log, "job.status", f"job is {status}", status=status)
+        state["status"] = status
+        if status == "FINISHED":  # stopped with a savepoint from outside, e.g. by the operator
+            log_event(log, "job.finished", "job FINISHED; the runner ends with it")
+            return 0
+        if status in GLOBALLY_TERMINAL:
+            log_fault(log, Fault.COMPONENT_CRASHED, f"job ended as {status}", level=logging.ERROR)
+            return 1
+    return None
+
+
 def run(config_path: str | None, config: ObflowConfig, from_savepoint: str | None = None, local: bool = True) -> int:
     """``obflow job run``: run until SIGTERM/SIGINT, then stop with a savepoint (its path is written to
     ``<checkpoint.savepoint_dir>/LATEST``) and exit 0; exit 1 if the job fails for good.
@@ -241,21 +283,9 @@ def run(config_path: str | None, config: ObflowConfig, from_savepoint: str | Non
         log, "job.started", f"job {client.get_job_id()} running", parallelism=parallelism, restored_from=from_savepoint
     )
     try:
-        while not stop.wait(1.0):
-            try:
-                status = job_status(client)
-            except Exception as exc:  # py4j: the JVM (the mini-cluster, or the JobManager's gateway) is gone
-                log_fault(log, Fault.COMPONENT_CRASHED, f"lost the job's JVM: {exc}", level=logging.ERROR)
-                return 1
-            if status != state["status"]:
-                log_event(log, "job.status", f"job is {status}", status=status)
-            state["status"] = status
-            if status == "FINISHED":  # stopped with a savepoint from outside, e.g. by the operator
-                log_event(log, "job.finished", "job FINISHED; the runner ends with it")
-                return 0
-            if status in GLOBALLY_TERMINAL:
-                log_fault(log, Fault.COMPONENT_CRASHED, f"job ended as {status}", level=logging.ERROR)
-                return 1
+        ended = watch(client, state, stop)
+        if ended is not None:
+            return ended
         target = storage_uri(config.checkpoint.savepoint_dir)
         try:
             savepoint = stop_with_savepoint(client, target)

@@ -222,8 +222,13 @@ class FlinkConfig(Section):
     max_parallelism: int = Field(128, ge=1, le=32768)
     execution_mode: Literal["thread", "process"] = "thread"
     job_name: str = Field("obflow", min_length=1)
-    restart_attempts: int = Field(10, ge=0)
-    restart_delay: Duration = Field(10.0, ge=0)
+    restart_attempts: int = Field(
+        10,
+        ge=0,
+        description="Restarts in a row (each from the latest checkpoint, the wait doubling from restart_delay up to "
+        "2 minutes) before the job fails for good; 10 minutes without a failure start the count afresh.",
+    )
+    restart_delay: Duration = Field(10.0, ge=0, description="The wait before the first restart of a series.")
     dedup_records: int = Field(
         10_000,
         ge=0,

@@ -40,6 +40,7 @@ class Fault(StrEnum):
     FILE_WRITE_FAILED = "file.write_failed"
     CHECKPOINT_FAILED = "checkpoint.failed"
     JOB_RESTARTED = "job.restarted"
+    JOB_STATUS_UNAVAILABLE = "job.status_unavailable"
     INCONSISTENCY_DETECTED = "consistency.mismatch"
     COMPONENT_CRASHED = "component.crashed"
 

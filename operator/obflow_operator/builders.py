@@ -32,6 +32,8 @@ from typing import Any
 import yaml
 
 from obflow.config import ENV_NESTED_DELIMITER, ENV_PREFIX, ObflowConfig, flatten
+from obflow.flink_conf import restart_strategy
+from obflow.units import parse_duration
 from obflow_operator.spec import (
     CAPTURE_HTTP_PORT,
     FLINK_METRICS_PORT,
@@ -280,9 +282,7 @@ def flink_configuration(owner: Owner, spec: DataPipelineSpec, options: BuildOpti
         "execution.checkpointing.num-retained": str(flink.checkpoint.retained),
         "execution.checkpointing.externalized-checkpoint-retention": "RETAIN_ON_CANCELLATION",
         "state.backend.type": flink.checkpoint.backend,
-        "restart-strategy.type": "fixed-delay",
-        "restart-strategy.fixed-delay.attempts": str(flink.restart_attempts),
-        "restart-strategy.fixed-delay.delay": flink.restart_delay,
+        **restart_strategy(flink.restart_attempts, parse_duration(flink.restart_delay)),
         "metrics.reporter.prom.factory.class": "org.apache.flink.metrics.prometheus.PrometheusReporterFactory",
         "metrics.reporter.prom.port": str(FLINK_METRICS_PORT),
         "python.executable": "python3",

@@ -199,8 +199,13 @@ class FlinkSpec(SpecSection):
     job_manager: JobManagerSpec = Field(default_factory=JobManagerSpec)
     task_manager: TaskManagerSpec = Field(default_factory=TaskManagerSpec)
     checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec)
-    restart_attempts: int = Field(10, ge=0)
-    restart_delay: SpecDuration = "10s"
+    restart_attempts: int = Field(
+        10,
+        ge=0,
+        description="Restarts in a row (each from the latest checkpoint, the wait doubling from restart_delay up to "
+        "2 minutes) before the job fails for good; 10 minutes without a failure start the count afresh.",
+    )
+    restart_delay: SpecDuration = Field("10s", description="The wait before the first restart of a series.")
     dedup_records: int = Field(
         10_000, ge=0, le=10_000_000, description="Copies arriving within this many records of a shard are dropped."
     )

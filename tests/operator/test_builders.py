@@ -105,7 +105,10 @@ def test_flink_configuration_covers_checkpoints_restarts_metrics_and_memory() ->
     assert conf["execution.checkpointing.interval"] == "5m"
     assert conf["execution.checkpointing.num-retained"] == "3"
     assert conf["execution.checkpointing.externalized-checkpoint-retention"] == "RETAIN_ON_CANCELLATION"
-    assert conf["restart-strategy.type"] == "fixed-delay"
+    assert conf["restart-strategy.type"] == "exponential-delay"  # a job's tenth failure in a month is not its last
+    assert conf["restart-strategy.exponential-delay.initial-backoff"] == "10000 ms"
+    assert conf["restart-strategy.exponential-delay.attempts-before-reset-backoff"] == "10"
+    assert conf["restart-strategy.exponential-delay.reset-backoff-threshold"] == "10 min"
     assert conf["metrics.reporter.prom.port"] == "9249"
     assert conf["jobmanager.memory.process.size"] == "1600m"
     assert conf["taskmanager.memory.process.size"] == "4096m"
