@@ -412,6 +412,10 @@ def _http_probe(path: str, port: str, period: int, failures: int) -> dict[str, A
     }
 
 
+def _tcp_probe(port: str, period: int, failures: int) -> dict[str, Any]:
+    return {"tcpSocket": {"port": port}, "periodSeconds": period, "timeoutSeconds": 5, "failureThreshold": failures}
+
+
 def _deployment(
     owner: Owner, name: str, component: str, replicas: int, template: dict[str, Any], strategy: dict[str, Any]
 ) -> dict[str, Any]:
@@ -504,9 +508,11 @@ def build_jobmanager(owner: Owner, spec: DataPipelineSpec, config_hash: str) -> 
         ],
         "resources": _resources(jm.resources),
         "volumeMounts": mounts,
-        # every JobManager, leader or standby, serves REST; a hung one stops answering it
-        "startupProbe": _http_probe("/config", "rest", 5, 24),
-        "livenessProbe": _http_probe("/config", "rest", 10, 6),
+        # Ready: REST answers (leader or standby). Alive: its port is open. REST answers 503 while no
+        # leader is elected, and a liveness probe on it killed both JobManagers in the middle of an
+        # election, which left the pipeline without one for minutes.
+        "startupProbe": _tcp_probe("rest", 5, 24),
+        "livenessProbe": _tcp_probe("rest", 10, 6),
         "readinessProbe": _http_probe("/config", "rest", 5, 3),
     }
     replicas = 0 if spec.suspend else jm.replicas
@@ -540,16 +546,15 @@ def build_taskmanager(owner: Owner, spec: DataPipelineSpec, config_hash: str) ->
         [POD_IP_ENV, *datahub_secret_env(spec)],
     )
     # the metrics reporter listens from the TaskManager's start to its end (its RPC port is not fixed)
-    tcp = {"tcpSocket": {"port": "flink-metrics"}, "timeoutSeconds": 5}
     container |= {
         "ports": [
             {"name": "flink-metrics", "containerPort": FLINK_METRICS_PORT, "protocol": "TCP"},
         ],
         "resources": _resources(tm.resources),
         "volumeMounts": mounts,
-        "startupProbe": {**tcp, "periodSeconds": 5, "failureThreshold": 24},
-        "livenessProbe": {**tcp, "periodSeconds": 10, "failureThreshold": 6},
-        "readinessProbe": {**tcp, "periodSeconds": 5, "failureThreshold": 3},
+        "startupProbe": _tcp_probe("flink-metrics", 5, 24),
+        "livenessProbe": _tcp_probe("flink-metrics", 10, 6),
+        "readinessProbe": _tcp_probe("flink-metrics", 5, 3),
     }
     replicas = 0 if spec.suspend else task_managers_for(spec)
     template = _pod_template(owner, spec, "taskmanager", [container], volumes, config_hash)

@@ -141,6 +141,15 @@ def test_every_container_has_liveness_readiness_and_startup_probes_R7_8() -> Non
     assert capture["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
 
 
+def test_a_jobmanager_in_a_leader_election_is_not_ready_but_alive() -> None:
+    """Flink's REST answers 503 while no leader is elected: that makes a JobManager unready, never
+    killed (kubelet restarting both JobManagers mid-election left a pipeline without one for minutes)."""
+    jobmanager = children(spec_of(FULL))["Deployment/orders-jobmanager"]["spec"]["template"]["spec"]["containers"][0]
+    assert jobmanager["readinessProbe"]["httpGet"] == {"path": "/config", "port": "rest"}
+    for probe in ("startupProbe", "livenessProbe"):
+        assert jobmanager[probe]["tcpSocket"] == {"port": "rest"}, probe
+
+
 def test_capture_runs_once_and_is_replaced_not_doubled() -> None:
     capture = children(spec_of(FULL))["Deployment/orders-capture"]
     assert capture["spec"]["replicas"] == 1
