@@ -34,7 +34,7 @@ import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -52,6 +52,7 @@ POSITIONS = "_obflow"
 """The folder under ``output.path`` with each shard's committed positions (not output: it starts with _)."""
 FLUSH_ROWS = 8192
 FLUSH_BYTES = 8 * 1024**2
+WRITE_BUFFER = 1024**2  # bytes gathered before a write to the file
 HOUR_MS = 3_600_000
 _SEQUENCE = "__sequence"
 _ROW = "__row"
@@ -129,7 +130,7 @@ class OpenFile:
     _buffer: list[pa.Table] = field(default_factory=list)
     _buffered_bytes: int = 0
     _flushed_arrow_bytes: int = 0
-    _out: IO[bytes] | None = None
+    _out: pa.NativeFile | None = None
     _writer: Any = None
 
     @property
@@ -154,7 +155,11 @@ class OpenFile:
     def open(self) -> None:
         """Create the in-progress file (empty; one left by a crash is overwritten)."""
         self.in_progress.parent.mkdir(parents=True, exist_ok=True)
-        self._out = self.in_progress.open("wb")
+        # Arrow's own file, not a Python one: Parquet and CSV writers would call a Python file's write()
+        # from C++ through PyGILState, which pemja's thread mode (a thread state per chained Python
+        # operator, all on the task's thread) does not support: it crashed the JVM in _PyType_Lookup
+        # with no current thread state.
+        self._out = pa.BufferedOutputStream(pa.OSFile(str(self.in_progress), "wb"), buffer_size=WRITE_BUFFER)
 
     def append(self, rows: pa.Table, sequences: pa.Array, commit_ms: pa.Array, row_keys: pa.Array) -> None:
         """``rows`` (this file's schema) of the records at ``sequences``, committed at ``commit_ms``, of the
@@ -219,10 +224,9 @@ class OpenFile:
         assert self._out is not None, "open() first"
         if self._writer is not None:
             self._writer.close()  # Parquet's footer; CSV has none
-        self._out.flush()
-        os.fsync(self._out.fileno())
-        self._out.close()
+        self._out.close()  # flushes the buffer into the file
         self._out = None
+        fsync_file(self.in_progress)
 
     def publish(self) -> Path:
         """Rename the finished file to its final name: visible, whole, from now on."""
@@ -240,6 +244,15 @@ class OpenFile:
         self._out, self._writer, self._buffer = None, None, []
         with contextlib.suppress(OSError):
             self.in_progress.unlink(missing_ok=True)
+
+
+def fsync_file(path: Path) -> None:
+    """Make what was written to ``path`` durable (any descriptor of a file syncs its data)."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def fsync_directory(folder: Path) -> None:

@@ -18,7 +18,6 @@ through the SDK and through this path, in both protocols, and compares every val
 
 from __future__ import annotations
 
-import io
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
@@ -93,7 +92,7 @@ def decode_json(body: bytes) -> tuple[pa.Table, str]:
             return COLUMNS.empty_table(), str(response["NextCursor"])
     options = pa_json.ReadOptions(block_size=max(len(body) + 1, 1 << 20), use_threads=False)
     try:
-        response = pa_json.read_json(io.BytesIO(body), read_options=options, parse_options=_PARSE)
+        response = pa_json.read_json(pa.BufferReader(body), read_options=options, parse_options=_PARSE)
     except pa.ArrowInvalid as exc:
         raise MalformedResponseError(f"GetRecords response is not DataHub's JSON: {exc}") from None
     if response.num_rows != 1:
