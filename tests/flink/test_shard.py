@@ -15,10 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from flink_job.files import OpenFile, PositionsFile
+from flink_job.output import read_file
 from flink_job.shard import ShardMetrics, ShardWorker
 from obflow.config import ObflowConfig
 from obflow.datahub.client import make_client
@@ -349,3 +351,19 @@ def test_records_that_expire_unread_are_a_fault_and_a_metric_and_the_rest_flows_
     assert len(faults) == 1 and "50 records (sequences 300 to 349)" in faults[0].getMessage(), caplog.text
     assert metrics.expired_records == 50
     assert len(output_rows(config)) == 300 + 150  # the rest of the shard, exactly once
+
+
+@pytest.mark.parametrize("fmt", ["json", "parquet", "csv"])
+def test_arrow_writes_output_files_to_its_own_file_never_to_a_python_one(tmp_path: Path, fmt: str) -> None:
+    """Arrow's writers call a Python file's write() back from C++ through PyGILState, which the job's
+    thread mode (pemja) does not support: it crashed the JVM. The sink must be Arrow's own, from open
+    to the durable, whole file."""
+    schema = pa.schema([("id", pa.int64()), ("_commit_ts", pa.timestamp("ms", tz="UTC"))])
+    rows = pa.table({"id": [1, 2], "_commit_ts": pa.array([1000, 2000], pa.timestamp("ms", tz="UTC"))})
+    file = OpenFile(tmp_path, "S.T", "0", 0, 1000, schema, fmt, opened_at=0.0)
+    file.open()
+    file.append(rows, pa.array([0, 1]), pa.array([1000, 2000]), pa.array(["1", "2"]))
+    file.flush()
+    assert isinstance(file._out, pa.NativeFile)
+    file.finish()
+    assert read_file(file.publish(), schema).column("id").to_pylist() == [1, 2]
