@@ -17,6 +17,7 @@ and changes committed between it and the snapshot's start may be seen twice (at-
 from __future__ import annotations
 
 import base64
+import logging
 import queue
 import threading
 import time
@@ -29,14 +30,24 @@ from pymysqlreplication import BinLogStreamReader
 from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
 
 from capture_agent.db import ConnectionLostError, Database, is_connection_error
-from capture_agent.dialects import BINARY_TYPES, TableInfo
-from capture_agent.method import Captured, Position, split_key_change
+from capture_agent.dialects import BINARY_TYPES, Column, TableInfo
+from capture_agent.method import Captured, Position, discover_table, split_key_change
+from capture_agent.schema import SCHEMA_CHANGES, SchemaChange
 from capture_agent.snapshot import SnapshotThenStream, copy_position
 from capture_agent.values import normalize
 from obflow.config import ObflowConfig
 from obflow.events import ChangeEvent
+from obflow.log import log_event
 
 _OPS = {WriteRowsEvent: "c", UpdateRowsEvent: "u", DeleteRowsEvent: "d"}
+log = logging.getLogger("obflow.capture.binlog")
+
+
+def _names(row: dict[str, Any]) -> tuple[str, ...] | None:
+    """The columns a binlog row names, in the table's order; None where the server sent no names."""
+    values = row.get("values") or row.get("after_values") or {}
+    names = tuple(values)
+    return None if not names or any(n.startswith("UNKNOWN_COL") for n in names) else names
 
 
 class _StreamReader:
@@ -105,6 +116,8 @@ class BinlogCapture(SnapshotThenStream):
         super().__init__(config, db, tables, clock, history_dir)
         self.by_name = {(t.schema, t.name): t for t in tables}
         self._reader: _StreamReader | None = None
+        self._shapes: dict[tuple[str, tuple[str, ...]], TableInfo] = {}
+        self._columns_seen: dict[str, dict[str, Column]] = {t.qualified: {c.name: c for c in t.columns} for t in tables}
 
     def initial_position(self) -> Position:
         if self.config.capture.snapshot:
@@ -147,13 +160,59 @@ class BinlogCapture(SnapshotThenStream):
                 op = _OPS[type(binlog_event)]
                 commit_ms = int(binlog_event.timestamp) * 1000
                 for index, row in enumerate(binlog_event.rows):
-                    events += split_key_change(self._event(table, op, row, f"{end}:{index}", commit_ms, now_ms))
+                    shape = self._shape_of(table, _names(row))
+                    events += split_key_change(self._event(shape, op, row, f"{end}:{index}", commit_ms, now_ms))
             position["log_file"], position["log_pos"] = log_file, binlog_event.packet.log_pos
         self._reader.handed_out = (position["log_file"], int(position["log_pos"]))
         if self._reader.error is not None:
             error, self._reader = self._reader.error, None
             raise ConnectionLostError(f"binlog stream failed: {error}")
         return Captured(events, position)
+
+    def _shape_of(self, table: TableInfo, names: tuple[str, ...] | None) -> TableInfo:
+        """The table's shape when the binlog wrote a row of columns ``names`` (with binlog_row_metadata=FULL
+        every table map names them; None: it does not): ``table`` while they match. After an ALTER TABLE,
+        the catalog's shape where it has those columns, and the table streams in it from then on; where it
+        has not (the binlog is read behind a later change), those columns with the types last seen of them.
+        Each shape is looked up once."""
+        if names is None or names == tuple(c.name for c in table.columns):
+            return table
+        found = self._shapes.get((table.qualified, names))
+        if found is None:
+            found = self._shapes[(table.qualified, names)] = self._shape_named(table, names)
+        if found is not table and self.by_name[(table.schema, table.name)] is table:
+            self.by_name[(table.schema, table.name)] = found
+            self._report(table, found)
+        return found
+
+    def _shape_named(self, table: TableInfo, names: tuple[str, ...]) -> TableInfo:
+        spec = next(
+            s for s in self.config.source.tables if self.config.source.schema_and_table(s) == (table.schema, table.name)
+        )
+        now = discover_table(self.db, self.config, spec, missing_ok=True)
+        seen = self._columns_seen[table.qualified]
+        if now is not None:
+            seen.update((c.name, c) for c in now.columns)
+            if tuple(c.name for c in now.columns) == names:
+                return now
+        columns = tuple(seen.get(name, Column(name, "text", "text")) for name in names)
+        key = table.primary_key if set(table.primary_key) <= set(names) else (now or table).primary_key
+        return TableInfo(table.schema, table.name, columns, key)
+
+    def _report(self, old: TableInfo, new: TableInfo) -> None:
+        change = SchemaChange.between(old, new)
+        SCHEMA_CHANGES.labels(change.table).inc()
+        log_event(
+            log,
+            "schema.changed",
+            f"{change.table} changed ({change.describe()}): its binlog rows are read in the new shape",
+            table=change.table,
+            added=list(change.added),
+            removed=list(change.removed),
+            retyped=list(change.retyped),
+            old_version=change.old_version,
+            new_version=change.new_version,
+        )
 
     def _open_stream(self, log_file: str, log_pos: int) -> BinLogStreamReader:
         source = self.config.source

@@ -102,3 +102,36 @@ def test_binlog_update_of_the_primary_key_is_a_delete_then_an_insert_R1_2(
         agent.stop()
     assert [(e.op, e.key) for e in events] == [("c", {"id": 7}), ("d", {"id": 7}), ("c", {"id": 8})]
     assert events[2].source.position == events[1].source.position + "+c"
+
+
+def test_binlog_rows_follow_the_table_through_add_drop_and_rename_column(
+    engine: Engine, database: str, datahub: DataHubEmulator, tmp_path: Path
+) -> None:
+    """With binlog_row_metadata=FULL each row names its columns: after each ALTER TABLE the events carry
+    the table's new shape (its columns and their types, a new schema version) and the values of an added
+    or renamed column; the rows written before it keep the shape they were written in."""
+    config = capture_config(engine, database, tmp_path / "state", datahub.endpoint, method="binlog", snapshot=False)
+    agent = RunningAgent(config)
+    try:
+        with engine.connect(database) as conn, conn.cursor() as cur:
+            cur.execute("INSERT INTO orders (id, status, note) VALUES (1, 'NEW', 'first')")
+            cur.execute("ALTER TABLE orders ADD COLUMN priority INT")
+            cur.execute("INSERT INTO orders (id, status, priority) VALUES (2, 'NEW', 7)")
+            cur.execute("ALTER TABLE orders DROP COLUMN note")
+            cur.execute("INSERT INTO orders (id, status, priority) VALUES (3, 'NEW', 8)")
+            cur.execute("ALTER TABLE orders CHANGE COLUMN priority rank_no INT")
+            cur.execute("UPDATE orders SET rank_no = 9 WHERE id = 3")
+        events = sorted(orders(config, 4), key=lambda e: e.source.position)
+    finally:
+        agent.stop()
+    first, added, dropped, renamed = events
+    assert first.after is not None and first.after["note"] == "first" and "priority" not in first.after
+    assert added.after is not None and added.after["priority"] == 7 and added.after["note"] is None
+    assert dropped.after is not None and "note" not in dropped.after and dropped.after["priority"] == 8
+    assert renamed.op == "u" and renamed.after is not None and renamed.after["rank_no"] == 9
+    assert renamed.before is not None and "priority" not in renamed.before
+    shapes = [e.source.table_schema for e in events]
+    assert all(shape is not None for shape in shapes)
+    assert len({shape.version for shape in shapes if shape is not None}) == 4
+    assert [name for name, _ in shapes[1].columns][-1] == "priority"  # type: ignore[union-attr]
+    assert dict(shapes[3].columns)["rank_no"] == "int(11)"  # type: ignore[union-attr]
