@@ -357,3 +357,32 @@ def test_outage_refuses_connections_then_recovers(emulator: DataHubEmulator) -> 
             time.sleep(0.1)
     else:
         pytest.fail("the emulator did not come back after the outage")
+
+
+BAD_NAMES = ["..%2F..%2Fescaped", "..%2Fescaped", "a%2Fescaped", "%2Ftmp%2Fescaped", "1escaped", "na%C3%AFve", "x%00y"]
+
+
+@pytest.mark.parametrize("name", [*BAD_NAMES, "ab", "x" * 33], ids=lambda n: n[:20])
+def test_a_project_name_that_is_not_datahubs_is_refused_and_touches_no_path(
+    emulator: DataHubEmulator, tmp_path: Path, name: str
+) -> None:
+    """Signed by the SDK's own client past its name check (anything that reaches the port can send it):
+    DataHub's InvalidParameter naming the rule, and no folder made anywhere."""
+    rest = sdk(emulator.endpoint, "json")._datahub_impl._rest_client
+    before = set(tmp_path.parent.rglob("*"))
+    with pytest.raises(InvalidParameterException, match=r"project name .* must start with a letter"):
+        rest.post(f"/projects/{name}", data='{"Comment": ""}')
+    assert set(tmp_path.parent.rglob("*")) == before
+
+
+@pytest.mark.parametrize("name", [*BAD_NAMES, "x" * 129], ids=lambda n: n[:20])
+def test_a_topic_name_that_is_not_datahubs_is_refused_and_touches_no_path(
+    emulator: DataHubEmulator, tmp_path: Path, name: str
+) -> None:
+    client = sdk(emulator.endpoint, "json")
+    client.create_project("shop", "")
+    before = set(tmp_path.parent.rglob("*"))
+    body = '{"ShardCount": 1, "Lifecycle": 1, "RecordType": "BLOB", "Comment": ""}'
+    with pytest.raises(InvalidParameterException, match=r"topic name .* must start with a letter"):
+        client._datahub_impl._rest_client.post(f"/projects/shop/topics/{name}", data=body)
+    assert set(tmp_path.parent.rglob("*")) == before

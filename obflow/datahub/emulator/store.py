@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import bisect
 import os
+import re
 import threading
 import time
 import uuid
@@ -62,6 +63,23 @@ def not_found(code: str, what: str) -> DataHubError:
 
 def invalid(message: str) -> DataHubError:
     return DataHubError(400, "InvalidParameter", message)
+
+
+# DataHub's own rules (its SDK checks them too); a name becomes a folder under the data directory
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+PROJECT_NAME_LENGTH = (3, 32)
+TOPIC_NAME_LENGTH = (1, 128)
+
+
+def checked_name(kind: str, name: Any, length: tuple[int, int]) -> str:
+    """``name`` when it is a valid DataHub project or topic name, else DataHub's InvalidParameter."""
+    low, high = length
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or not low <= len(name) <= high:
+        raise invalid(
+            f"{kind} name {name!r} is invalid: it must start with a letter and hold only letters, digits and _, "
+            f"{low} to {high} characters"
+        )
+    return name
 
 
 @dataclass
@@ -224,6 +242,7 @@ class Store:
             raise not_found("NoSuchProject", f"project {name!r}") from None
 
     def create_project(self, name: str, comment: str) -> None:
+        checked_name("project", name, PROJECT_NAME_LENGTH)
         with self.lock:
             if name in self.projects:
                 raise DataHubError(400, "ProjectAlreadyExist", f"project {name!r} already exists")
@@ -263,6 +282,7 @@ class Store:
         lifecycle: int,
         comment: str,
     ) -> None:
+        checked_name("topic", name, TOPIC_NAME_LENGTH)
         if record_type not in ("TUPLE", "BLOB"):
             raise invalid(f"RecordType must be TUPLE or BLOB, not {record_type!r}")
         if not isinstance(shard_count, int) or not 1 <= shard_count <= MAX_SHARDS:
