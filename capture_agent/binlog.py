@@ -17,7 +17,6 @@ and changes committed between it and the snapshot's start may be seen twice (at-
 from __future__ import annotations
 
 import base64
-import logging
 import queue
 import threading
 import time
@@ -32,15 +31,13 @@ from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, Write
 from capture_agent.db import ConnectionLostError, Database, is_connection_error
 from capture_agent.dialects import BINARY_TYPES, Column, TableInfo
 from capture_agent.method import Captured, Position, discover_table, split_key_change
-from capture_agent.schema import SCHEMA_CHANGES, SchemaChange
+from capture_agent.schema import SchemaChange, report_schema_change
 from capture_agent.snapshot import SnapshotThenStream, copy_position
 from capture_agent.values import normalize
 from obflow.config import ObflowConfig
 from obflow.events import ChangeEvent
-from obflow.log import log_event
 
 _OPS = {WriteRowsEvent: "c", UpdateRowsEvent: "u", DeleteRowsEvent: "d"}
-log = logging.getLogger("obflow.capture.binlog")
 
 
 def _names(row: dict[str, Any]) -> tuple[str, ...] | None:
@@ -182,7 +179,7 @@ class BinlogCapture(SnapshotThenStream):
             found = self._shapes[(table.qualified, names)] = self._shape_named(table, names)
         if found is not table and self.by_name[(table.schema, table.name)] is table:
             self.by_name[(table.schema, table.name)] = found
-            self._report(table, found)
+            report_schema_change(SchemaChange.between(table, found), "its binlog rows are read in the new shape")
         return found
 
     def _shape_named(self, table: TableInfo, names: tuple[str, ...]) -> TableInfo:
@@ -198,21 +195,6 @@ class BinlogCapture(SnapshotThenStream):
         columns = tuple(seen.get(name, Column(name, "text", "text")) for name in names)
         key = table.primary_key if set(table.primary_key) <= set(names) else (now or table).primary_key
         return TableInfo(table.schema, table.name, columns, key)
-
-    def _report(self, old: TableInfo, new: TableInfo) -> None:
-        change = SchemaChange.between(old, new)
-        SCHEMA_CHANGES.labels(change.table).inc()
-        log_event(
-            log,
-            "schema.changed",
-            f"{change.table} changed ({change.describe()}): its binlog rows are read in the new shape",
-            table=change.table,
-            added=list(change.added),
-            removed=list(change.removed),
-            retyped=list(change.retyped),
-            old_version=change.old_version,
-            new_version=change.new_version,
-        )
 
     def _open_stream(self, log_file: str, log_pos: int) -> BinLogStreamReader:
         source = self.config.source

@@ -158,6 +158,23 @@ def replaces_in_place(db: Database, dialect: Dialect) -> bool:
     return dialect == "oracle" or catches_stale_columns(server_version(db, dialect))
 
 
+def report_schema_change(change: SchemaChange, done: str) -> None:
+    """A change of a captured table's shape, as a ``schema.changed`` event and metric; ``done``: what
+    the capture did about it."""
+    SCHEMA_CHANGES.labels(change.table).inc()
+    log_event(
+        log,
+        "schema.changed",
+        f"{change.table} changed ({change.describe()}): {done}",
+        table=change.table,
+        added=list(change.added),
+        removed=list(change.removed),
+        retyped=list(change.retyped),
+        old_version=change.old_version,
+        new_version=change.new_version,
+    )
+
+
 class SchemaWatch:
     """Compares the captured tables with the catalog and, on a change, regenerates their triggers."""
 
@@ -228,18 +245,7 @@ class SchemaWatch:
 
     def _report(self, change: SchemaChange, window_s: float, writes_failed: bool) -> None:
         """``writes_failed``: the triggers named a column that is gone, on an engine where that fails writes."""
-        SCHEMA_CHANGES.labels(change.table).inc()
-        log_event(
-            log,
-            "schema.changed",
-            f"{change.table} changed ({change.describe()}): its change-log triggers were regenerated",
-            table=change.table,
-            added=list(change.added),
-            removed=list(change.removed),
-            retyped=list(change.retyped),
-            old_version=change.old_version,
-            new_version=change.new_version,
-        )
+        report_schema_change(change, "its change-log triggers were regenerated")
         if change.removed and writes_failed and self.stale_trigger_fails_writes:
             WRITE_FAILURE_WINDOWS.labels(change.table).inc()
             log_fault(

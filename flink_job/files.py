@@ -226,13 +226,13 @@ class OpenFile:
             self._writer.close()  # Parquet's footer; CSV has none
         self._out.close()  # flushes the buffer into the file
         self._out = None
-        fsync_file(self.in_progress)
+        fsync_path(self.in_progress)
 
     def publish(self) -> Path:
         """Rename the finished file to its final name: visible, whole, from now on."""
         target = self.path
         self.in_progress.replace(target)
-        fsync_directory(target.parent)
+        fsync_path(target.parent)
         return target
 
     def abort(self) -> None:
@@ -246,17 +246,9 @@ class OpenFile:
             self.in_progress.unlink(missing_ok=True)
 
 
-def fsync_file(path: Path) -> None:
-    """Make what was written to ``path`` durable (any descriptor of a file syncs its data)."""
+def fsync_path(path: Path) -> None:
+    """Make a file's data, or a folder's entries, durable (any descriptor of either syncs it)."""
     descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
-def fsync_directory(folder: Path) -> None:
-    descriptor = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(descriptor)
     finally:
@@ -303,4 +295,4 @@ class PositionsFile:
             out.flush()
             os.fsync(out.fileno())
         tmp.replace(self.path)
-        fsync_directory(self.path.parent)
+        fsync_path(self.path.parent)
