@@ -20,7 +20,8 @@ from datahub.exceptions import (
 )
 from datahub.models import BlobRecord, CursorType, FieldType, RecordSchema, TupleRecord
 
-from obflow.datahub.emulator import DataHubEmulator
+from obflow.datahub.emulator import DataHubEmulator, Faults
+from obflow.datahub.emulator.server import FAULT_BOUNDS
 from tests.datahub.conftest import ACCESS_ID, ACCESS_KEY, EmulatorProcess, sdk, set_faults
 
 SCHEMA = RecordSchema.from_lists(
@@ -386,3 +387,43 @@ def test_a_topic_name_that_is_not_datahubs_is_refused_and_touches_no_path(
     with pytest.raises(InvalidParameterException, match=r"topic name .* must start with a letter"):
         client._datahub_impl._rest_client.post(f"/projects/shop/topics/{name}", data=body)
     assert set(tmp_path.parent.rglob("*")) == before
+
+
+BAD_FAULTS = [
+    b'{"latency_ms": "x"}',
+    b'{"latency_ms": 1e309}',
+    b'{"latency_ms": -1}',
+    b'{"put_request_failure_rate": 2}',
+    b'{"put_record_failure_rate": true}',
+    b'{"fail_next_puts": 1.5}',
+    b'{"fail_next_puts": null}',
+    b'{"seed": "1"}',
+    b'{"latency_ms": 0, "seed": []}',
+    b"[1, 2]",
+    b'"faults"',
+    b"{not json",
+]
+
+
+@pytest.mark.parametrize("body", BAD_FAULTS, ids=lambda b: b.decode()[:30])
+def test_a_fault_setting_of_the_wrong_type_is_refused_and_changes_nothing(
+    emulator: DataHubEmulator, body: bytes
+) -> None:
+    """A wrong setting is InvalidParameter naming the fault and what it takes; none of the request is
+    applied, so DataHub requests keep working (a string latency made every one of them fail with 500)."""
+    answer = httpx.post(f"{emulator.endpoint}/_admin/faults", content=body, timeout=5)
+    assert answer.status_code == 400 and answer.json()["ErrorCode"] == "InvalidParameter", answer.text
+    assert "Traceback" not in answer.text
+    assert httpx.get(f"{emulator.endpoint}/_admin/faults", timeout=5).json()["latency_ms"] == 0
+    sdk(emulator.endpoint).create_project("shop", "")
+
+
+@pytest.mark.parametrize("body", [b'{"seconds": "2"}', b'{"seconds": 0}', b'{"seconds": 1e9}', b"[]", b"{x"])
+def test_an_outage_of_the_wrong_length_is_refused(emulator: DataHubEmulator, body: bytes) -> None:
+    answer = httpx.post(f"{emulator.endpoint}/_admin/outage", content=body, timeout=5)
+    assert answer.status_code == 400 and answer.json()["ErrorCode"] == "InvalidParameter", answer.text
+    sdk(emulator.endpoint).create_project("shop", "")
+
+
+def test_every_fault_has_its_bounds() -> None:
+    assert set(FAULT_BOUNDS) == set(Faults.__dataclass_fields__)

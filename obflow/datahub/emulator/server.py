@@ -62,6 +62,18 @@ HASH_SPACE = 1 << 128
 _CRC32C = crcmod.predefined.mkCrcFun("crc-32c")
 
 
+# fault → (lowest, highest, whole number, may be null)
+FAULT_BOUNDS: dict[str, tuple[float, float, bool, bool]] = {
+    "put_request_failure_rate": (0, 1, False, False),
+    "put_record_failure_rate": (0, 1, False, False),
+    "put_record_max_failures": (0, 10**6, True, True),
+    "fail_next_puts": (0, 10**6, True, False),
+    "latency_ms": (0, 60_000, False, False),
+    "seed": (-(2**63), 2**63 - 1, True, True),
+}
+MAX_OUTAGE_S = 3600
+
+
 @dataclass
 class Faults:
     """Injected failures; every field can be changed at run time through ``POST /_admin/faults``."""
@@ -100,10 +112,22 @@ class Faults:
             self.failures_by_record[digest] = count + 1
             return True
 
-    def update(self, changes: dict[str, Any]) -> None:
+    def update(self, changes: Any) -> None:
+        """Apply ``changes`` (fault → value) whole, or none of it: InvalidParameter naming the first fault
+        of an unknown name, a wrong type or a value out of its bounds (:data:`FAULT_BOUNDS`)."""
+        if not isinstance(changes, dict):
+            raise invalid("the faults are a JSON object of fault names and values")
         for key, value in changes.items():
-            if key not in {f for f in self.__dataclass_fields__}:
-                raise invalid(f"unknown fault {key!r}; known: {', '.join(self.__dataclass_fields__)}")
+            if key not in FAULT_BOUNDS:
+                raise invalid(f"unknown fault {key!r}; known: {', '.join(FAULT_BOUNDS)}")
+            low, high, whole, nullable = FAULT_BOUNDS[key]
+            if value is None and nullable:
+                continue
+            kinds = (int,) if whole else (int, float)
+            if isinstance(value, bool) or not isinstance(value, kinds) or not low <= value <= high:
+                kind = "a whole number" if whole else "a number"
+                raise invalid(f"fault {key!r} must be {kind} from {low} to {high}{' or null' if nullable else ''}")
+        for key, value in changes.items():
             setattr(self, key, value)
         if "seed" in changes:
             self.rng = random.Random(self.seed)
@@ -883,15 +907,25 @@ def _offsets(store: Store, req: _Request, project: str, topic_name: str, sub_id:
 # ---- admin ---------------------------------------------------------------------------------
 
 
+def _admin_json(body: bytes) -> Any:
+    try:
+        return orjson.loads(body or b"{}")
+    except orjson.JSONDecodeError as exc:
+        raise invalid(f"the request body is not JSON: {exc}") from None
+
+
 def _admin(emulator: DataHubEmulator, method: str, path: str, body: bytes) -> Any:
     if path == "/healthz":
         return {"status": "ok"}
     if path == "/_admin/faults":
         if method == "POST":
-            emulator.faults.update(orjson.loads(body or b"{}"))
+            emulator.faults.update(_admin_json(body))
         return emulator.faults.public()
     if path == "/_admin/outage" and method == "POST":
-        seconds = float(orjson.loads(body or b"{}").get("seconds", 1))
+        request = _admin_json(body)
+        seconds = request.get("seconds", 1) if isinstance(request, dict) else None
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 0 < seconds <= MAX_OUTAGE_S:
+            raise invalid(f"outage 'seconds' must be a number above 0 and at most {MAX_OUTAGE_S}")
         threading.Timer(0.05, emulator.refuse_connections, args=(seconds,)).start()
         return {"refusing_for": seconds}
     if path == "/_admin/stats":
