@@ -57,7 +57,14 @@ def _datahub_emulator(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     emulator = DataHubEmulator(
-        args.data_dir, args.host, args.port, args.access_id, args.access_key, faults=faults, fsync=args.fsync
+        args.data_dir,
+        args.host,
+        args.port,
+        args.access_id,
+        args.access_key,
+        faults=faults,
+        fsync=args.fsync,
+        admin=args.admin,
     )
     return serve(emulator)
 
@@ -236,7 +243,7 @@ def _add_emulator_commands(commands: Any) -> None:
         "datahub-emulator",
         help="run a local DataHub-compatible server",
         description="A DataHub-compatible endpoint the unmodified pydatahub SDK talks to (JSON and PB). "
-        "Faults can also be switched at run time: POST /_admin/faults, POST /_admin/outage.",
+        "With --admin, faults can also be switched at run time: POST /_admin/faults, POST /_admin/outage.",
     )
     emulator.add_argument("--host", default="127.0.0.1")
     emulator.add_argument("--port", type=int, default=8090, help="0 picks a free port")
@@ -248,6 +255,11 @@ def _add_emulator_commands(commands: Any) -> None:
     emulator.add_argument("--put-record-failure-rate", type=float, default=0.0, metavar="P")
     emulator.add_argument("--latency-ms", type=float, default=0.0)
     emulator.add_argument("--seed", type=int, default=None, help="seed of the injected failures")
+    emulator.add_argument(
+        "--admin",
+        action="store_true",
+        help="serve /_admin/ (faults, outages, put statistics), unauthenticated, to anything that reaches the port",
+    )
     emulator.set_defaults(handler=_datahub_emulator)
 
 

@@ -96,8 +96,9 @@ class LocalPipeline:
         self.start_database()
         self._run_cli("capture", "install")
         emulator = obflow_command(
-            "datahub-emulator", "--port", str(self.ports["datahub"]), "--data-dir", str(self.out / "datahub")
-        )
+            "datahub-emulator", "--port", str(self.ports["datahub"]), "--data-dir", str(self.out / "datahub"),
+            *(["--admin"] if self.faults else []),
+        )  # fmt: skip
         self.supervisor.start(Component("datahub", emulator, readyz(self.ports["datahub"], "/healthz")))
         if self.faults:
             # DataHub rejects 5 % of the records put, each at most twice: the capture agent retries them

@@ -92,7 +92,7 @@ def capture_config(engine: Engine, database: str, state_dir: Path, endpoint: str
 
 @pytest.fixture
 def datahub(tmp_path: Path) -> Iterator[DataHubEmulator]:
-    emu = DataHubEmulator(str(tmp_path / "datahub"), access_id=ACCESS_ID, access_key=ACCESS_KEY).start()
+    emu = DataHubEmulator(str(tmp_path / "datahub"), access_id=ACCESS_ID, access_key=ACCESS_KEY, admin=True).start()
     yield emu
     emu.stop()
 

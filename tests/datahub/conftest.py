@@ -51,7 +51,7 @@ def datahub_config(endpoint: str, protocol: str = "pb", shards: int = 4, interva
 
 @pytest.fixture
 def emulator(tmp_path: Path) -> Iterator[DataHubEmulator]:
-    emu = DataHubEmulator(str(tmp_path / "datahub"), access_id=ACCESS_ID, access_key=ACCESS_KEY).start()
+    emu = DataHubEmulator(str(tmp_path / "datahub"), access_id=ACCESS_ID, access_key=ACCESS_KEY, admin=True).start()
     yield emu
     emu.stop()
 
@@ -90,7 +90,7 @@ class EmulatorProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> EmulatorProcess:
-        self.proc, _ = start_process(self.data_dir, port=self.port, access=(ACCESS_ID, ACCESS_KEY))
+        self.proc, _ = start_process(self.data_dir, port=self.port, access=(ACCESS_ID, ACCESS_KEY), admin=True)
         return self
 
     def kill(self) -> None:

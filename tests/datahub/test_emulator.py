@@ -427,3 +427,18 @@ def test_an_outage_of_the_wrong_length_is_refused(emulator: DataHubEmulator, bod
 
 def test_every_fault_has_its_bounds() -> None:
     assert set(FAULT_BOUNDS) == set(Faults.__dataclass_fields__)
+
+
+def test_the_admin_endpoint_is_off_unless_asked_for(tmp_path: Path) -> None:
+    """Anything on the host can reach the port, and /_admin/ is unauthenticated: without ``admin`` (the
+    CLI's --admin) it answers 404 naming the flag, and changes nothing; /healthz stays."""
+    emu = DataHubEmulator(str(tmp_path), access_id=ACCESS_ID, access_key=ACCESS_KEY).start()
+    try:
+        for method, path in (("POST", "/_admin/faults"), ("GET", "/_admin/faults"), ("POST", "/_admin/outage")):
+            answer = httpx.request(method, f"{emu.endpoint}{path}", json={"latency_ms": 5000}, timeout=5)
+            assert answer.status_code == 404 and "--admin" in answer.json()["ErrorMessage"], answer.text
+        assert emu.faults.latency_ms == 0
+        assert httpx.get(f"{emu.endpoint}/healthz", timeout=5).json() == {"status": "ok"}
+        sdk(emu.endpoint).create_project("shop", "")
+    finally:
+        emu.stop()

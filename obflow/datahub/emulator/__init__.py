@@ -23,16 +23,19 @@ def start_process(
     access: tuple[str, str] | None = None,
     log_path: Path | None = None,
     timeout: float = 30,
+    admin: bool = False,
 ) -> tuple[subprocess.Popen[bytes], str]:
     """``obflow datahub-emulator`` as its own process: (process, endpoint) once ``/healthz`` answers.
 
     ``port`` defaults to a free one; ``access`` is (access id, access key); output goes to ``log_path``
-    (appended) or is discarded.
+    (appended) or is discarded; ``admin``: with its ``/_admin/`` endpoint on.
     """
     port = port or free_port()
     cmd = [sys.executable, "-m", "obflow.cli", "datahub-emulator", "--port", str(port), "--data-dir", str(data_dir)]
     if access:
         cmd += ["--access-id", access[0], "--access-key", access[1]]
+    if admin:
+        cmd.append("--admin")
     log = log_path.open("ab") if log_path else subprocess.DEVNULL
     try:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)

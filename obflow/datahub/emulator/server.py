@@ -166,8 +166,12 @@ class DataHubEmulator:
         access_key: str = "obflow-local-key",
         faults: Faults | None = None,
         fsync: bool = False,
+        admin: bool = False,
     ) -> None:
+        """``admin``: serve ``/_admin/`` (faults, outages, put statistics) to anything that reaches the port,
+        unauthenticated; off, it answers 404."""
         self.store = Store(data_dir, fsync=fsync)
+        self.admin = admin
         self.host = host
         self.access_id = access_id
         self.access_key = access_key
@@ -293,6 +297,8 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             body = self._read_body()
             url = urlsplit(self.path)
+            if url.path.startswith("/_admin/") and not emulator.admin:
+                raise DataHubError(404, "InvalidUriSpec", "the admin endpoint is off; start the emulator with --admin")
             if url.path.startswith("/_admin/") or url.path == "/healthz":
                 self._send_json(200, _admin(emulator, method, url.path, body), request_id)
                 return
