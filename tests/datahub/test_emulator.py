@@ -19,6 +19,8 @@ from datahub.exceptions import (
     SeekOutOfRangeException,
 )
 from datahub.models import BlobRecord, CursorType, FieldType, RecordSchema, TupleRecord
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from obflow.datahub.emulator import DataHubEmulator, Faults
 from obflow.datahub.emulator.server import FAULT_BOUNDS
@@ -442,3 +444,34 @@ def test_the_admin_endpoint_is_off_unless_asked_for(tmp_path: Path) -> None:
         sdk(emu.endpoint).create_project("shop", "")
     finally:
         emu.stop()
+
+
+def raw_request(port: int, head: bytes, body: bytes = b"", timeout: float = 5.0) -> bytes:
+    """Send ``head`` (request line and headers, no blank line) and ``body`` as they are, and nothing
+    more (the sending side is shut); the status line."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as conn:
+        conn.sendall(head + b"\r\n\r\n" + body)
+        conn.shutdown(socket.SHUT_WR)
+        return conn.makefile("rb").readline()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    length=st.one_of(
+        st.integers(-(10**12), 10**12).map(str), st.text(max_size=12), st.sampled_from(["1e3", " 5", "0x10", "²"])
+    ),
+    raw_size=st.one_of(st.integers(-(10**12), 10**12).map(str), st.text(max_size=12)),
+)
+def test_any_length_header_is_answered_at_once_with_a_4xx_or_a_success(
+    emulator: DataHubEmulator, length: str, raw_size: str
+) -> None:
+    """Content-Length and the LZ4 raw size, whatever their text: an answer within 5 s that is not a
+    5xx (a non-numeric length was a 500 with a traceback; a huge one was read as far as the client
+    sent, then tried as a body)."""
+    head = (
+        "POST /projects/shop HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Encoding: lz4\r\n"
+        f"x-datahub-content-raw-size: {raw_size}\r\nContent-Length: {length}"
+    ).encode("utf-8", errors="replace")
+    status = raw_request(emulator.port, head, b"\x00" * 8)
+    assert status.startswith(b"HTTP/1."), status
+    assert status.split()[1][:1] == b"4", status

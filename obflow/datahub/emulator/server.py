@@ -17,6 +17,7 @@ import hashlib
 import hmac
 import logging
 import random
+import re
 import socket
 import struct
 import threading
@@ -57,6 +58,8 @@ log = logging.getLogger("obflow.datahub.emulator")
 
 MAX_GET_LIMIT = 1000
 MAX_RESPONSE_BYTES = 4 * 1024 * 1024
+MAX_REQUEST_BYTES = 16 * 1024 * 1024  # DataHub takes at most 4 MB of records a put; JSON and base64 add to it
+_BYTE_COUNT = re.compile(r"[0-9]{1,9}")
 PB_MAGIC = b"DHUB"
 HASH_SPACE = 1 << 128
 _CRC32C = crcmod.predefined.mkCrcFun("crc-32c")
@@ -318,15 +321,24 @@ class _Handler(BaseHTTPRequestHandler):
             error = {"ErrorCode": "InternalServerError", "ErrorMessage": f"{type(exc).__name__}: {exc}"}
             self._send_json(500, error, request_id)
 
+    def _byte_count(self, header: str) -> int:
+        """The byte count a header gives (0 when absent), at most MAX_REQUEST_BYTES; else InvalidParameter,
+        and the connection is closed (what follows a bad length cannot be framed)."""
+        text = self.headers.get(header) or "0"
+        if not _BYTE_COUNT.fullmatch(text) or int(text) > MAX_REQUEST_BYTES:
+            self.close_connection = True
+            raise invalid(f"header {header} must be a byte count from 0 to {MAX_REQUEST_BYTES}, not {text[:40]!r}")
+        return int(text)
+
     def _read_body(self) -> bytes:
-        length = int(self.headers.get("Content-Length") or 0)
+        length = self._byte_count("Content-Length")
         raw = self.rfile.read(length) if length else b""
         encoding = (self.headers.get("Content-Encoding") or "").lower()
         if not raw or not encoding:
             return raw
         try:
             if encoding == "lz4":
-                size = int(self.headers.get("x-datahub-content-raw-size") or 0)
+                size = self._byte_count("x-datahub-content-raw-size")
                 return bytes(lz4.block.decompress(struct.pack("<I", size) + raw))
             if encoding in ("deflate", "zlib"):
                 return zlib.decompress(raw)
