@@ -475,3 +475,15 @@ def test_any_length_header_is_answered_at_once_with_a_4xx_or_a_success(
     status = raw_request(emulator.port, head, b"\x00" * 8)
     assert status.startswith(b"HTTP/1."), status
     assert status.split()[1][:1] == b"4", status
+
+
+@pytest.mark.parametrize("lifecycle", ['"seven"', "-1", "0", "1e9", "true", "[7]", "99999999"])
+def test_a_lifecycle_that_is_not_a_day_count_is_refused(emulator: DataHubEmulator, lifecycle: str) -> None:
+    """A non-numeric lifecycle was a 500 with a traceback in the log; it is InvalidParameter naming it."""
+    client = sdk(emulator.endpoint, "json")
+    client.create_project("shop", "")
+    body = f'{{"ShardCount": 1, "Lifecycle": {lifecycle}, "RecordType": "BLOB", "Comment": ""}}'
+    with pytest.raises(InvalidParameterException, match="Lifecycle must be a whole number"):
+        client._datahub_impl._rest_client.post("/projects/shop/topics/blobs", data=body)
+    client.create_blob_topic("shop", "blobs", 1, 7, "")
+    assert client.get_topic("shop", "blobs").life_cycle == 7

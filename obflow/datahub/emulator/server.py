@@ -75,6 +75,7 @@ FAULT_BOUNDS: dict[str, tuple[float, float, bool, bool]] = {
     "seed": (-(2**63), 2**63 - 1, True, True),
 }
 MAX_OUTAGE_S = 3600
+MAX_LIFECYCLE_DAYS = 3650
 
 
 @dataclass
@@ -479,6 +480,19 @@ def _unsupported(action: str, req: _Request) -> DataHubError:
     return DataHubError(400, "InvalidOperation", f"action {action!r} on {req.path} is not supported by the emulator")
 
 
+def _whole(body: dict[str, Any], key: str, default: int, low: int, high: int) -> int:
+    """``body[key]`` as a whole number from ``low`` to ``high`` (``default`` when absent or null), else
+    InvalidParameter naming it."""
+    value = body.get(key)
+    if value is None:
+        return default
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        value = int(value)  # the SDK sends some counts as JSON text
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise invalid(f"{key} must be a whole number from {low} to {high}, not {value!r:.40}")
+    return value
+
+
 def _project(store: Store, req: _Request, name: str) -> tuple[int, Any]:
     if req.method == "POST":
         store.create_project(name, str(req.json().get("Comment", "")))
@@ -515,7 +529,7 @@ def _topic(store: Store, req: _Request, project: str, name: str) -> tuple[int, A
             str(body.get("RecordType", "")),
             fields,
             body.get("ShardCount"),  # type: ignore[arg-type]
-            int(body.get("Lifecycle") or 7),
+            _whole(body, "Lifecycle", 7, 1, MAX_LIFECYCLE_DAYS),
             str(body.get("Comment", "")),
         )
         return 201, None
@@ -528,7 +542,9 @@ def _topic(store: Store, req: _Request, project: str, name: str) -> tuple[int, A
         return 200, meta
     if req.method == "PUT":
         body = req.json()
-        store.update_topic(project, name, int(body.get("Lifecycle") or 7), str(body.get("Comment", "")))
+        store.update_topic(
+            project, name, _whole(body, "Lifecycle", 7, 1, MAX_LIFECYCLE_DAYS), str(body.get("Comment", ""))
+        )
         return 200, None
     store.delete_topic(project, name)
     return 200, None
@@ -836,7 +852,7 @@ def _subscriptions(store: Store, req: _Request, project: str, topic: str) -> tup
         search = body.get("Search")
         if search:
             subs = [s for s in subs if search in s.comment or search in s.sub_id]
-        page, size = int(body.get("PageIndex") or 1), int(body.get("PageSize") or 10)
+        page, size = _whole(body, "PageIndex", 1, 1, 10**6), _whole(body, "PageSize", 10, 1, 10**4)
         chosen = subs[(page - 1) * size : page * size]
         return 200, {"TotalCount": len(subs), "Subscriptions": [_subscription_json(s) for s in chosen]}
     raise _unsupported(str(action), req)
