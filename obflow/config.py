@@ -380,27 +380,69 @@ def load_config(path: str | Path | None = None) -> ObflowConfig:
         raise ConfigError(_problems_from(exc), origin) from None
 
 
+MAX_CONFIG_BYTES = 1024**2
+MAX_CONFIG_DEPTH = 32
+MAX_CONFIG_VALUES = 100_000  # counted as expanded: a YAML alias counts every time it is used
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
+    """The config file's sections; a :class:`ConfigError` for a file that cannot be read, is larger than
+    MAX_CONFIG_BYTES, is not UTF-8 or not YAML, nests deeper than MAX_CONFIG_DEPTH, expands (through
+    aliases) to more than MAX_CONFIG_VALUES values, or has a key that is not text."""
     file = Path(path)
+
+    def problem(message: str) -> ConfigError:
+        return ConfigError([ConfigProblem("<file>", message)], str(file))
+
     try:
-        text = file.read_text(encoding="utf-8")
+        size = file.stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            raise problem(f"{file} is {size:,} bytes; a config file may have at most {MAX_CONFIG_BYTES:,}")
+        raw = file.read_bytes()
     except OSError as exc:
-        raise ConfigError([ConfigProblem("<file>", f"cannot read {file}: {exc.strerror}")], str(file)) from None
+        raise problem(f"cannot read {file}: {exc.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise problem(f"not UTF-8 text: byte {exc.start} is {raw[exc.start : exc.start + 1]!r}") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError([ConfigProblem("<file>", f"not valid YAML{where}: {problem}")], str(file)) from None
+        detail = getattr(exc, "problem", None) or str(exc)
+        raise problem(f"not valid YAML{where}: {detail}") from None
+    except RecursionError:
+        raise problem(f"nested too deeply (a config nests at most {MAX_CONFIG_DEPTH} levels)") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(
-            [ConfigProblem("<file>", f"the top level must be a mapping of sections, not {type(data).__name__}")],
-            str(file),
-        )
+        raise problem(f"the top level must be a mapping of sections, not {type(data).__name__}")
+    trouble = _shape_trouble(data)
+    if trouble:
+        raise problem(trouble)
     return data
+
+
+def _shape_trouble(data: Any) -> str | None:
+    """Why ``data`` (parsed YAML) is not a config's shape, walking at most MAX_CONFIG_VALUES values."""
+    budget = MAX_CONFIG_VALUES
+    pending: list[tuple[Any, str, int]] = [(data, "", 0)]
+    while pending:
+        value, where, depth = pending.pop()
+        budget -= 1
+        if budget < 0:
+            return f"expands to more than {MAX_CONFIG_VALUES:,} values (YAML aliases used over and over?)"
+        if depth > MAX_CONFIG_DEPTH:
+            return f"nested too deeply at {where} (a config nests at most {MAX_CONFIG_DEPTH} levels)"
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if not isinstance(key, str):
+                    return f"key {key!r} under {where or 'the top level'} is not text; quote it"
+                pending.append((item, f"{where}.{key}" if where else key, depth + 1))
+        elif isinstance(value, list):
+            pending.extend((item, f"{where}[{n}]", depth + 1) for n, item in enumerate(value))
+    return None
 
 
 def env_overrides() -> dict[str, str]:

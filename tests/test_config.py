@@ -197,3 +197,43 @@ def test_show_round_trips_into_an_equal_config(tmp_path: Path) -> None:
     assert reloaded.model_dump(exclude={"source": {"password"}, "datahub": {"access_key"}}) == original.model_dump(
         exclude={"source": {"password"}, "datahub": {"access_key"}}
     )
+
+
+ALIAS_BOMB = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{chr(98 + n)}: &{chr(98 + n)} [*{chr(97 + n)}, *{chr(97 + n)}, *{chr(97 + n)}, *{chr(97 + n)}, "
+    f"*{chr(97 + n)}, *{chr(97 + n)}, *{chr(97 + n)}, *{chr(97 + n)}, *{chr(97 + n)}, *{chr(97 + n)}]\n"
+    for n in range(8)
+)  # a few hundred bytes, 10**9 values expanded
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [
+        (ALIAS_BOMB.encode(), "expands to more than 100,000 values"),
+        (b"source: " + b"[" * 5000 + b"]" * 5000, "nested too deeply"),
+        (
+            b"source: {tables: [{name: " + b"{a: " * 40 + b"1" + b"}" * 40 + b"}]}",
+            "nested too deeply at source.tables[0]",
+        ),
+        (b"source:\n  database: \xff\xfeTRADE\n", "not UTF-8 text: byte 20"),
+        (b"\x89PNG\r\n\x1a\n\x00", "not UTF-8 text: byte 0"),
+        (b"source:\n  1: x\n", "key 1 under source is not text"),
+        (b"? [a, b]\n: c\n", "found unhashable key"),
+        (b"# pad\n" * 200_000, "a config file may have at most 1,048,576"),
+    ],
+    ids=["aliases", "deep-flow", "deep-mapping", "latin-1", "binary", "int-key", "list-key", "oversized"],
+)
+def test_hostile_config_files_get_a_bounded_clear_error(tmp_path: Path, content: bytes, fragment: str) -> None:
+    """Each is refused before validation with the cap it passed (issue 21: the alias bomb took 22 s and
+    0.5 GB to validate; the others were tracebacks)."""
+    path = tmp_path / "pipeline.yaml"
+    path.write_bytes(content)
+    assert fragment in problems_of(path)["<file>"]
+
+
+def test_validate_command_turns_a_hostile_file_into_exit_2(tmp_path: Path) -> None:
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(ALIAS_BOMB)
+    result = run_cli("config", "validate", str(path))
+    assert result.returncode == 2 and "Traceback" not in result.stderr + result.stdout
+    assert "expands to more than" in result.stderr + result.stdout
