@@ -13,6 +13,8 @@ from pydantic import BeforeValidator, PlainSerializer
 
 _DURATION_UNITS: dict[str, float] = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)")
+MAX_DURATION_S = 3650 * 86400.0
+MAX_SIZE = 1024**5  # 1 PiB
 DURATION_HINT = "a duration such as 500ms, 30s, 5m, 1h or 1h30m (a bare number means seconds)"
 
 _SIZE_UNITS: dict[str, int] = {
@@ -49,6 +51,8 @@ def parse_duration(value: Any) -> float:
         raise ValueError(f"expected {DURATION_HINT}")
     if seconds < 0:
         raise ValueError("a duration cannot be negative")
+    if not seconds <= MAX_DURATION_S:  # NaN too
+        raise ValueError(f"a duration may be at most {format_duration(MAX_DURATION_S)} (ten years)")
     return seconds
 
 
@@ -78,11 +82,16 @@ def parse_size(value: Any) -> int:
         match = _SIZE.fullmatch(value.strip().lower())
         if not match or match.group(2) not in {"", *_SIZE_UNITS}:
             raise ValueError(f"expected {SIZE_HINT}")
-        size = int(float(match.group(1)) * _SIZE_UNITS.get(match.group(2) or "b", 1))
+        amount = float(match.group(1)) * _SIZE_UNITS.get(match.group(2) or "b", 1)
+        if not amount <= MAX_SIZE:  # an overflow to infinity too
+            raise ValueError(f"a size may be at most {format_size(MAX_SIZE)}")
+        size = int(amount)
     else:
         raise ValueError(f"expected {SIZE_HINT}")
     if size < 0:
         raise ValueError("a size cannot be negative")
+    if size > MAX_SIZE:
+        raise ValueError(f"a size may be at most {format_size(MAX_SIZE)}")
     return size
 
 

@@ -53,7 +53,7 @@ def test_size_rejects_with_hint(text: object) -> None:
         parse_size(text)
 
 
-@given(st.integers(min_value=0, max_value=10**12))
+@given(st.integers(min_value=0, max_value=315_360_000_000))
 def test_duration_text_round_trips(millis: int) -> None:
     assert parse_duration(format_duration(millis / 1000)) == pytest.approx(millis / 1000)
 
@@ -61,3 +61,16 @@ def test_duration_text_round_trips(millis: int) -> None:
 @given(st.integers(min_value=0, max_value=2**50))
 def test_size_text_round_trips(size: int) -> None:
     assert parse_size(format_size(size)) == size
+
+
+@pytest.mark.parametrize("text", ["99999999999h", "inf", "nan", 1e308, float("inf"), float("nan"), "3651d"])
+def test_a_duration_past_ten_years_or_not_finite_is_refused(text: object) -> None:
+    """Such a duration was accepted, and ``obflow config show`` then crashed formatting it (issue 21)."""
+    with pytest.raises(ValueError, match=r"expected a duration|at most 3650d"):
+        parse_duration(text)
+
+
+@pytest.mark.parametrize("text", ["1" * 400, "99999999999TiB", 10**30, 1024**5 + 1])
+def test_a_size_past_a_pebibyte_is_refused_not_overflowed(text: object) -> None:
+    with pytest.raises(ValueError, match="at most 1024TiB"):
+        parse_size(text)
