@@ -9,6 +9,7 @@ dotted key, the bad value and what is allowed; components refuse to start on any
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import re
 from collections.abc import Iterator, Mapping
@@ -27,7 +28,13 @@ from pydantic import (
     WithJsonSchema,
     model_validator,
 )
-from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from obflow.columns import ColumnType, parse_sql_type
 from obflow.units import ByteSize, Duration
@@ -378,6 +385,22 @@ def load_config(path: str | Path | None = None) -> ObflowConfig:
         return ObflowConfig(**data)
     except ValidationError as exc:
         raise ConfigError(_problems_from(exc), origin) from None
+    except SettingsError as exc:  # a variable pydantic-settings decodes as JSON (a list or a section) that is not
+        raise ConfigError(_env_json_problems() or [ConfigProblem("<environment>", str(exc))], origin) from None
+
+
+def _env_json_problems() -> list[ConfigProblem]:
+    problems = []
+    for name, value in sorted(os.environ.items()):
+        if not name.upper().startswith(ENV_PREFIX) or not value.lstrip().startswith(("[", "{")):
+            continue
+        try:
+            json.loads(value)
+        except ValueError as exc:
+            key = name[len(ENV_PREFIX) :].lower().replace(ENV_NESTED_DELIMITER, ".")
+            message = f"not valid JSON ({exc}); a list or a section set by a variable is written as JSON"
+            problems.append(ConfigProblem(key, message, _short_repr(value), name))
+    return problems
 
 
 MAX_CONFIG_BYTES = 1024**2

@@ -237,3 +237,15 @@ def test_validate_command_turns_a_hostile_file_into_exit_2(tmp_path: Path) -> No
     result = run_cli("config", "validate", str(path))
     assert result.returncode == 2 and "Traceback" not in result.stderr + result.stdout
     assert "expands to more than" in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize("value", ["[bad", '{"name": ', "[1, 2"])
+def test_a_variable_that_is_not_json_where_json_is_needed_is_named_R10_3(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    """A list or a section set by an environment variable is JSON; a broken one was a traceback."""
+    monkeypatch.setenv("OBFLOW_SOURCE__TABLES", value)
+    problem = problems_of(write_config(tmp_path, {}))["source.tables"]
+    assert "not valid JSON" in problem and "[from OBFLOW_SOURCE__TABLES]" in problem
+    result = run_cli("config", "validate", str(write_config(tmp_path, {})), env={"OBFLOW_SOURCE__TABLES": value})
+    assert result.returncode == 2 and "Traceback" not in result.stderr + result.stdout
