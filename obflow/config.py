@@ -441,14 +441,15 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise problem(f"the top level must be a mapping of sections, not {type(data).__name__}")
-    trouble = _shape_trouble(data)
+    trouble = yaml_shape_trouble(data)
     if trouble:
         raise problem(trouble)
     return data
 
 
-def _shape_trouble(data: Any) -> str | None:
-    """Why ``data`` (parsed YAML) is not a config's shape, walking at most MAX_CONFIG_VALUES values."""
+def yaml_shape_trouble(data: Any) -> str | None:
+    """Why ``data`` (parsed YAML: a config, a manifest) is too deep or too large to take in, or has a key
+    that is not text, walking at most MAX_CONFIG_VALUES values; None when it is fine."""
     budget = MAX_CONFIG_VALUES
     pending: list[tuple[Any, str, int]] = [(data, "", 0)]
     while pending:

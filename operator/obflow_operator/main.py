@@ -11,25 +11,41 @@ import yaml
 
 from obflow_operator.builders import BuildOptions, Owner, build_children, job_id_for
 from obflow_operator.reconcile import OperatorSettings
-from obflow_operator.spec import KIND, SpecError, parse_spec
+from obflow_operator.spec import GROUP, KIND, VERSION, SpecError, parse_spec, pipeline_name_problems
 
 RENDER_UID = "00000000-0000-0000-0000-000000000000"  # the API server assigns the real one
+API_VERSION = f"{GROUP}/{VERSION}"
 
 
 def render(documents: Iterable[Any], namespace: str = "default") -> Iterator[dict[str, Any]]:
     """Every child manifest the operator would apply for each DataPipeline in ``documents`` (a dry
     run through the same builders). Raises :class:`SpecError` naming the pipeline and field."""
-    for document in documents:
-        if not isinstance(document, dict) or document.get("kind") != KIND:
-            continue
-        meta = document.get("metadata") or {}
-        name = meta.get("name") or "<unnamed>"
-        owner = Owner(name=name, namespace=meta.get("namespace") or namespace, uid=meta.get("uid") or RENDER_UID)
+    for document in _documents(documents):
+        meta: dict[str, Any] = document["metadata"] if isinstance(document.get("metadata"), dict) else {}
+        name = meta.get("name")
+        label = f"DataPipeline {name}" if isinstance(name, str) and name else "a DataPipeline"
+        problems = pipeline_name_problems(name)
+        if document.get("apiVersion") != API_VERSION:
+            problems.append(f"apiVersion: {document.get('apiVersion')!r:.60}; a DataPipeline is {API_VERSION}")
+        if not isinstance(document.get("spec") or {}, dict):
+            problems.append("spec: must be a mapping of the pipeline's sections")
+        if problems:
+            raise SpecError([f"{label}: {p}" for p in problems])
+        owner = Owner(name=str(name), namespace=meta.get("namespace") or namespace, uid=meta.get("uid") or RENDER_UID)
         try:
             options = BuildOptions(job_id=job_id_for(owner.uid, 0))  # as for a new pipeline
             yield from build_children(owner, parse_spec(document.get("spec") or {}), options)
         except SpecError as exc:
-            raise SpecError([f"DataPipeline {name}: {p}" for p in exc.problems]) from None
+            raise SpecError([f"{label}: {p}" for p in exc.problems]) from None
+
+
+def _documents(documents: Iterable[Any]) -> Iterator[dict[str, Any]]:
+    """The DataPipelines among ``documents``, those in a ``kind: List`` included."""
+    for document in documents:
+        if isinstance(document, dict) and document.get("kind") == "List" and isinstance(document.get("items"), list):
+            yield from _documents(document["items"])
+        elif isinstance(document, dict) and document.get("kind") == KIND:
+            yield document
 
 
 def run_operator(

@@ -25,7 +25,9 @@ from obflow_operator.changes import Change, classify, required_actions
 from obflow_operator.flink_rest import TERMINAL_STATES, FlinkRest, FlinkRestError, JobOverview
 from obflow_operator.spec import (
     DataPipelineSpec,
+    SpecError,
     parse_spec,
+    pipeline_name_problems,
     secret_problems,
     secret_references,
     storage_paths,
@@ -132,6 +134,9 @@ def reconcile(api: DynamicClient, settings: OperatorSettings, body: Mapping[str,
     owner = owner_of(meta)
     outcome = Outcome(load_status(body.get("status")))
     status = outcome.status
+    problems = pipeline_name_problems(owner.name)
+    if problems:  # the API server takes names its children's Services cannot have
+        raise SpecError(problems)
     spec = desired_spec(parse_spec(dict(body["spec"])), status)
     if status.phase is None:
         outcome.move(Phase.PENDING, "Accepted", "spec accepted")

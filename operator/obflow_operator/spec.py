@@ -359,6 +359,22 @@ class SpecError(ValueError):
         super().__init__("invalid DataPipeline spec: " + "; ".join(problems))
 
 
+MAX_PIPELINE_NAME = 45  # the children add up to 12 characters ("-taskmanager"), a Service name holds 63
+_PIPELINE_NAME = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
+
+
+def pipeline_name_problems(name: Any) -> list[str]:
+    """Why ``name`` (metadata.name) cannot name a pipeline's children; empty when it can."""
+    if not isinstance(name, str) or not name:
+        return ["metadata.name: missing; name the DataPipeline (lower-case letters, digits and -)"]
+    if not _PIPELINE_NAME.fullmatch(name) or len(name) > MAX_PIPELINE_NAME:
+        return [
+            f"metadata.name: {name[:80]!r} cannot name its Services and Deployments; use lower-case letters, digits "
+            f"and -, starting with a letter and ending with a letter or digit, at most {MAX_PIPELINE_NAME} characters"
+        ]
+    return []
+
+
 def parse_spec(spec: dict[str, Any]) -> DataPipelineSpec:
     """The spec model of a resource's ``spec``; raises :class:`SpecError`."""
     try:

@@ -310,3 +310,57 @@ def test_a_table_without_columns_added_changes_the_capture_alone() -> None:
     assert "PAYMENTS" in capture_env and capture_env != before["ConfigMap/orders-capture-env"]["data"][
         "OBFLOW_SOURCE__TABLES"]  # fmt: skip
     assert _pod_hashes(with_columns) != _pod_hashes(before)
+
+
+def _pipeline(**changes: Any) -> dict[str, Any]:
+    document: dict[str, Any] = yaml.safe_load(FULL.read_text())
+    for key, value in changes.items():
+        if value is None:
+            document.pop(key, None)
+        else:
+            document[key] = value
+    return document
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [
+        (
+            yaml.safe_dump(_pipeline(apiVersion="obflow.io/v9")),
+            "apiVersion: 'obflow.io/v9'; a DataPipeline is obflow.io/v1alpha1",
+        ),
+        (yaml.safe_dump(_pipeline(metadata={})), "a DataPipeline: metadata.name: missing"),
+        (yaml.safe_dump(_pipeline(metadata={"name": "Orders_1"})), "metadata.name: 'Orders_1' cannot name"),
+        (yaml.safe_dump(_pipeline(metadata={"name": "o" * 46})), "at most 45 characters"),
+        (yaml.safe_dump(_pipeline(spec=["x"])), "spec: must be a mapping"),
+        (b"\x89PNG\r\n\x1a\n\x00", "not UTF-8 text"),
+        ("a: " + "[" * 3000 + "]" * 3000, "nest"),
+        (
+            "a: &a [x, x, x, x, x, x, x, x, x, x]\n"
+            + "".join(
+                f"{chr(98 + n)}: &{chr(98 + n)} [" + ", ".join([f"*{chr(97 + n)}"] * 10) + "]\n" for n in range(8)
+            ),
+            "expands to more than 100,000 values",
+        ),
+    ],
+    ids=["api-version", "no-name", "bad-name", "long-name", "spec-list", "binary", "deep", "aliases"],
+)
+def test_render_refuses_hostile_manifests_with_exit_2_and_no_traceback(
+    tmp_path: Any, content: str, fragment: str
+) -> None:
+    """Issue 21: these rendered with exit 0 (objects named ``<unnamed>-...``) or ended in a traceback."""
+    path = tmp_path / "pipeline.yaml"
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    result = run_cli("operator", "render", "-f", str(path))
+    assert result.returncode == 2, result.stdout[:200]
+    assert fragment in result.stderr and "Traceback" not in result.stderr, result.stderr
+
+
+def test_render_takes_the_pipelines_of_a_list(tmp_path: Any) -> None:
+    second = _pipeline(metadata={"name": "payments"})
+    path = tmp_path / "list.yaml"
+    path.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "List", "items": [_pipeline(), second]}))
+    result = run_cli("operator", "render", "-f", str(path))
+    assert result.returncode == 0, result.stderr
+    names = {d["metadata"]["name"] for d in yaml.safe_load_all(result.stdout) if d["kind"] == "Deployment"}
+    assert {"orders-jobmanager", "payments-jobmanager"} <= names
