@@ -21,9 +21,10 @@ from typing import Any
 from prometheus_client import Counter, Gauge, Histogram
 
 from capture_agent.changelog import ChangeLogCapture
-from capture_agent.db import ConnectionLostError, Database
+from capture_agent.db import DRIVER_ERRORS, ConnectionLostError, Database
 from capture_agent.install import install_missing
 from capture_agent.method import Captured, CaptureMethod, Position, TableNotFoundError, discover_tables
+from capture_agent.privileges import explain
 from capture_agent.state import PositionStore, ResnapshotRequest, ResnapshotRequests
 from obflow.config import ObflowConfig
 from obflow.datahub.client import ensure_change_topic, make_client
@@ -81,7 +82,11 @@ class CaptureAgent:
         try:
             self.db.connect()
         except Exception as exc:
-            log_fault(log, Fault.DB_CONNECTION_LOST, f"database not reachable at start: {exc}")
+            log_fault(
+                log,
+                Fault.DB_CONNECTION_LOST,
+                f"database not usable at start: {explain(exc, self.config.source) or exc}",
+            )
             if not self.db.reconnect(self.stop_event):
                 raise _StoppedError() from None
         client = make_client(self.config.datahub)
@@ -231,6 +236,14 @@ def run_agent(config: ObflowConfig) -> int:
         agent.start()
     except TableNotFoundError as exc:
         log_fault(log, Fault.CONFIG_INVALID, f"capture agent refuses to start: {exc}", level=logging.ERROR)
+        agent.close()
+        return 2
+    except DRIVER_ERRORS as exc:
+        explained = explain(exc, config.source, config.capture.method)
+        if explained is None:
+            raise
+        # a missing privilege does not come back by retrying: say what to grant, and stop
+        log_fault(log, Fault.CONFIG_INVALID, f"capture agent refuses to start: {explained}", level=logging.ERROR)
         agent.close()
         return 2
     try:

@@ -137,3 +137,57 @@ def test_print_without_a_database_uses_the_configured_columns_and_the_agent_adop
         db.close()
     assert [(e.op, e.after and e.after["amount"]) for e in events] == [("c", "2.50")]
     assert events[0].after is not None and "paid_at" in events[0].after  # the catalog's columns, not the config's
+
+
+def test_a_user_without_the_rights_to_install_gets_the_grant_that_fixes_it(
+    engine: Engine, database: str, tmp_path: Path
+) -> None:
+    """A capture user who may only read: no traceback, the missing privilege named and the GRANT that
+    gives what the change-log capture needs; nothing half installed (issue 21)."""
+    with engine.connect(database) as conn, conn.cursor() as cur:
+        cur.execute("DROP USER IF EXISTS 'reader'@'%'")
+        cur.execute("CREATE USER 'reader'@'%' IDENTIFIED BY 'reader-pw'")
+        cur.execute(f"GRANT SELECT ON `{database}`.* TO 'reader'@'%'")
+    result = cli(engine, database, tmp_path, "install", user="reader", password="reader-pw")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    assert "user 'reader' lacks the CREATE privilege" in result.stderr, result.stderr
+    assert f"GRANT SELECT, INSERT, DELETE, CREATE, DROP, TRIGGER ON `{database}`.* TO 'reader'@'%'" in result.stderr
+    assert objects(engine, database)[0] == set()
+
+
+def test_a_wrong_password_and_an_unreachable_database_are_said_as_such(
+    engine: Engine, database: str, tmp_path: Path
+) -> None:
+    wrong = cli(engine, database, tmp_path, "install", password="not-the-password")
+    assert wrong.returncode == 2 and "Traceback" not in wrong.stderr, wrong.stderr
+    assert "refused user" in wrong.stderr and "check source.user and source.password" in wrong.stderr, wrong.stderr
+    unreachable = cli(engine, database, tmp_path, "install", port=free_port(), connect_timeout="2s")
+    assert unreachable.returncode == 2 and "Traceback" not in unreachable.stderr, unreachable.stderr
+    assert "cannot reach the database at" in unreachable.stderr, unreachable.stderr
+
+
+def test_the_agent_says_what_to_grant_before_it_touches_anything(
+    engine: Engine, database: str, tmp_path: Path, datahub: DataHubEmulator
+) -> None:
+    """At start the agent installs what is missing; a user who may only read gets config.invalid with
+    the GRANT, exit 2, instead of a traceback or a crash loop that says nothing (issue 21)."""
+    with engine.connect(database) as conn, conn.cursor() as cur:
+        cur.execute("DROP USER IF EXISTS 'reader'@'%'")
+        cur.execute("CREATE USER 'reader'@'%' IDENTIFIED BY 'reader-pw'")
+        cur.execute(f"GRANT SELECT ON `{database}`.* TO 'reader'@'%'")
+    config = capture_config(engine, database, tmp_path / "state", datahub.endpoint)
+    data = config.model_dump(mode="json")
+    data["source"].update(user="reader", password="reader-pw")
+    data["datahub"]["access_key"] = config.datahub.access_key.get_secret_value()
+    path = tmp_path / "capture.yaml"
+    path.write_text(yaml.safe_dump(data))
+    result = subprocess.run(
+        [sys.executable, "-m", "obflow.cli", "capture", "run", "--config", str(path)],
+        capture_output=True, text=True, timeout=120, check=False, env=dict(os.environ),
+    )  # fmt: skip
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output[-2000:]
+    assert "Traceback" not in output and "event=config.invalid" in output, output[-2000:]
+    assert "lacks the CREATE privilege" in output and "GRANT SELECT, INSERT, DELETE, CREATE, DROP, TRIGGER" in output
+    assert objects(engine, database)[0] == set()

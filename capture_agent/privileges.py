@@ -1,0 +1,74 @@
+"""What a database's refusal means for the capture, and the statement that fixes it, per dialect.
+
+The driver's own error is a tuple such as ``(1142, "CREATE command denied to user 'app'@'10.0.0.7' for
+table 'orders__obflow_log'")``; a DBA needs the missing privilege named and the GRANT that gives it.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from obflow.config import SourceConfig
+
+Method = Literal["changelog", "binlog"]
+
+# MySQL-protocol error codes (MariaDB, MySQL, seekdb, OceanBase MySQL mode)
+ACCESS_DENIED = 1045  # user or password
+DATABASE_DENIED = 1044  # no access to the database
+COMMAND_DENIED = 1142  # CREATE, TRIGGER, DROP, INSERT ... on a table
+SUPER_NEEDED = (1419, 1227)  # triggers with binary logging on; replication rights
+CANNOT_CONNECT = (2003, 2005, 2013)
+_DENIED_COMMAND = re.compile(r"^(\w+) command denied", re.IGNORECASE)
+_ORACLE_CODE = re.compile(r"ORA-(\d{5})")
+
+
+def needed_grants(source: SourceConfig, method: Method) -> list[str]:
+    """The statements that give ``source.user`` what ``method`` needs (install, capture, uninstall)."""
+    user = source.user if source.mode == "oracle" else f"'{source.user}'@'%'"
+    if source.mode == "oracle":
+        return [f"GRANT CREATE SESSION, CREATE TABLE, CREATE SEQUENCE, CREATE TRIGGER TO {user}"]
+    grants = [f"GRANT SELECT, INSERT, DELETE, CREATE, DROP, TRIGGER ON `{source.database}`.* TO {user}"]
+    if method == "binlog":
+        grants = [f"GRANT SELECT ON `{source.database}`.* TO {user}",
+                  f"GRANT REPLICATION SLAVE, REPLICATION CLIENT ON *.* TO {user}"]  # fmt: skip
+    return grants
+
+
+def explain(exc: BaseException, source: SourceConfig, method: Method = "changelog") -> str | None:
+    """A DBA's reading of a driver error (None when it is not about rights or reaching the database)."""
+    code, message = _code_and_message(exc)
+    where = f"{source.host}:{source.port}"
+    grants = "; ".join(needed_grants(source, method))
+    if code == ACCESS_DENIED:
+        return (f"the database at {where} refused user {source.user!r} ({code}): check source.user and "
+                "source.password (and source.tenant for OceanBase)")  # fmt: skip
+    if code == DATABASE_DENIED:
+        return f"user {source.user!r} may not use database {source.database!r} ({code}); as a DBA: {grants}"
+    if code == COMMAND_DENIED:
+        denied = _DENIED_COMMAND.match(message)
+        privilege = denied.group(1).upper() if denied else "a"
+        return (f"user {source.user!r} lacks the {privilege} privilege the capture needs on {source.database!r} "
+                f"({code}: {message}); as a DBA: {grants}")  # fmt: skip
+    if code in SUPER_NEEDED:
+        return (f"the database refused ({code}: {message}); with binary logging on, creating triggers needs SUPER "
+                "or `SET GLOBAL log_bin_trust_function_creators = 1`; "
+                f"reading the binlog needs: {grants}")  # fmt: skip
+    if code in CANNOT_CONNECT or isinstance(exc, ConnectionError | TimeoutError):
+        return (f"cannot reach the database at {where} ({message}): check source.host and source.port, and that "
+                "the database accepts connections from here")  # fmt: skip
+    oracle = _ORACLE_CODE.search(message)
+    if oracle and oracle.group(1) in {"01031", "01045", "01950"}:
+        return f"user {source.user!r} lacks a privilege the capture needs (ORA-{oracle.group(1)}); as a DBA: {grants}"
+    if oracle and oracle.group(1) == "01017":
+        return (
+            f"the database at {where} refused user {source.user!r} (ORA-01017): check source.user and source.password"
+        )
+    return None
+
+
+def _code_and_message(exc: BaseException) -> tuple[int | None, str]:
+    args: tuple[object, ...] = tuple(getattr(exc, "args", ()))
+    if len(args) >= 2 and isinstance(args[0], int):
+        return args[0], str(args[1])
+    return None, str(exc)
