@@ -139,15 +139,20 @@ def test_print_without_a_database_uses_the_configured_columns_and_the_agent_adop
     assert events[0].after is not None and "paid_at" in events[0].after  # the catalog's columns, not the config's
 
 
+def read_only_user(engine: Engine, database: str) -> None:
+    """User ``reader`` (password ``reader-pw``), who may only SELECT in ``database``."""
+    with engine.connect(database) as conn, conn.cursor() as cur:
+        cur.execute("DROP USER IF EXISTS 'reader'@'%'")
+        cur.execute("CREATE USER 'reader'@'%' IDENTIFIED BY 'reader-pw'")
+        cur.execute(f"GRANT SELECT ON `{database}`.* TO 'reader'@'%'")
+
+
 def test_a_user_without_the_rights_to_install_gets_the_grant_that_fixes_it(
     engine: Engine, database: str, tmp_path: Path
 ) -> None:
     """A capture user who may only read: no traceback, the missing privilege named and the GRANT that
     gives what the change-log capture needs; nothing half installed (issue 21)."""
-    with engine.connect(database) as conn, conn.cursor() as cur:
-        cur.execute("DROP USER IF EXISTS 'reader'@'%'")
-        cur.execute("CREATE USER 'reader'@'%' IDENTIFIED BY 'reader-pw'")
-        cur.execute(f"GRANT SELECT ON `{database}`.* TO 'reader'@'%'")
+    read_only_user(engine, database)
     result = cli(engine, database, tmp_path, "install", user="reader", password="reader-pw")
     assert result.returncode == 1, result.stdout + result.stderr
     assert "Traceback" not in result.stderr, result.stderr
@@ -172,10 +177,7 @@ def test_the_agent_says_what_to_grant_before_it_touches_anything(
 ) -> None:
     """At start the agent installs what is missing; a user who may only read gets config.invalid with
     the GRANT, exit 2, instead of a traceback or a crash loop that says nothing (issue 21)."""
-    with engine.connect(database) as conn, conn.cursor() as cur:
-        cur.execute("DROP USER IF EXISTS 'reader'@'%'")
-        cur.execute("CREATE USER 'reader'@'%' IDENTIFIED BY 'reader-pw'")
-        cur.execute(f"GRANT SELECT ON `{database}`.* TO 'reader'@'%'")
+    read_only_user(engine, database)
     config = capture_config(engine, database, tmp_path / "state", datahub.endpoint)
     data = config.model_dump(mode="json")
     data["source"].update(user="reader", password="reader-pw")
