@@ -82,11 +82,8 @@ class CaptureAgent:
         try:
             self.db.connect()
         except Exception as exc:
-            log_fault(
-                log,
-                Fault.DB_CONNECTION_LOST,
-                f"database not usable at start: {explain(exc, self.config.source) or exc}",
-            )
+            why = explain(exc, self.config.source, self.config.capture.method) or exc
+            log_fault(log, Fault.DB_CONNECTION_LOST, f"database not usable at start: {why}")
             if not self.db.reconnect(self.stop_event):
                 raise _StoppedError() from None
         client = make_client(self.config.datahub)

@@ -183,9 +183,7 @@ class BinlogCapture(SnapshotThenStream):
         return found
 
     def _shape_named(self, table: TableInfo, names: tuple[str, ...]) -> TableInfo:
-        spec = next(
-            s for s in self.config.source.tables if self.config.source.schema_and_table(s) == (table.schema, table.name)
-        )
+        spec = self.config.source.qualified_tables()[table.qualified]
         now = discover_table(self.db, self.config, spec, missing_ok=True)
         seen = self._columns_seen[table.qualified]
         if now is not None:

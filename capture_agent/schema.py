@@ -226,8 +226,7 @@ class SchemaWatch:
         return found
 
     def _read(self, table: TableInfo) -> TableInfo | None:
-        source = self.config.source
-        spec = next(s for s in source.tables if source.schema_and_table(s) == (table.schema, table.name))
+        spec = self.config.source.qualified_tables()[table.qualified]
         found = discover_table(self.db, self.config, spec, missing_ok=True)
         if found is None:
             if table.qualified not in self._gone:

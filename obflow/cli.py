@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Callable, Sequence
 from importlib.metadata import version
@@ -367,26 +366,13 @@ def _operator_run(args: argparse.Namespace) -> int:
 
 
 def _operator_render(args: argparse.Namespace) -> int:
-    from obflow.config import MAX_CONFIG_BYTES, yaml_shape_trouble
+    from obflow.config import bounded_yaml
     from obflow_operator.main import dump_all, render
 
     try:
-        if os.path.getsize(args.file) > MAX_CONFIG_BYTES:
-            raise ValueError(f"{args.file} is larger than {MAX_CONFIG_BYTES:,} bytes")
-        with open(args.file, encoding="utf-8") as stream:
-            documents = list(yaml.safe_load_all(stream))
-        trouble = yaml_shape_trouble(documents)
-        if trouble:
-            raise ValueError(f"{args.file}: {trouble}")
-        manifests = list(render(documents, args.namespace))
-    except UnicodeDecodeError as exc:
-        print(f"obflow operator render: {args.file} is not UTF-8 text (byte {exc.start})", file=sys.stderr)
-        return 2
-    except RecursionError:
-        print(f"obflow operator render: {args.file} nests too deeply", file=sys.stderr)
-        return 2
-    except (OSError, yaml.YAMLError, ValueError) as exc:  # SpecError is a ValueError
-        print(f"obflow operator render: {exc}", file=sys.stderr)
+        manifests = list(render(bounded_yaml(args.file, all_documents=True), args.namespace))
+    except ValueError as exc:  # the file refused (UnreadableYamlError) or a pipeline's (SpecError)
+        print(f"obflow operator render: {args.file}: {exc}", file=sys.stderr)
         return 2
     if not manifests:
         print(f"obflow operator render: no DataPipeline in {args.file}", file=sys.stderr)

@@ -40,7 +40,7 @@ from obflow.columns import ColumnType, parse_sql_type
 from obflow.units import ByteSize, Duration
 
 _NAME_PART = re.compile(r"[A-Za-z_][\w$#]*")
-_DATAHUB_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+DATAHUB_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")  # a project or topic: a letter, then letters, digits, _
 _HTTP_URL = re.compile(r"https?://[^\s/:]+(:\d{1,5})?(/\S*)?")
 
 
@@ -51,7 +51,7 @@ def _table_name(value: str) -> str:
 
 
 def _datahub_name(value: str) -> str:
-    if not _DATAHUB_NAME.fullmatch(value) or not 3 <= len(value) <= 128:
+    if not DATAHUB_NAME.fullmatch(value) or not 3 <= len(value) <= 128:
         raise ValueError("expected a DataHub name: 3 to 128 letters, digits or _, starting with a letter")
     return value
 
@@ -408,42 +408,54 @@ MAX_CONFIG_DEPTH = 32
 MAX_CONFIG_VALUES = 100_000  # counted as expanded: a YAML alias counts every time it is used
 
 
-def read_yaml(path: str | Path) -> dict[str, Any]:
-    """The config file's sections; a :class:`ConfigError` for a file that cannot be read, is larger than
-    MAX_CONFIG_BYTES, is not UTF-8 or not YAML, nests deeper than MAX_CONFIG_DEPTH, expands (through
-    aliases) to more than MAX_CONFIG_VALUES values, or has a key that is not text."""
+class UnreadableYamlError(ValueError):
+    """A YAML file that cannot be taken in: unreadable, too large, not UTF-8, not YAML, or (parsed) past the
+    bounds of :func:`yaml_shape_trouble`."""
+
+
+def bounded_yaml(path: str | Path, all_documents: bool = False) -> Any:
+    """The YAML in ``path`` (every document, as a list, with ``all_documents``) within the bounds: at most
+    MAX_CONFIG_BYTES, UTF-8, MAX_CONFIG_DEPTH levels, MAX_CONFIG_VALUES values as expanded, text keys.
+    Raises :class:`UnreadableYamlError` saying which bound, or what the file lacks."""
     file = Path(path)
-
-    def problem(message: str) -> ConfigError:
-        return ConfigError([ConfigProblem("<file>", message)], str(file))
-
     try:
         size = file.stat().st_size
         if size > MAX_CONFIG_BYTES:
-            raise problem(f"{file} is {size:,} bytes; a config file may have at most {MAX_CONFIG_BYTES:,}")
+            raise UnreadableYamlError(f"{file} is {size:,} bytes; a config file may have at most {MAX_CONFIG_BYTES:,}")
         raw = file.read_bytes()
     except OSError as exc:
-        raise problem(f"cannot read {file}: {exc.strerror}") from None
+        raise UnreadableYamlError(f"cannot read {file}: {exc.strerror}") from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise problem(f"not UTF-8 text: byte {exc.start} is {raw[exc.start : exc.start + 1]!r}") from None
+        raise UnreadableYamlError(f"not UTF-8 text: byte {exc.start} is {raw[exc.start : exc.start + 1]!r}") from None
     try:
-        data = yaml.safe_load(text)
+        data = list(yaml.safe_load_all(text)) if all_documents else yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         detail = getattr(exc, "problem", None) or str(exc)
-        raise problem(f"not valid YAML{where}: {detail}") from None
+        raise UnreadableYamlError(f"not valid YAML{where}: {detail}") from None
     except RecursionError:
-        raise problem(f"nested too deeply (a config nests at most {MAX_CONFIG_DEPTH} levels)") from None
+        raise UnreadableYamlError(f"nested too deeply (a config nests at most {MAX_CONFIG_DEPTH} levels)") from None
+    trouble = yaml_shape_trouble(data)
+    if trouble:
+        raise UnreadableYamlError(trouble)
+    return data
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """The config file's sections (:func:`bounded_yaml`); a :class:`ConfigError` for a file it refuses or
+    whose top level is not a mapping."""
+    try:
+        data = bounded_yaml(path)
+    except UnreadableYamlError as exc:
+        raise ConfigError([ConfigProblem("<file>", str(exc))], str(path)) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise problem(f"the top level must be a mapping of sections, not {type(data).__name__}")
-    trouble = yaml_shape_trouble(data)
-    if trouble:
-        raise problem(trouble)
+        message = f"the top level must be a mapping of sections, not {type(data).__name__}"
+        raise ConfigError([ConfigProblem("<file>", message)], str(path))
     return data
 
 

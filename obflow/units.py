@@ -76,23 +76,21 @@ def parse_size(value: Any) -> int:
     """Bytes in ``value``: a number of bytes or text like ``512MiB``; raises ``ValueError`` otherwise."""
     if isinstance(value, bool):
         raise ValueError(f"expected {SIZE_HINT}")
+    amount: int | float
     if isinstance(value, int):
-        size = value
+        amount = value
     elif isinstance(value, str):
         match = _SIZE.fullmatch(value.strip().lower())
         if not match or match.group(2) not in {"", *_SIZE_UNITS}:
             raise ValueError(f"expected {SIZE_HINT}")
         amount = float(match.group(1)) * _SIZE_UNITS.get(match.group(2) or "b", 1)
-        if not amount <= MAX_SIZE:  # an overflow to infinity too
-            raise ValueError(f"a size may be at most {format_size(MAX_SIZE)}")
-        size = int(amount)
     else:
         raise ValueError(f"expected {SIZE_HINT}")
-    if size < 0:
+    if amount < 0:
         raise ValueError("a size cannot be negative")
-    if size > MAX_SIZE:
+    if not amount <= MAX_SIZE:  # an overflow to infinity too
         raise ValueError(f"a size may be at most {format_size(MAX_SIZE)}")
-    return size
+    return int(amount)
 
 
 def format_size(size: int) -> str:

@@ -64,17 +64,22 @@ def follow(client: AttachedJob) -> tuple[int | None, list[str]]:
     return watch(client, State(status="CREATED"), threading.Event(), every=0.01), seen
 
 
-def test_a_leader_election_is_waited_out_not_taken_for_a_failed_job_R5_3(caplog: pytest.LogCaptureFixture) -> None:
+def follow_answers(answers: list[int | str]) -> tuple[int | None, list[str]]:
+    """:func:`follow` of a job whose JobManager answers ``answers`` (:class:`JobManagerStandIn`)."""
+    stand_in = JobManagerStandIn(answers)
+    try:
+        return follow(AttachedJob(JOB_ID, stand_in.url))
+    finally:
+        stand_in.close()
+
+
+def test_a_leader_election_is_waited_out_not_taken_for_a_failed_job(caplog: pytest.LogCaptureFixture) -> None:
     """Four 503s (the JobManagers electing a leader), then RUNNING, then FINISHED (stopped with a
     savepoint by the operator): the runner shows UNKNOWN (not ready) meanwhile, says so once with
     ``job.status_unavailable`` and once ``job.status_available``, and ends with 0, not 1: a runner
     that exits 1 in a JobManager fails the application, and Flink never runs its job again."""
-    stand_in = JobManagerStandIn([503, 503, 503, 503, "RUNNING", "RUNNING", "FINISHED"])
     caplog.set_level(logging.INFO, logger="obflow.flink")
-    try:
-        ended, statuses = follow(AttachedJob(JOB_ID, stand_in.url))
-    finally:
-        stand_in.close()
+    ended, statuses = follow_answers([503, 503, 503, 503, "RUNNING", "RUNNING", "FINISHED"])
     assert ended == 0
     assert statuses == ["UNKNOWN", "RUNNING", "FINISHED"]
     events = [getattr(r, "event", None) for r in caplog.records]
@@ -82,11 +87,7 @@ def test_a_leader_election_is_waited_out_not_taken_for_a_failed_job_R5_3(caplog:
 
 
 def test_a_job_that_failed_for_good_ends_the_runner_with_1() -> None:
-    stand_in = JobManagerStandIn(["RUNNING", "RESTARTING", "FAILED"])
-    try:
-        ended, statuses = follow(AttachedJob(JOB_ID, stand_in.url))
-    finally:
-        stand_in.close()
+    ended, statuses = follow_answers(["RUNNING", "RESTARTING", "FAILED"])
     assert ended == 1
     assert statuses == ["RUNNING", "RESTARTING", "FAILED"]
 

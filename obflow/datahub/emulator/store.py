@@ -19,7 +19,6 @@ from __future__ import annotations
 import base64
 import bisect
 import os
-import re
 import threading
 import time
 import uuid
@@ -30,6 +29,8 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import orjson
+
+from obflow.config import DATAHUB_NAME
 
 MAX_SHARDS = 256
 INT_BOUNDS = {"tinyint": 8, "smallint": 16, "integer": 32, "bigint": 64}
@@ -65,21 +66,19 @@ def invalid(message: str) -> DataHubError:
     return DataHubError(400, "InvalidParameter", message)
 
 
-# DataHub's own rules (its SDK checks them too); a name becomes a folder under the data directory
-_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+# DataHub's own lengths (its SDK checks them too); a name becomes a folder under the data directory
 PROJECT_NAME_LENGTH = (3, 32)
 TOPIC_NAME_LENGTH = (1, 128)
 
 
-def checked_name(kind: str, name: Any, length: tuple[int, int]) -> str:
-    """``name`` when it is a valid DataHub project or topic name, else DataHub's InvalidParameter."""
+def check_name(kind: str, name: Any, length: tuple[int, int]) -> None:
+    """DataHub's InvalidParameter unless ``name`` is a valid DataHub project or topic name."""
     low, high = length
-    if not isinstance(name, str) or not _NAME.fullmatch(name) or not low <= len(name) <= high:
+    if not isinstance(name, str) or not DATAHUB_NAME.fullmatch(name) or not low <= len(name) <= high:
         raise invalid(
             f"{kind} name {name!r} is invalid: it must start with a letter and hold only letters, digits and _, "
             f"{low} to {high} characters"
         )
-    return name
 
 
 @dataclass
@@ -242,7 +241,7 @@ class Store:
             raise not_found("NoSuchProject", f"project {name!r}") from None
 
     def create_project(self, name: str, comment: str) -> None:
-        checked_name("project", name, PROJECT_NAME_LENGTH)
+        check_name("project", name, PROJECT_NAME_LENGTH)
         with self.lock:
             if name in self.projects:
                 raise DataHubError(400, "ProjectAlreadyExist", f"project {name!r} already exists")
@@ -282,7 +281,7 @@ class Store:
         lifecycle: int,
         comment: str,
     ) -> None:
-        checked_name("topic", name, TOPIC_NAME_LENGTH)
+        check_name("topic", name, TOPIC_NAME_LENGTH)
         if record_type not in ("TUPLE", "BLOB"):
             raise invalid(f"RecordType must be TUPLE or BLOB, not {record_type!r}")
         if not isinstance(shard_count, int) or not 1 <= shard_count <= MAX_SHARDS:
