@@ -45,6 +45,22 @@ file. Flink's reporter turns every character of a label value but letters, digit
 which Prometheus reads as +Inf."""
 
 
+class SetGauge:
+    """A gauge the subtask sets, held in a Flink Counter moved by the difference: Flink's Prometheus
+    reporter exports a Counter as a gauge of the same name. A Python gauge (``group.gauge(name, f)``)
+    is evaluated on the reporter's own thread, which calls into the embedded interpreter from a thread
+    pemja does not manage: in thread mode that crashed the JVM (in _PyEval_EvalFrameDefault, on
+    "prometheus-http-1-2"). Counters are only ever moved from the task's own thread."""
+
+    def __init__(self, group: Any, name: str) -> None:
+        self.counter, self.value = group.counter(name), 0
+
+    def set(self, value: int) -> None:
+        if value != self.value:
+            self.counter.inc(value - self.value)
+            self.value = value
+
+
 class FlinkShardMetrics(ShardMetrics):
     """A worker's figures on the subtask's Flink metric group ``obflow`` (exported by Flink's reporter)."""
 
@@ -55,12 +71,11 @@ class FlinkShardMetrics(ShardMetrics):
         self.dead_letter_counts: dict[str, Any] = {}
         self.write_failures = group.counter("output_write_failures")
         self.records_expired = group.counter("records_expired")  # unread when DataHub expired them
-        self.read_latency_ms = 0
-        group.gauge("read_latency_ms", lambda: self.read_latency_ms)  # commit → read by the job
-        self.last_commit_s = 0
-        group.gauge("output_last_commit_timestamp_seconds", lambda: self.last_commit_s)
-        group.gauge("state_bytes", lambda: sum(w.state_bytes for w in subtask_workers.values()))
-        group.gauge("open_files", lambda: sum(len(w.files) for w in subtask_workers.values()))
+        self.subtask_workers = subtask_workers
+        self.read_latency_ms = SetGauge(group, "read_latency_ms")  # commit → read by the job
+        self.last_commit_s = SetGauge(group, "output_last_commit_timestamp_seconds")
+        self.state_bytes = SetGauge(group, "state_bytes")
+        self.open_files = SetGauge(group, "open_files")
         latency = group.add_group("end_to_end_latency_seconds")
         self.latency_buckets = [latency.add_group("le", str(bound)).counter("bucket") for bound in LATENCY_BUCKETS]
         self.latency_buckets.append(latency.add_group("le", "Inf").counter("bucket"))
@@ -68,20 +83,25 @@ class FlinkShardMetrics(ShardMetrics):
         self.latency_count = latency.counter("count")
         self.files: dict[str, Any] = {}
         self.rows: dict[str, Any] = {}
-        self.shard_lag_ms: dict[str, int] = {}
+        self.shard_lag_ms: dict[str, SetGauge] = {}
+
+    def refresh(self) -> None:
+        """Set what the subtask's workers hold now (after each tick, on the task's thread)."""
+        self.state_bytes.set(sum(w.state_bytes for w in self.subtask_workers.values()))
+        self.open_files.set(sum(len(w.files) for w in self.subtask_workers.values()))
 
     def for_shard(self, shard: str) -> ShardMetrics:
-        self.shard_lag_ms[shard] = 0
-        self.group.add_group("shard", shard).gauge("lag_ms", lambda: self.shard_lag_ms[shard])
+        lag = self.shard_lag_ms[shard] = SetGauge(self.group.add_group("shard", shard), "lag_ms")
         outer = self
 
         class OneShard(ShardMetrics):
             def read(self, records: int, duplicates: int, lag_ms: int) -> None:
                 if records:
                     outer.records_in.mark_event(records)
-                    outer.read_latency_ms = outer.shard_lag_ms[shard] = lag_ms
+                    outer.read_latency_ms.set(lag_ms)
+                    lag.set(lag_ms)
                 else:  # read up to the end of the shard: no lag
-                    outer.shard_lag_ms[shard] = 0
+                    lag.set(0)
                 if duplicates:
                     outer.duplicates.inc(duplicates)
 
@@ -121,7 +141,7 @@ class FlinkShardMetrics(ShardMetrics):
                 counter.inc(count)
         self.latency_sum_ms.inc(int(float((latency * counts).sum()) * 1000))
         self.latency_count.inc(int(counts.sum()))
-        self.last_commit_s = int(time.time())
+        self.last_commit_s.set(int(time.time()))
 
 
 class ShardReaders(ProcessFunction):  # type: ignore[misc]
@@ -197,6 +217,7 @@ class ShardReaders(ProcessFunction):  # type: ignore[misc]
                     waiting.add(shard)
             if not waiting or time.monotonic() >= deadline:
                 break
+        self.metrics.refresh()
         yield from newest.items()
 
     def close(self) -> None:
