@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Builds obflow's images from the repo's Dockerfiles:
 #   scripts/docker/build.sh [flink] [capture] [operator] [seekdb]   # default: all four
+#   scripts/docker/build.sh zookeeper prometheus alertmanager       # Compose's stand-ins
 # Images are tagged obflow/<name>:<version of pyproject.toml> (OBFLOW_IMAGE_TAG overrides).
+# The stand-ins (docker/standins/) are Debian's own packages laid out as the official images, for
+# docker/compose.yaml on a machine that cannot pull those (ZOOKEEPER_IMAGE=obflow/zookeeper:<tag>, ...).
 #
 # Base images: with OBFLOW_BASES=official the Dockerfiles' defaults (flink:2.3.0-java17,
 # python:3.11-slim-bookworm) are pulled as usual. Otherwise (the default; no registry is reachable
@@ -53,7 +56,7 @@ flink_base=()
 if [ "${OBFLOW_BASES:-local}" != official ]; then
   debootstrap_base python python3,python3-venv,ca-certificates
   python_base=(--build-arg BASE_IMAGE=obflow-base/python:bookworm)
-  if [[ " ${images[*]} " == *" flink "* ]]; then
+  if [[ " ${images[*]} " == *" flink "* || " ${images[*]} " == *" zookeeper "* ]]; then
     debootstrap_base java17-python python3,python3-venv,ca-certificates,openjdk-17-jre-headless
     flink_base=(--build-arg BASE_IMAGE=obflow-base/java17-python:bookworm)
   fi
@@ -72,8 +75,10 @@ inputs_hash() {
   sources=$(awk '/^COPY / && $2 !~ /^--/ { for (i = 2; i < NF; i++) print $i }' "$dockerfile" | grep -v '^docker/build-certs')
   # shellcheck disable=SC2086  # one path per word
   { printf '%s\n' "$@"
-    { git ls-files -- $sources 2>/dev/null || find $sources -type f -not -path '*/__pycache__/*'; } \
-      | sort | xargs cat "$dockerfile"
+    cat "$dockerfile"
+    if [ -n "$sources" ]; then
+      { git ls-files -- $sources 2>/dev/null || find $sources -type f -not -path '*/__pycache__/*'; } | sort | xargs cat
+    fi
   } | sha256sum | cut -c1-16
 }
 
@@ -105,6 +110,9 @@ for image in "${images[@]}"; do
     capture) build capture docker/python.Dockerfile "${python_base[@]}" --build-arg EXTRAS=capture --build-arg COMMAND=capture ;;
     operator) build operator docker/python.Dockerfile "${python_base[@]}" --build-arg EXTRAS=operator --build-arg COMMAND=operator ;;
     seekdb) build seekdb docker/seekdb.Dockerfile "${python_base[@]}" ;;
-    *) echo "build.sh: unknown image '$image' (flink, capture, operator, seekdb)" >&2; exit 2 ;;
+    zookeeper) build zookeeper docker/standins/zookeeper.Dockerfile "${flink_base[@]}" ;;
+    prometheus|alertmanager) build "$image" "docker/standins/$image.Dockerfile" "${python_base[@]}" ;;
+    *) echo "build.sh: unknown image '$image' (flink, capture, operator, seekdb, zookeeper, prometheus, alertmanager)" >&2
+       exit 2 ;;
   esac
 done
