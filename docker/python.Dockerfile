@@ -39,8 +39,11 @@ LABEL org.opencontainers.image.title="obflow-${EXTRAS}" \
       org.opencontainers.image.description="obflow ${COMMAND}: OceanBase -> DataHub -> Flink -> files" \
       org.opencontainers.image.licenses="Apache-2.0"
 COPY --from=build /opt/obflow /opt/obflow
+# state and emulator directories exist and are the user's: a named volume mounted over them (Compose's
+# capture-state, datahub-data) takes their owner; over a missing directory it would be root's
 RUN groupadd --system --gid 10001 obflow \
- && useradd --system --uid 10001 --gid obflow --home-dir /var/lib/obflow --create-home --shell /usr/sbin/nologin obflow
+ && useradd --system --uid 10001 --gid obflow --home-dir /var/lib/obflow --create-home --shell /usr/sbin/nologin obflow \
+ && install -d -o obflow -g obflow /var/lib/obflow/state /var/lib/obflow/datahub
 ENV PATH=/opt/obflow/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
