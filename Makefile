@@ -2,7 +2,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: help setup kube test demo lint format bench lock clean cluster-up cluster-down cluster-images e2e
+.PHONY: help setup kube test demo lint format bench lock clean cluster-up cluster-down cluster-images e2e compose-up compose-down
 
 help:
 	@echo "make demo   run the pipeline end to end on embedded defaults"
@@ -11,6 +11,7 @@ help:
 	@echo "make bench  run the benchmarks"
 	@echo "make cluster-up / cluster-down   a single-node Kubernetes on this machine (root; docs/e2e.md)"
 	@echo "make e2e    the end-to-end suite on that cluster (brings it up and down unless it is up)"
+	@echo "make compose-up / compose-down   the whole stack in Docker Compose (docker/README.md)"
 
 setup:
 	@scripts/bootstrap.sh
@@ -30,6 +31,14 @@ cluster-down: setup
 # obflow's images built from the repo and loaded into the cluster's node (done by the suite too)
 cluster-images: setup
 	@$(BIN)/python -m tests.e2e.cluster images
+
+# the Compose stack of docker/compose.yaml: images built, docker/.env made once (docker/README.md);
+# `make compose-down ARGS=-v` drops its volumes too
+compose-up: setup
+	@scripts/docker/compose.sh up
+
+compose-down:
+	@scripts/docker/compose.sh down $(ARGS)
 
 e2e: setup kube
 	@$(BIN)/python -m pytest tests/e2e -s $(PYTEST_ARGS)
