@@ -41,6 +41,9 @@ from obflow.units import ByteSize, Duration
 
 _NAME_PART = re.compile(r"[A-Za-z_][\w$#]*")
 DATAHUB_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")  # a project or topic: a letter, then letters, digits, _
+# DataHub's own lengths (its SDK checks them too; the emulator refuses other names)
+DATAHUB_PROJECT_LENGTH = (3, 32)
+DATAHUB_TOPIC_LENGTH = (1, 128)
 _HTTP_URL = re.compile(r"https?://[^\s/:]+(:\d{1,5})?(/\S*)?")
 
 
@@ -50,10 +53,25 @@ def _table_name(value: str) -> str:
     return value
 
 
-def _datahub_name(value: str) -> str:
-    if not DATAHUB_NAME.fullmatch(value) or not 3 <= len(value) <= 128:
-        raise ValueError("expected a DataHub name: 3 to 128 letters, digits or _, starting with a letter")
+def _datahub_name(value: str, kind: str, length: tuple[int, int]) -> str:
+    low, high = length
+    if not DATAHUB_NAME.fullmatch(value) or not low <= len(value) <= high:
+        raise ValueError(
+            f"expected a DataHub {kind} name: {low} to {high} letters, digits or _, starting with a letter"
+        )
     return value
+
+
+def _datahub_project(value: str) -> str:
+    return _datahub_name(value, "project", DATAHUB_PROJECT_LENGTH)
+
+
+def _datahub_topic(value: str) -> str:
+    return _datahub_name(value, "topic", DATAHUB_TOPIC_LENGTH)
+
+
+def _datahub_name_pattern(length: tuple[int, int]) -> str:
+    return rf"^[A-Za-z][A-Za-z0-9_]{{{length[0] - 1},{length[1] - 1}}}$"
 
 
 def _http_url(value: str) -> str:
@@ -69,10 +87,15 @@ TableName = Annotated[
     AfterValidator(_table_name),
     WithJsonSchema({"type": "string", "pattern": r"^[A-Za-z_][\w$#]*(\.[A-Za-z_][\w$#]*)?$"}),
 ]
-DataHubName = Annotated[
+DataHubProject = Annotated[
     str,
-    AfterValidator(_datahub_name),
-    WithJsonSchema({"type": "string", "pattern": r"^[A-Za-z][A-Za-z0-9_]{2,127}$"}),
+    AfterValidator(_datahub_project),
+    WithJsonSchema({"type": "string", "pattern": _datahub_name_pattern(DATAHUB_PROJECT_LENGTH)}),
+]
+DataHubTopic = Annotated[
+    str,
+    AfterValidator(_datahub_topic),
+    WithJsonSchema({"type": "string", "pattern": _datahub_name_pattern(DATAHUB_TOPIC_LENGTH)}),
 ]
 HttpUrl = Annotated[
     str,
@@ -194,9 +217,9 @@ class DataHubConfig(Section):
     """Where change events travel (R10.6)."""
 
     endpoint: HttpUrl = "http://127.0.0.1:8090"
-    project: DataHubName = "obflow"
-    topic: DataHubName = "changes"
-    dead_letter_topic: DataHubName = "changes_dlq"
+    project: DataHubProject = "obflow"
+    topic: DataHubTopic = "changes"
+    dead_letter_topic: DataHubTopic = "changes_dlq"
     access_id: str = "obflow"
     access_key: SecretStr = SecretStr("obflow-local-key")
     shards: int = Field(4, ge=1, le=256)

@@ -94,7 +94,9 @@ def test_source_datahub_output_and_checkpoint_sections_R10_5_R10_6_R10_7_R10_8(t
         ({"source": {"engine": "mariadb", "mode": "oracle"}}, "source.mode", "use mode: mysql"),
         ({"source": {"tables": ["bad table"]}}, "source.tables.0.name", "SCHEMA.TABLE"),
         ({"datahub": {"endpoint": "ftp://x"}}, "datahub.endpoint", "http(s) URL"),
-        ({"datahub": {"project": "9x"}}, "datahub.project", "DataHub name"),
+        ({"datahub": {"project": "9x"}}, "datahub.project", "DataHub project name"),
+        ({"datahub": {"project": "p" * 33}}, "datahub.project", "3 to 32 letters"),  # DataHub's own limit
+        ({"datahub": {"topic": "t" * 129}}, "datahub.topic", "1 to 128 letters"),
         ({"datahub": {"shards": 0}}, "datahub.shards", "greater than or equal to 1"),
         ({"datahub": {"retry": {"attempts": -1}}}, "datahub.retry.attempts", "greater than or equal to 0"),
         ({"capture": {"method": "magic"}}, "capture.method", "'changelog' or 'binlog'"),

@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema, model_validator
 from pydantic.alias_generators import to_camel
 
-from obflow.config import DataHubName, HttpUrl, ObflowConfig, TableConfig
+from obflow.config import DataHubProject, DataHubTopic, HttpUrl, ObflowConfig, TableConfig
 from obflow.units import parse_duration, parse_size
 
 GROUP = "obflow.io"
@@ -131,9 +131,9 @@ class CaptureSpec(SpecSection):
 
 class DataHubSpec(SpecSection):
     endpoint: HttpUrl = Field(description="DataHub endpoint, e.g. https://dh-cn-hangzhou.aliyuncs.com.")
-    project: DataHubName
-    topic: DataHubName = "changes"
-    dead_letter_topic: DataHubName = "changes_dlq"
+    project: DataHubProject
+    topic: DataHubTopic = "changes"
+    dead_letter_topic: DataHubTopic = "changes_dlq"
     shards: int = Field(4, ge=1, le=256)
     protocol: Literal["pb", "json"] = "pb"
     compression: Literal["lz4", "none"] = "lz4"

@@ -30,7 +30,7 @@ from typing import Any, BinaryIO
 
 import orjson
 
-from obflow.config import DATAHUB_NAME
+from obflow.config import DATAHUB_NAME, DATAHUB_PROJECT_LENGTH, DATAHUB_TOPIC_LENGTH
 
 MAX_SHARDS = 256
 INT_BOUNDS = {"tinyint": 8, "smallint": 16, "integer": 32, "bigint": 64}
@@ -66,11 +66,7 @@ def invalid(message: str) -> DataHubError:
     return DataHubError(400, "InvalidParameter", message)
 
 
-# DataHub's own lengths (its SDK checks them too); a name becomes a folder under the data directory
-PROJECT_NAME_LENGTH = (3, 32)
-TOPIC_NAME_LENGTH = (1, 128)
-
-
+# a name becomes a folder under the data directory: checked before it touches a path
 def check_name(kind: str, name: Any, length: tuple[int, int]) -> None:
     """DataHub's InvalidParameter unless ``name`` is a valid DataHub project or topic name."""
     low, high = length
@@ -241,7 +237,7 @@ class Store:
             raise not_found("NoSuchProject", f"project {name!r}") from None
 
     def create_project(self, name: str, comment: str) -> None:
-        check_name("project", name, PROJECT_NAME_LENGTH)
+        check_name("project", name, DATAHUB_PROJECT_LENGTH)
         with self.lock:
             if name in self.projects:
                 raise DataHubError(400, "ProjectAlreadyExist", f"project {name!r} already exists")
@@ -281,7 +277,7 @@ class Store:
         lifecycle: int,
         comment: str,
     ) -> None:
-        check_name("topic", name, TOPIC_NAME_LENGTH)
+        check_name("topic", name, DATAHUB_TOPIC_LENGTH)
         if record_type not in ("TUPLE", "BLOB"):
             raise invalid(f"RecordType must be TUPLE or BLOB, not {record_type!r}")
         if not isinstance(shard_count, int) or not 1 <= shard_count <= MAX_SHARDS:
