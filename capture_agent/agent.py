@@ -24,7 +24,7 @@ from capture_agent.changelog import ChangeLogCapture
 from capture_agent.db import DRIVER_ERRORS, ConnectionLostError, Database
 from capture_agent.install import install_missing
 from capture_agent.method import Captured, CaptureMethod, Position, TableNotFoundError, discover_tables
-from capture_agent.privileges import explain
+from capture_agent.privileges import describe, explain
 from capture_agent.state import PositionStore, ResnapshotRequest, ResnapshotRequests
 from obflow.config import ObflowConfig
 from obflow.datahub.client import ensure_change_topic, make_client
@@ -82,7 +82,7 @@ class CaptureAgent:
         try:
             self.db.connect()
         except Exception as exc:
-            why = explain(exc, self.config.source, self.config.capture.method) or exc
+            why = describe(exc, self.config.source, self.config.capture.method)
             log_fault(log, Fault.DB_CONNECTION_LOST, f"database not usable at start: {why}")
             if not self.db.reconnect(self.stop_event):
                 raise _StoppedError() from None

@@ -16,6 +16,7 @@ Method = Literal["changelog", "binlog"]
 # MySQL-protocol error codes (MariaDB, MySQL, seekdb, OceanBase MySQL mode)
 ACCESS_DENIED = 1045  # user or password
 DATABASE_DENIED = 1044  # no access to the database
+UNKNOWN_DATABASE = 1049
 COMMAND_DENIED = 1142  # CREATE, TRIGGER, DROP, INSERT ... on a table
 SUPER_NEEDED = (1419, 1227)  # triggers with binary logging on; replication rights
 CANNOT_CONNECT = (2003, 2005, 2013)
@@ -43,6 +44,9 @@ def explain(exc: BaseException, source: SourceConfig, method: Method = "changelo
     if code == ACCESS_DENIED:
         return (f"the database at {where} refused user {source.user!r} ({code}): check source.user and "
                 "source.password (and source.tenant for OceanBase)")  # fmt: skip
+    if code == UNKNOWN_DATABASE:
+        return (f"database {source.database!r} does not exist at {where} ({code}): create it, or set "
+                "source.database to the database that holds the tables")  # fmt: skip
     if code == DATABASE_DENIED:
         return f"user {source.user!r} may not use database {source.database!r} ({code}); as a DBA: {grants}"
     if code == COMMAND_DENIED:
@@ -65,6 +69,15 @@ def explain(exc: BaseException, source: SourceConfig, method: Method = "changelo
             f"the database at {where} refused user {source.user!r} (ORA-01017): check source.user and source.password"
         )
     return None
+
+
+def describe(exc: BaseException, source: SourceConfig, method: Method = "changelog") -> str:
+    """:func:`explain`'s reading, else the database's code and message (not the driver's raw tuple)."""
+    explained = explain(exc, source, method)
+    if explained is not None:
+        return explained
+    code, message = _code_and_message(exc)
+    return f"the database at {source.host}:{source.port} answered {code}: {message}" if code else message
 
 
 def _code_and_message(exc: BaseException) -> tuple[int | None, str]:

@@ -74,7 +74,7 @@ def _capture_ddl(args: argparse.Namespace) -> int:
     from capture_agent.dialects import script
     from capture_agent.install import apply_ddl, apply_ddl_guard, change_log_plan, ddl_guard_ddl
     from capture_agent.method import dialect_of
-    from capture_agent.privileges import explain
+    from capture_agent.privileges import describe
     from obflow.runtime import start_component
 
     config = start_component("capture", args.config)
@@ -82,7 +82,7 @@ def _capture_ddl(args: argparse.Namespace) -> int:
     try:
         plan = change_log_plan(config, remove=remove, offline_ok=args.print)
     except Exception as exc:
-        print(f"obflow capture {args.capture_command}: {explain(exc, config.source) or exc}", file=sys.stderr)
+        print(f"obflow capture {args.capture_command}: {describe(exc, config.source)}", file=sys.stderr)
         return 2
     for table in plan.tables:
         if table.skipped:
@@ -101,7 +101,7 @@ def _capture_ddl(args: argparse.Namespace) -> int:
     try:
         apply_ddl(config, plan.statements)
     except DRIVER_OR_NETWORK_ERRORS as exc:
-        print(f"obflow capture {args.capture_command}: {explain(exc, config.source) or exc}", file=sys.stderr)
+        print(f"obflow capture {args.capture_command}: {describe(exc, config.source)}", file=sys.stderr)
         return 1
     verb = "removed from" if remove else "installed on"
     print(f"change capture {verb} {len(config.source.tables)} table(s) ({len(plan.statements)} statements)")

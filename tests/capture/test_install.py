@@ -21,7 +21,9 @@ from tests.capture.conftest import RunningAgent, capture_config, read_topic
 from tests.waiting import wait_for
 
 
-def cli(engine: Engine, database: str, tmp_path: Path, *args: str, **source: Any) -> subprocess.CompletedProcess[str]:
+def cli(
+    engine: Engine, database: str, tmp_path: Path, /, *args: str, **source: Any
+) -> subprocess.CompletedProcess[str]:
     config = capture_config(engine, database, tmp_path / "state", "http://127.0.0.1:1")
     data = config.model_dump(mode="json")
     data["source"].update(source)
@@ -170,6 +172,15 @@ def test_a_wrong_password_and_an_unreachable_database_are_said_as_such(
     unreachable = cli(engine, database, tmp_path, "install", port=free_port(), connect_timeout="2s")
     assert unreachable.returncode == 2 and "Traceback" not in unreachable.stderr, unreachable.stderr
     assert "cannot reach the database at" in unreachable.stderr, unreachable.stderr
+
+
+def test_a_database_that_does_not_exist_is_named_with_the_setting(
+    engine: Engine, database: str, tmp_path: Path
+) -> None:
+    missing = cli(engine, database, tmp_path, "install", database="no_such_db")
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr, missing.stderr
+    assert "database 'no_such_db' does not exist at" in missing.stderr, missing.stderr
+    assert "set source.database" in missing.stderr and "(1049, " not in missing.stderr, missing.stderr
 
 
 def test_the_agent_says_what_to_grant_before_it_touches_anything(
