@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from obflow.config import ConfigError, load_config
+from obflow.config import ConfigError, load_config, redacted_dump
 from obflow.runtime import EXIT_INVALID_CONFIG
 from tests.conftest import REPO_ROOT, run_cli
+from tests.hostile import key_paths, mutated
 
 EXAMPLE = REPO_ROOT / "examples" / "pipeline.yaml"
 
@@ -251,3 +256,49 @@ def test_a_variable_that_is_not_json_where_json_is_needed_is_named_R10_3(
     assert "not valid JSON" in problem and "[from OBFLOW_SOURCE__TABLES]" in problem
     result = run_cli("config", "validate", str(write_config(tmp_path, {})), env={"OBFLOW_SOURCE__TABLES": value})
     assert result.returncode == 2 and "Traceback" not in result.stderr + result.stdout
+
+
+EXAMPLE_DOCUMENT = yaml.safe_load(EXAMPLE.read_text())
+VARIABLES = ["OBFLOW_" + "__".join(str(key).upper() for key in path)
+             for path in key_paths(EXAMPLE_DOCUMENT) if all(isinstance(key, str) for key in path)]  # fmt: skip
+
+
+def valid_or_named(path: Path) -> None:
+    """The file loads and shows (what ``config show`` prints), or every problem names its key; within 2 s."""
+    started = time.monotonic()
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        assert exc.problems and all(problem.key for problem in exc.problems), exc
+    else:
+        yaml.safe_dump(redacted_dump(config), sort_keys=False)
+    assert time.monotonic() - started < 2
+
+
+@settings(max_examples=300, deadline=None)
+@given(document=mutated(EXAMPLE_DOCUMENT))
+def test_any_values_at_the_configs_own_keys_are_valid_or_named_R10_3(document: object) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        path = write_config(Path(folder), document)
+        valid_or_named(path)
+
+
+@settings(max_examples=150, deadline=None)
+@given(content=st.binary(max_size=400) | st.text(max_size=400).map(str.encode))
+def test_any_bytes_as_a_config_file_are_valid_or_named_R10_3(content: bytes) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "pipeline.yaml"
+        path.write_bytes(content)
+        valid_or_named(path)
+
+
+@settings(max_examples=150, deadline=None)
+@given(variables=st.dictionaries(st.sampled_from(VARIABLES) | st.text(max_size=20).map("OBFLOW_".__add__),
+                                 st.text(max_size=40), max_size=4))  # fmt: skip
+def test_any_obflow_variables_are_valid_or_named_R10_3(variables: dict[str, str]) -> None:
+    with tempfile.TemporaryDirectory() as folder, pytest.MonkeyPatch.context() as env:
+        for name, value in variables.items():
+            if "\x00" in name + value or "=" in name or not name.isprintable():
+                continue  # not a variable a process can have
+            env.setenv(name, value)
+        valid_or_named(write_config(Path(folder), yaml.safe_load(EXAMPLE.read_text())))

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import time
 from typing import Any
 
 import pytest
 import yaml
+from hypothesis import given, settings
 
 from obflow.config import load_config
 from obflow_operator.builders import (
@@ -21,8 +24,9 @@ from obflow_operator.builders import (
     job_id_for,
 )
 from obflow_operator.main import dump_all, render
-from obflow_operator.spec import parse_spec, runtime_config
+from obflow_operator.spec import SpecError, parse_spec, runtime_config
 from tests.conftest import REPO_ROOT, run_cli
+from tests.hostile import mutated
 from tests.operator.test_spec_and_crd import FULL, MINIMAL, spec_of
 
 GOLDEN = REPO_ROOT / "tests" / "operator" / "golden"
@@ -364,3 +368,23 @@ def test_render_takes_the_pipelines_of_a_list(tmp_path: Any) -> None:
     assert result.returncode == 0, result.stderr
     names = {d["metadata"]["name"] for d in yaml.safe_load_all(result.stdout) if d["kind"] == "Deployment"}
     assert {"orders-jobmanager", "payments-jobmanager"} <= names
+
+
+KUBERNETES_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+
+
+@settings(max_examples=300, deadline=None)
+@given(document=mutated(yaml.safe_load(FULL.read_text())) | mutated(yaml.safe_load(MINIMAL.read_text())))
+def test_any_values_in_a_manifest_render_valid_children_or_a_named_problem(document: Any) -> None:
+    """Issue 21, property: ``render`` gives children a cluster accepts by name, or a SpecError naming the
+    field; never another exception, within 2 s."""
+    started = time.monotonic()
+    try:
+        children_of = list(render([document]))
+    except SpecError as exc:
+        assert exc.problems and all(problem.startswith(("DataPipeline ", "a DataPipeline")) for problem in exc.problems)
+    else:
+        for child in children_of:
+            assert KUBERNETES_NAME.fullmatch(child["metadata"]["name"]), child["metadata"]["name"]
+        dump_all(children_of)
+    assert time.monotonic() - started < 2
