@@ -15,6 +15,16 @@ from obflow.units import parse_duration
 
 Handler = Callable[[argparse.Namespace], int]
 
+DESCRIPTION = (
+    "obflow: change data capture from OceanBase (or MariaDB/MySQL) through Alibaba Cloud DataHub and "
+    "Apache Flink into exactly-once JSON, Parquet or CSV files."
+)
+EPILOG = (
+    "Start with `obflow demo` (the whole pipeline on this machine) or `obflow config validate FILE`; "
+    "`obflow COMMAND --help` describes each command. Every command reads the same configuration file, "
+    "overridden by OBFLOW_<SECTION>__<KEY> environment variables."
+)
+
 
 def _config_validate(args: argparse.Namespace) -> int:
     try:
@@ -218,7 +228,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="obflow", description=__doc__)
+    parser = argparse.ArgumentParser(prog="obflow", description=DESCRIPTION, epilog=EPILOG)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_config_commands(commands)
     _add_emulator_commands(commands)

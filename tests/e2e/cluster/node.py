@@ -15,8 +15,8 @@ sysctls, cgroups — and reports whatever it could not restore. ``python -m test
 Binaries: ``scripts/kube/build.sh`` (cached in ~/.cache/obflow/kubernetes). Images: the private
 dockerd keeps its data root in ~/.cache/obflow/cluster/docker, so images loaded once stay loaded.
 Everything else of a running cluster lives in /var/lib/obflow-cluster and /run/obflow-cluster and is
-removed by :func:`down`. See ENVIRONMENT.md ("A whole single-node Kubernetes") for why each piece is
-as it is.
+removed by :func:`down`. docs/e2e.md says what this machine needs of each piece (the runc wrapper,
+the proxy and masquerade settings, the sysctls kubelet changes) and why.
 """
 
 from __future__ import annotations
