@@ -24,9 +24,24 @@ for file in config.yaml log4j-console.properties log4j.properties log4j-cli.prop
   [ -f "$work_conf/$file" ] || cp "$FLINK_HOME/conf/$file" "$work_conf/"
 done
 python3 -m obflow.container flink-config "$work_conf" "$work_conf"
+# Flink's PythonDriver logs the whole environment of the Python process it starts at INFO, the
+# DataHub access key and database password with it: that logger says warnings only
+for file in "$work_conf"/log4j*.properties; do
+  printf '\nlogger.obflow_python_env.name = org.apache.flink.client.python.PythonEnvUtils\nlogger.obflow_python_env.level = WARN\n' >>"$file"
+done
 export FLINK_CONF_DIR="$work_conf"
 export FLINK_LOG_DIR="${FLINK_LOG_DIR:-/tmp/flink-log}"
 mkdir -p "$FLINK_LOG_DIR"
+
+# A TaskManager tells the JobManager and the other TaskManagers where to reach it; Flink's stock
+# configuration says localhost, which only works with everything in one container. Unless given
+# (the operator passes -Dtaskmanager.host=$(POD_IP)), it is this container's own IP address.
+if [ "$role" = taskmanager ]; then
+  case " $* ${FLINK_PROPERTIES:-}" in
+    *"taskmanager.host"*) ;;
+    *) set -- "$@" "-Dtaskmanager.host=$(python3 -c 'import socket; print(socket.gethostbyname(socket.gethostname()))')" ;;
+  esac
+fi
 
 case "$role" in
   jobmanager) exec "$FLINK_HOME/bin/jobmanager.sh" start-foreground "$@" ;;
