@@ -370,7 +370,11 @@ def _operator_run(args: argparse.Namespace) -> int:
     from obflow_operator.reconcile import OperatorSettings
 
     setup_logging(args.log_level, "json" if args.log_json else "text")
-    settings = OperatorSettings(rest_url_template=args.flink_rest_url, observe_interval=args.observe_interval)
+    settings = OperatorSettings(
+        rest_url_template=args.flink_rest_url,
+        observe_interval=args.observe_interval,
+        network_policies=args.network_policies,
+    )
     run_operator(args.namespace or [], args.metrics_port, args.liveness_port, settings)
     return 0
 
@@ -380,7 +384,7 @@ def _operator_render(args: argparse.Namespace) -> int:
     from obflow_operator.main import dump_all, render
 
     try:
-        manifests = list(render(bounded_yaml(args.file, all_documents=True), args.namespace))
+        manifests = list(render(bounded_yaml(args.file, all_documents=True), args.namespace, args.network_policies))
     except ValueError as exc:  # the file refused (UnreadableYamlError) or a pipeline's (SpecError)
         print(f"obflow operator render: {args.file}: {exc}", file=sys.stderr)
         return 2
@@ -396,6 +400,23 @@ def _operator_crd(args: argparse.Namespace) -> int:
 
     print(crd_yaml(), end="")
     return 0
+
+
+def _network_policy_settings(text: str) -> Any:
+    """``--network-policies``' JSON, or an argparse error (exit 2) naming each bad setting."""
+    from obflow_operator.network import parse_network_policy_settings
+
+    try:
+        return parse_network_policy_settings(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+NETWORK_POLICIES_HELP = (
+    "give every pipeline NetworkPolicies that allow only its flows; JSON with operatorNamespace and "
+    "operatorLabels (the operator pod's), optional metricsFrom, restFrom, apiServerPorts, apiServerCidrs, "
+    "extraEgress (docs/operator.md)"
+)
 
 
 def _add_operator_commands(commands: Any) -> None:
@@ -418,10 +439,12 @@ def _add_operator_commands(commands: Any) -> None:
     )
     run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     run.add_argument("--log-json", action="store_true", help="log JSON lines")
+    run.add_argument("--network-policies", type=_network_policy_settings, metavar="JSON", help=NETWORK_POLICIES_HELP)
     run.set_defaults(handler=_operator_run)
     render = actions.add_parser("render", help="print every child manifest the operator would apply (dry run)")
     render.add_argument("-f", "--file", required=True, help="YAML file with DataPipeline documents")
     render.add_argument("--namespace", default="default", help="for pipelines without metadata.namespace")
+    render.add_argument("--network-policies", type=_network_policy_settings, metavar="JSON", help="as for operator run")
     render.set_defaults(handler=_operator_render)
     actions.add_parser("crd", help="print the DataPipeline CustomResourceDefinition").set_defaults(
         handler=_operator_crd

@@ -1,5 +1,6 @@
 """Applying built manifests to the API server: create what is missing, server-side-apply what changed,
-leave alone what did not (its ``obflow.io/hash`` matches)."""
+leave alone what did not (its ``obflow.io/hash`` matches), and delete the children of a kind the
+builders may leave out (``OPTIONAL_KINDS``) that they no longer build."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import NotFoundError, ResourceNotFoundError
 
-from obflow_operator.builders import HASH_ANNOTATION, MANAGED_BY
+from obflow_operator.builders import HASH_ANNOTATION, MANAGED_BY, Owner
 from obflow_operator.spec import GROUP, KIND, VERSION
 
 # Fault hook for tests of crash recovery: "exit-after-children=N" makes the operator process exit
@@ -29,10 +30,11 @@ class ApplyResult:
     created: list[str] = field(default_factory=list)
     updated: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
 
     @property
     def changed(self) -> list[str]:
-        return self.created + self.updated
+        return self.created + self.updated + self.deleted
 
 
 def child_key(manifest: dict[str, Any]) -> str:
@@ -67,6 +69,36 @@ def apply_children(api: DynamicClient, children: list[dict[str, Any]], owner_uid
         if crash_after is not None and number >= crash_after:
             os._exit(3)
     return result
+
+
+# children the builders make only under some settings (a JobManager budget only with 2 or more
+# JobManagers, NetworkPolicies only when the operator is told to make them)
+OPTIONAL_KINDS = ("PodDisruptionBudget", "NetworkPolicy")
+
+
+def delete_unbuilt_children(
+    api: DynamicClient, children: list[dict[str, Any]], owner: Owner, api_versions: Mapping[str, str]
+) -> list[str]:
+    """Delete this pipeline's children of ``OPTIONAL_KINDS`` (at ``api_versions[kind]``) that are not
+    among ``children``; only what the pipeline owns and the operator labelled, so nothing foreign."""
+    wanted = {child_key(child) for child in children}
+    selector = f"app.kubernetes.io/instance={owner.name},app.kubernetes.io/managed-by={MANAGED_BY}"
+    deleted = []
+    for kind in OPTIONAL_KINDS:
+        if not served(api, api_versions[kind], kind):
+            continue
+        resource = api.resources.get(api_version=api_versions[kind], kind=kind)
+        for item in resource.get(namespace=owner.namespace, label_selector=selector).to_dict()["items"]:
+            meta = item["metadata"]
+            owned = owner.uid in {ref.get("uid") for ref in meta.get("ownerReferences") or []}
+            key = f"{kind}/{meta['name']}"
+            if owned and key not in wanted:
+                try:
+                    resource.delete(name=meta["name"], namespace=owner.namespace)
+                except NotFoundError:
+                    continue
+                deleted.append(key)
+    return deleted
 
 
 def _crash_after() -> int | None:

@@ -13,7 +13,10 @@ Children of pipeline ``NAME``:
 - Deployment ``NAME-taskmanager``: the job's subtasks, which read DataHub and write the output files
   (the only pods that mount a separate output claim); Deployment ``NAME-capture`` (one replica, Recreate: two agents
   never read the same source);
-- PodDisruptionBudgets for the JobManagers and TaskManagers.
+- PodDisruptionBudgets for the JobManagers and TaskManagers;
+- with the operator's NetworkPolicy settings, NetworkPolicies ``NAME-jobmanager``, ``NAME-taskmanager``
+  and ``NAME-capture`` that let each pod send and receive only what the pipeline needs (the flows
+  are listed in :mod:`obflow_operator.network`).
 
 Each manifest carries ``obflow.io/hash``, a digest of its own content, so the reconciler writes only
 children whose desired state changed; each pod template carries the digest of the configuration it
@@ -24,8 +27,10 @@ Secrets (``secretKeyRef``), never from ConfigMaps.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import math
+import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +39,7 @@ import yaml
 from obflow.config import ENV_NESTED_DELIMITER, ENV_PREFIX, ObflowConfig, flatten
 from obflow.flink_conf import restart_strategy
 from obflow.units import parse_duration
+from obflow_operator.network import NetworkPolicySettings
 from obflow_operator.spec import (
     CAPTURE_HTTP_PORT,
     FLINK_METRICS_PORT,
@@ -150,6 +156,7 @@ class BuildOptions:
     # with in-place rescaling: the parallelism the running Flink pods started with, which their hash
     # keeps, so that rescaling in place does not restart them (see _flink_pods_hash)
     pods_parallelism: int | None = None
+    network_policies: NetworkPolicySettings | None = None  # None: no NetworkPolicies
 
 
 def job_id_for(uid: str, generation: int) -> str:
@@ -594,6 +601,87 @@ def build_disruption_budgets(owner: Owner, spec: DataPipelineSpec, options: Buil
     ]
 
 
+NETWORK_POLICY_API = "networking.k8s.io/v1"
+DNS_PORT = 53
+
+
+def _tcp(*ports: int) -> list[dict[str, Any]]:
+    return [{"protocol": "TCP", "port": port} for port in ports]
+
+
+def _egress_to(host: str | None, port: int) -> dict[str, Any]:
+    """Egress to a service outside the pipeline: at its address when ``host`` is one, else at any."""
+    rule: dict[str, Any] = {"ports": _tcp(port)}
+    try:
+        address = ipaddress.ip_address(host or "")
+    except ValueError:
+        return rule
+    rule["to"] = [{"ipBlock": {"cidr": f"{address}/{address.max_prefixlen}"}}]
+    return rule
+
+
+def _ingress_from(peers: list[dict[str, Any]], ports: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"from": peers, "ports": ports} if peers else {"ports": ports}
+
+
+def build_network_policies(
+    owner: Owner, spec: DataPipelineSpec, settings: NetworkPolicySettings
+) -> list[dict[str, Any]]:
+    """A NetworkPolicy per component that isolates its pods and allows the flows the pipeline needs."""
+    pipeline = {k: v for k, v in labels(owner, "").items() if k != "app.kubernetes.io/component"}
+    flink_pods = {
+        "podSelector": {
+            "matchLabels": pipeline,
+            "matchExpressions": [
+                {"key": "app.kubernetes.io/component", "operator": "In", "values": ["jobmanager", "taskmanager"]}
+            ],
+        }
+    }
+    the_operator = {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": settings.operator_namespace}},
+        "podSelector": {"matchLabels": dict(settings.operator_labels)},
+    }
+    dns = {"ports": [{"protocol": "UDP", "port": DNS_PORT}, {"protocol": "TCP", "port": DNS_PORT}]}
+    api_server: dict[str, Any] = {"ports": _tcp(*settings.api_server_ports)}
+    if settings.api_server_cidrs:
+        api_server["to"] = [{"ipBlock": {"cidr": cidr}} for cidr in settings.api_server_cidrs]
+    endpoint = urllib.parse.urlsplit(spec.datahub.endpoint)
+    datahub = _egress_to(endpoint.hostname, endpoint.port or (443 if endpoint.scheme == "https" else 80))
+    database = _egress_to(spec.source.host, spec.source.port)
+    # anything between the pipeline's own Flink pods: their RPC ports are the kernel's choice
+    from_flink, to_flink = {"from": [flink_pods]}, {"to": [flink_pods]}
+    metrics = settings.metrics_from
+    flows = {
+        "jobmanager": (
+            [
+                {"from": [the_operator, *settings.rest_from], "ports": _tcp(REST_PORT)},
+                from_flink,
+                _ingress_from(metrics, _tcp(FLINK_METRICS_PORT, RUNNER_METRICS_PORT)),
+            ],
+            [dns, api_server, to_flink, datahub],  # the runner checks the change topic at start
+        ),
+        "taskmanager": (
+            [from_flink, _ingress_from(metrics, _tcp(FLINK_METRICS_PORT))],
+            [dns, api_server, to_flink, datahub],
+        ),
+        "capture": ([_ingress_from(metrics, _tcp(CAPTURE_HTTP_PORT))], [dns, database, datahub]),
+    }
+    return [
+        {
+            "apiVersion": NETWORK_POLICY_API,
+            "kind": "NetworkPolicy",
+            "metadata": _metadata(owner, f"{owner.name}-{component}", component),
+            "spec": {
+                "podSelector": {"matchLabels": labels(owner, component)},
+                "policyTypes": ["Ingress", "Egress"],
+                "ingress": ingress,
+                "egress": [*egress, *settings.extra_egress],
+            },
+        }
+        for component, (ingress, egress) in flows.items()
+    ]
+
+
 def _flink_pods_hash(
     owner: Owner, spec: DataPipelineSpec, config_maps: list[dict[str, Any]], options: BuildOptions
 ) -> str:
@@ -622,4 +710,6 @@ def build_children(owner: Owner, spec: DataPipelineSpec, options: BuildOptions |
         build_capture(owner, spec, capture_hash),
         *build_disruption_budgets(owner, spec, options),
     ]
+    if options.network_policies:
+        children += build_network_policies(owner, spec, options.network_policies)
     return [with_hash(child) for child in children]

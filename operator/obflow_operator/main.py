@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 
 from obflow_operator.builders import BuildOptions, Owner, build_children, job_id_for
+from obflow_operator.network import NetworkPolicySettings
 from obflow_operator.reconcile import OperatorSettings
 from obflow_operator.spec import GROUP, KIND, VERSION, SpecError, parse_spec, pipeline_name_problems
 
@@ -17,9 +18,12 @@ RENDER_UID = "00000000-0000-0000-0000-000000000000"  # the API server assigns th
 API_VERSION = f"{GROUP}/{VERSION}"
 
 
-def render(documents: Iterable[Any], namespace: str = "default") -> Iterator[dict[str, Any]]:
+def render(
+    documents: Iterable[Any], namespace: str = "default", network_policies: NetworkPolicySettings | None = None
+) -> Iterator[dict[str, Any]]:
     """Every child manifest the operator would apply for each DataPipeline in ``documents`` (a dry
-    run through the same builders). Raises :class:`SpecError` naming the pipeline and field."""
+    run through the same builders, with the operator's ``network_policies`` settings). Raises
+    :class:`SpecError` naming the pipeline and field."""
     for document in _documents(documents):
         meta: dict[str, Any] = document["metadata"] if isinstance(document.get("metadata"), dict) else {}
         name = meta.get("name")
@@ -33,7 +37,8 @@ def render(documents: Iterable[Any], namespace: str = "default") -> Iterator[dic
             raise SpecError([f"{label}: {p}" for p in problems])
         owner = Owner(name=str(name), namespace=meta.get("namespace") or namespace, uid=meta.get("uid") or RENDER_UID)
         try:
-            options = BuildOptions(job_id=job_id_for(owner.uid, 0))  # as for a new pipeline
+            # as for a new pipeline
+            options = BuildOptions(job_id=job_id_for(owner.uid, 0), network_policies=network_policies)
             yield from build_children(owner, parse_spec(document.get("spec") or {}), options)
         except SpecError as exc:
             raise SpecError([f"{label}: {p}" for p in exc.problems]) from None

@@ -19,10 +19,18 @@ from typing import Any
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import NotFoundError
 
-from obflow_operator.apply import ApplyResult, apply_children, patch_status
-from obflow_operator.builders import BuildOptions, Owner, build_children, job_id_for, task_managers_for
+from obflow_operator.apply import ApplyResult, apply_children, delete_unbuilt_children, patch_status
+from obflow_operator.builders import (
+    NETWORK_POLICY_API,
+    BuildOptions,
+    Owner,
+    build_children,
+    job_id_for,
+    task_managers_for,
+)
 from obflow_operator.changes import Change, classify, required_actions
 from obflow_operator.flink_rest import TERMINAL_STATES, FlinkRest, FlinkRestError, JobOverview
+from obflow_operator.network import NetworkPolicySettings
 from obflow_operator.spec import (
     DataPipelineSpec,
     SpecError,
@@ -59,6 +67,7 @@ class OperatorSettings:
     pdb_api_version: str = "policy/v1"
     rest_timeout: float = 10.0
     observe_interval: float = 10.0  # seconds between the observer's rounds
+    network_policies: NetworkPolicySettings | None = None  # None: pipelines get no NetworkPolicies
 
     def rest(self, name: str, namespace: str, retries: int = 2) -> FlinkRest:
         url = self.rest_url_template.format(name=name, namespace=namespace)
@@ -195,8 +204,13 @@ def apply_spec(
         job_id=job_id_for(owner.uid, status.job_generation),
         pdb_api_version=settings.pdb_api_version,
         pods_parallelism=status.pods_parallelism,
+        network_policies=settings.network_policies,
     )
-    return apply_children(api, build_children(owner, spec, options), owner.uid)
+    children = build_children(owner, spec, options)
+    result = apply_children(api, children, owner.uid)
+    api_versions = {"PodDisruptionBudget": settings.pdb_api_version, "NetworkPolicy": NETWORK_POLICY_API}
+    result.deleted = delete_unbuilt_children(api, children, owner, api_versions)
+    return result
 
 
 def check_secrets(api: DynamicClient, owner: Owner, spec: DataPipelineSpec, outcome: Outcome) -> None:
@@ -233,6 +247,8 @@ def _describe(result: ApplyResult) -> str:
         parts.append(f"created {', '.join(result.created)}")
     if result.updated:
         parts.append(f"updated {', '.join(result.updated)}")
+    if result.deleted:
+        parts.append(f"deleted {', '.join(result.deleted)}")
     return "; ".join(parts)
 
 

@@ -26,6 +26,13 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "two namespaces": {"watchNamespaces": ["shop", "billing"]},
     "cluster-wide": {"clusterWide": True, **ALL_MONITORING},
     "existing service account": {"serviceAccount": {"create": False, "name": "ops-operator"}},
+    "network policies": {
+        "networkPolicy": {
+            "enabled": True,
+            "apiServer": {"ports": [6443], "cidrs": ["192.168.1.10/32"]},
+            "extraEgress": [{"to": [{"ipBlock": {"cidr": "198.51.100.0/24"}}], "ports": [{"port": 443}]}],
+        }
+    },
 }
 PROMETHEUS_OPERATOR_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
 

@@ -81,7 +81,14 @@ class OperatorProcess:
     """``obflow operator run`` as a user starts it, watching one namespace."""
 
     def __init__(
-        self, plane: ControlPlane, namespace: str, rest_url: str, log: Path, env: dict[str, str], interval: float
+        self,
+        plane: ControlPlane,
+        namespace: str,
+        rest_url: str,
+        log: Path,
+        env: dict[str, str],
+        interval: float,
+        args: tuple[str, ...] = (),
     ) -> None:
         self.metrics_port, self.liveness_port = free_port(), free_port()
         self.log = log
@@ -94,6 +101,7 @@ class OperatorProcess:
                 "--liveness-port", str(self.liveness_port),
                 "--flink-rest-url", rest_url,
                 "--observe-interval", str(interval),
+                *args,
             ],
             stdout=log.open("ab"),
             stderr=subprocess.STDOUT,
@@ -132,10 +140,14 @@ def start_operator(
     started: list[OperatorProcess] = []
 
     def start(
-        rest_url: str = NO_JOBMANAGER, wait: bool = True, observe_interval: float = 10.0, **env: str
+        rest_url: str = NO_JOBMANAGER,
+        wait: bool = True,
+        observe_interval: float = 10.0,
+        args: tuple[str, ...] = (),
+        **env: str,
     ) -> OperatorProcess:
         log = tmp_path / "operator.log"
-        operator = OperatorProcess(control_plane, namespace, rest_url, log, env, observe_interval)
+        operator = OperatorProcess(control_plane, namespace, rest_url, log, env, observe_interval, args)
         started.append(operator)
         if wait:
             wait_for(operator.healthy, 30, "the operator's /healthz")

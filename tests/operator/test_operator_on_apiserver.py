@@ -4,6 +4,7 @@ test needs a running job it uses tests/operator/fake_jobmanager.py, a documented
 
 from __future__ import annotations
 
+import json
 import subprocess
 import threading
 from collections.abc import Callable, Iterator
@@ -258,6 +259,37 @@ def test_a_spec_change_updates_exactly_the_children_it_affects(
     capture_env = existing_children(kube, manifest)["ConfigMap/orders-capture-env"]["data"]
     assert capture_env["OBFLOW_CAPTURE__POLL_INTERVAL"] == "1s"
     assert "Redeploying" not in reasons(kube, namespace, "orders")
+
+
+def _kinds(kube: DynamicClient, namespace: str, api_version: str, kind: str) -> list[str]:
+    found = kube.resources.get(api_version=api_version, kind=kind).get(namespace=namespace).to_dict()["items"]
+    return sorted(item["metadata"]["name"] for item in found)
+
+
+def test_network_policies_are_applied_with_the_setting_and_deleted_without_it(
+    kube: DynamicClient, namespace: str, start_operator: StartOperator
+) -> None:
+    """The real API server takes the NetworkPolicies (it cannot enforce them here: no network plugin);
+    children the builders no longer make are deleted, a JobManager budget with one JobManager too."""
+    settings = json.dumps({"operatorNamespace": "obflow-system", "operatorLabels": {"app": "obflow-operator"}})
+    operator = start_operator(args=("--network-policies", settings))
+    manifest = pipeline_manifest(MINIMAL, namespace)
+    pipelines(kube).create(body=manifest, namespace=namespace)
+    wait_phase(kube, namespace, "trade", "Deploying")
+    policies = ["trade-capture", "trade-jobmanager", "trade-taskmanager"]
+    assert _kinds(kube, namespace, "networking.k8s.io/v1", "NetworkPolicy") == policies
+    assert len(existing_children(kube, manifest)) == 12  # the other children as without policies
+
+    operator.stop()
+    start_operator()  # resumes the pipeline without the setting
+    wait_for(lambda: not _kinds(kube, namespace, "networking.k8s.io/v1", "NetworkPolicy"), 30, "policies deleted")
+    assert any(
+        "deleted NetworkPolicy/trade-capture" in e.get("message", "") for e in events_of(kube, namespace, "trade")
+    )
+
+    patch_spec(kube, namespace, "trade", {"flink": {"jobManager": {"replicas": 1}}})
+    wait_reconciled(kube, namespace, "trade", 2)
+    assert _kinds(kube, namespace, "policy/v1beta1", "PodDisruptionBudget") == ["trade-taskmanager"]
 
 
 def test_suspend_stops_the_job_with_a_savepoint_and_resume_restores_from_it(

@@ -39,3 +39,17 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- define "obflow.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
 {{- end -}}
+
+{{/* The operator's --network-policies settings (obflow_operator.network.NetworkPolicySettings), as JSON. */}}
+{{- define "obflow.networkPolicySettings" -}}
+{{- $np := .Values.networkPolicy -}}
+{{- dict
+      "operatorNamespace" .Release.Namespace
+      "operatorLabels" (include "obflow.selectorLabels" . | fromYaml)
+      "metricsFrom" $np.metricsFrom
+      "restFrom" $np.restFrom
+      "apiServerPorts" $np.apiServer.ports
+      "apiServerCidrs" $np.apiServer.cidrs
+      "extraEgress" $np.extraEgress
+    | toJson -}}
+{{- end -}}
