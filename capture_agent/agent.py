@@ -18,7 +18,9 @@ import time
 from functools import partial
 from typing import Any
 
+from datahub.exceptions import DatahubException
 from prometheus_client import Counter, Gauge, Histogram
+from requests.exceptions import RequestException
 
 from capture_agent.changelog import ChangeLogCapture
 from capture_agent.db import DRIVER_ERRORS, ConnectionLostError, Database
@@ -31,6 +33,7 @@ from obflow.datahub.client import ensure_change_topic, make_client
 from obflow.datahub.producer import DeliveryError, Producer
 from obflow.health import HealthServer
 from obflow.log import Fault, log_event, log_fault
+from obflow.runtime import refuse_start_without_datahub
 
 log = logging.getLogger("obflow.capture")
 
@@ -243,6 +246,9 @@ def run_agent(config: ObflowConfig) -> int:
         log_fault(log, Fault.CONFIG_INVALID, f"capture agent refuses to start: {explained}", level=logging.ERROR)
         agent.close()
         return 2
+    except (DatahubException, RequestException) as exc:
+        agent.close()
+        return refuse_start_without_datahub("capture", exc, config.datahub)
     try:
         return agent.run()
     finally:

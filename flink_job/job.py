@@ -33,12 +33,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+from datahub.exceptions import DatahubException
+from requests.exceptions import RequestException
+
 from flink_job.attach import GLOBALLY_TERMINAL, AttachedJob, duplicate_submission, rest_port
 from obflow.config import ObflowConfig, load_config
 from obflow.flink_conf import restart_strategy
 from obflow.health import HealthServer
 from obflow.job_graph import POLLER_NAME, TICKS_TABLE, TICKS_TO_READERS
 from obflow.log import Fault, log_event, log_fault
+from obflow.runtime import refuse_start_without_datahub
 
 log = logging.getLogger("obflow.flink")
 
@@ -168,8 +172,9 @@ def submit(
     config_path: str | None, config: ObflowConfig, from_savepoint: str | None = None, local: bool = True
 ) -> tuple[Any, int]:
     """Start the job without waiting; returns Flink's JobClient and the parallelism it runs with."""
+    shard_ids = shard_ids_of(config)  # before the JVM starts: a DataHub that cannot be used stops it all
     env = environment(config, from_savepoint, local)
-    build(env, config, config_path, shard_ids_of(config))
+    build(env, config, config_path, shard_ids)
     try:
         return env.execute_async(config.flink.job_name), int(env.get_parallelism())
     except Exception as exc:
@@ -272,7 +277,10 @@ def run(config_path: str | None, config: ObflowConfig, from_savepoint: str | Non
     Alongside the job: the runner's ``/healthz``, ``/readyz`` (the job is RUNNING) and ``/metrics`` on
     ``output.metrics_port``.
     """
-    client, parallelism = submit(config_path, config, from_savepoint, local)
+    try:
+        client, parallelism = submit(config_path, config, from_savepoint, local)
+    except (DatahubException, RequestException) as exc:  # the shards are listed before the job is built
+        return refuse_start_without_datahub("job", exc, config.datahub)
     state = {"status": "CREATED"}
     health = HealthServer("job", config.output.metrics_port, lambda: (state["status"] == "RUNNING", state["status"]))
     health.start()

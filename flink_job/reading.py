@@ -40,6 +40,7 @@ from datahub.rest import Path as DataHubPaths
 from datahub.utils.codec import unwrap_pb_frame
 from requests.structures import CaseInsensitiveDict
 
+from obflow.datahub.client import VerifyingAdapter
 from obflow.datahub.consumer import open_cursor
 from obflow.events import DATAHUB_FIELDS
 
@@ -176,8 +177,14 @@ class Wire:
         host = endpoint.host or "localhost"
         limits = urllib3.Timeout(connect=10, read=timeout)
         self.pool: urllib3.HTTPConnectionPool
-        if endpoint.scheme == "https":  # as the SDK does it: verify=False
-            self.pool = urllib3.HTTPSConnectionPool(host, endpoint.port, timeout=limits, cert_reqs="CERT_NONE")
+        if endpoint.scheme == "https":  # verified as make_client's session verifies it
+            adapter = self.rest._session.get_adapter("https://")
+            if not isinstance(adapter, VerifyingAdapter):
+                raise TypeError("Wire needs a client from obflow.datahub.client.make_client (it verifies https)")
+            ca_file = adapter.ca_file
+            self.pool = urllib3.HTTPSConnectionPool(
+                host, endpoint.port, timeout=limits, cert_reqs="CERT_REQUIRED", ca_certs=ca_file
+            )
         else:
             self.pool = urllib3.HTTPConnectionPool(host, endpoint.port, timeout=limits)
         self._common_headers = self.rest._RestClient__common_headers

@@ -58,8 +58,18 @@ def _version(args: argparse.Namespace) -> int:
 
 
 def _datahub_emulator(args: argparse.Namespace) -> int:
-    from obflow.datahub.emulator import DataHubEmulator, Faults, serve
+    from obflow.datahub.emulator import DataHubEmulator, Faults, serve, server_tls_context
 
+    if (args.tls_cert is None) != (args.tls_key is None):
+        print("datahub-emulator: --tls-cert and --tls-key go together (the certificate chain and its key, PEM)",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    try:
+        tls = server_tls_context(args.tls_cert, args.tls_key) if args.tls_cert else None
+    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+        print(f"datahub-emulator: cannot serve TLS with --tls-cert {args.tls_cert} --tls-key {args.tls_key}: {exc}",
+              file=sys.stderr)  # fmt: skip
+        return 2
     faults = Faults(
         put_request_failure_rate=args.put_request_failure_rate,
         put_record_failure_rate=args.put_record_failure_rate,
@@ -75,6 +85,7 @@ def _datahub_emulator(args: argparse.Namespace) -> int:
         faults=faults,
         fsync=args.fsync,
         admin=args.admin,
+        tls=tls,
     )
     return serve(emulator)
 
@@ -276,6 +287,8 @@ def _add_emulator_commands(commands: Any) -> None:
         action="store_true",
         help="serve /_admin/ (faults, outages, put statistics), unauthenticated, to anything that reaches the port",
     )
+    emulator.add_argument("--tls-cert", metavar="PEM", help="serve https with this certificate chain (with --tls-key)")
+    emulator.add_argument("--tls-key", metavar="PEM", help="the private key of --tls-cert")
     emulator.set_defaults(handler=_datahub_emulator)
 
 

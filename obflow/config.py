@@ -12,6 +12,7 @@ import difflib
 import json
 import os
 import re
+import ssl
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -228,6 +229,11 @@ class DataHubConfig(Section):
     batch_size: int = Field(500, ge=1, le=1000, description="Records per put request.")
     request_timeout: Duration = Field(30.0, gt=0)
     retry: RetryConfig = Field(default_factory=RetryConfig)
+    ca_file: Path | None = Field(
+        None,
+        description="https endpoints: the CA certificates (PEM) the endpoint's certificate must chain to; "
+        "unset, the public CAs of certifi. The certificate is always verified, host name included.",
+    )
 
 
 class CaptureConfig(Section):
@@ -405,11 +411,30 @@ def load_config(path: str | Path | None = None) -> ObflowConfig:
     origin = str(path) if path is not None else "configuration"
     data = read_yaml(path) if path is not None else {}
     try:
-        return ObflowConfig(**data)
+        config = ObflowConfig(**data)
     except ValidationError as exc:
         raise ConfigError(_problems_from(exc), origin) from None
     except SettingsError as exc:  # a variable pydantic-settings decodes as JSON (a list or a section) that is not
         raise ConfigError(_env_json_problems() or [ConfigProblem("<environment>", str(exc))], origin) from None
+    problems = _unusable_files(config)
+    if problems:
+        raise ConfigError(problems, origin)
+    return config
+
+
+def _unusable_files(config: ObflowConfig) -> list[ConfigProblem]:
+    """Files the config names that this machine cannot use; checked where the config is loaded, since
+    only there do the paths mean something (the operator builds configs for other machines)."""
+    problems = []
+    if config.datahub.ca_file is not None:
+        try:
+            ssl.create_default_context(cafile=str(config.datahub.ca_file))
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            message = f"cannot be used as CA certificates ({reason}); give a readable PEM file of CA certificates"
+            value, env_var = str(config.datahub.ca_file), env_overrides().get("datahub.ca_file")
+            problems.append(ConfigProblem("datahub.ca_file", message, value, env_var))
+    return problems
 
 
 def _env_json_problems() -> list[ConfigProblem]:

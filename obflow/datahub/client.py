@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import ssl
 from importlib.metadata import version
-from typing import Literal
+from typing import Any, Literal
 
+import certifi
 from datahub import DataHub
 from datahub.core import DatahubProtocolType
 from datahub.exceptions import ResourceExistException
 from datahub.models import CompressFormat, FieldType, RecordSchema
+from requests.adapters import HTTPAdapter
 
 from obflow.config import DataHubConfig
 from obflow.events import DATAHUB_FIELDS
@@ -25,8 +28,11 @@ def make_client(config: DataHubConfig, protocol: Literal["pb", "json"] | None = 
     The user agent is always set: the SDK's default probes the local IP with a UDP connect to a
     public address. Connection-level retries are off (``retry_times=0``) so the producer's retry
     rule (R1.5) is the only one and its schedule is exactly what the config says.
+
+    An https endpoint's certificate is verified against ``datahub.ca_file`` (or certifi's CAs): the SDK
+    itself sends every request with ``verify=False``, so its session gets an adapter that overrides that.
     """
-    return DataHub(
+    client = DataHub(
         config.access_id,
         config.access_key.get_secret_value(),
         config.endpoint,
@@ -38,6 +44,42 @@ def make_client(config: DataHubConfig, protocol: Literal["pb", "json"] | None = 
         read_timeout=config.request_timeout,
         stream=reader,
     )
+    session = client._datahub_impl._rest_client._session
+    session.mount("https://", VerifyingAdapter(trusted_cas(config)))
+    return client
+
+
+def trusted_cas(config: DataHubConfig) -> str:
+    """The CA bundle (PEM file) an https endpoint's certificate must chain to."""
+    return str(config.ca_file) if config.ca_file else certifi.where()
+
+
+def untrusted_endpoint(exc: BaseException, config: DataHubConfig) -> str | None:
+    """What to change when ``exc`` is the endpoint's certificate failing verification (None when it is not):
+    such a failure does not pass by retrying."""
+    cause: BaseException | None = exc
+    while cause is not None and not isinstance(cause, ssl.SSLCertVerificationError):
+        cause = cause.__cause__ or cause.__context__
+    if cause is None:
+        return None
+    trusted = f"the CAs in datahub.ca_file ({config.ca_file})" if config.ca_file else "the public CAs (certifi)"
+    return (
+        f"DataHub endpoint {config.endpoint} presented a certificate that fails verification against {trusted}: "
+        f"{cause.verify_message}; set datahub.ca_file to the PEM file of the CA that signed it, "
+        "and make sure the certificate names the endpoint's host"
+    )
+
+
+class VerifyingAdapter(HTTPAdapter):
+    """An adapter that verifies the server's certificate against ``ca_file`` whatever its caller asks for."""
+
+    def __init__(self, ca_file: str) -> None:
+        super().__init__(max_retries=0)
+        self.ca_file = ca_file
+
+    def send(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+        kwargs["verify"] = self.ca_file
+        return super().send(request, *args, **kwargs)
 
 
 def change_topic_schema() -> RecordSchema:

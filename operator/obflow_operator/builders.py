@@ -32,6 +32,7 @@ import json
 import math
 import urllib.parse
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 from typing import Any
 
 import yaml
@@ -42,6 +43,8 @@ from obflow.units import parse_duration
 from obflow_operator.network import NetworkPolicySettings
 from obflow_operator.spec import (
     CAPTURE_HTTP_PORT,
+    DATAHUB_CA_DIR,
+    DATAHUB_CA_FILE,
     FLINK_METRICS_PORT,
     GROUP,
     KIND,
@@ -348,19 +351,24 @@ def _resources(resources: Resources) -> dict[str, Any]:
 
 def _volumes(owner: Owner, spec: DataPipelineSpec, flink_conf: bool, output: bool) -> tuple[list[Any], list[Any]]:
     """Volumes and mounts: the shared storage, the output claim if separate (only the TaskManagers write
-    output), Flink's configuration."""
+    output), Flink's configuration, DataHub's CA (every component talks to DataHub)."""
     storage = spec.storage
     volume: dict[str, Any] = (
         {"persistentVolumeClaim": {"claimName": storage.claim_name}} if storage.claim_name else {"emptyDir": {}}
     )
     volumes = [{"name": "storage", **volume}]
-    mounts = [{"name": "storage", "mountPath": storage.mount_path}]
+    mounts: list[dict[str, Any]] = [{"name": "storage", "mountPath": storage.mount_path}]
     if output and spec.output.claim_name and spec.output.path:
         volumes.append({"name": "output", "persistentVolumeClaim": {"claimName": spec.output.claim_name}})
         mounts.append({"name": "output", "mountPath": spec.output.path})
     if flink_conf:
         volumes.append({"name": "flink-config", "configMap": {"name": f"{owner.name}-flink-config"}})
         mounts.append({"name": "flink-config", "mountPath": FLINK_CONF_DIR})
+    if spec.datahub.ca_secret:
+        ca = spec.datahub.ca_secret
+        items = [{"key": ca.key, "path": PurePosixPath(DATAHUB_CA_FILE).name}]
+        volumes.append({"name": "datahub-ca", "secret": {"secretName": ca.name, "items": items}})
+        mounts.append({"name": "datahub-ca", "mountPath": DATAHUB_CA_DIR, "readOnly": True})
     return volumes, mounts
 
 

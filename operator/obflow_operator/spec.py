@@ -138,6 +138,11 @@ class DataHubSpec(SpecSection):
     protocol: Literal["pb", "json"] = "pb"
     compression: Literal["lz4", "none"] = "lz4"
     credentials: DataHubCredentials = Field(description="Secret references; never plain text.")
+    ca_secret: SecretKeyRef | None = Field(
+        None,
+        description="https endpoints whose certificate a private CA signed: the Secret key holding that CA's "
+        "certificates (PEM). Unset, the public CAs are trusted. The certificate is always verified.",
+    )
 
 
 class JobManagerSpec(SpecSection):
@@ -413,6 +418,9 @@ def storage_paths(name: str, spec: DataPipelineSpec) -> dict[str, str]:
     }
 
 
+DATAHUB_CA_DIR = "/etc/obflow/datahub-ca"  # where datahub.caSecret is mounted, in every component
+DATAHUB_CA_FILE = f"{DATAHUB_CA_DIR}/ca.pem"
+
 RUNNER_METRICS_PORT = 9310
 CAPTURE_HTTP_PORT = 9300
 FLINK_METRICS_PORT = 9249
@@ -451,6 +459,7 @@ def runtime_config(name: str, spec: DataPipelineSpec) -> ObflowConfig:
             "shards": spec.datahub.shards,
             "protocol": spec.datahub.protocol,
             "compression": spec.datahub.compression,
+            "ca_file": DATAHUB_CA_FILE if spec.datahub.ca_secret else None,
         },
         "capture": {
             "method": spec.capture.method,

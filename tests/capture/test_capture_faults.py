@@ -14,8 +14,10 @@ from pathlib import Path
 import httpx
 import orjson
 import pymysql
+import pytest
 import yaml
 
+from capture_agent.agent import run_agent
 from capture_agent.install import apply_ddl, change_log_ddl
 from obflow.config import ObflowConfig
 from obflow.datahub.emulator import DataHubEmulator
@@ -24,6 +26,7 @@ from obflow.localdb import Engine
 from obflow.net import free_port
 from tests.capture.conftest import capture_config, read_topic, start_capture
 from tests.datahub.conftest import ACCESS_KEY, put_log, set_faults
+from tests.tls import https_emulator_at, make_certificates
 from tests.waiting import wait_for
 
 
@@ -236,3 +239,23 @@ def test_invalid_config_refuses_to_start_naming_the_key_R10_4(tmp_path: Path) ->
     )  # fmt: skip
     assert result.returncode == 2
     assert "capture.method" in result.stderr and "capture.poll_interval" in result.stderr
+
+
+def test_an_untrusted_datahub_certificate_stops_the_agent_at_start_saying_what_to_set(
+    mariadb: Engine, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Over https with a CA that did not sign the endpoint's certificate (tests/tls.py): exit 2 after the
+    database answered, the fault naming datahub.ca_file, and nothing captured."""
+    certificates = make_certificates(tmp_path)
+    emulator = https_emulator_at(tmp_path, certificates.server)
+    try:
+        with mariadb.connect() as conn, conn.cursor() as cur:
+            cur.execute("CREATE DATABASE IF NOT EXISTS tls_untrusted")
+        config = capture_config(mariadb, "tls_untrusted", tmp_path / "state", emulator.endpoint)
+        config.datahub.ca_file = certificates.other_ca
+        assert run_agent(config) == 2
+        refused = [r for r in caplog.records if getattr(r, "event", None) == "config.invalid"]
+        assert refused and "set datahub.ca_file" in refused[0].getMessage()
+        assert emulator.stats.records_stored == 0
+    finally:
+        emulator.stop()

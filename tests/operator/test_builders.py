@@ -196,6 +196,28 @@ def test_credentials_come_only_from_secrets() -> None:
     assert env["taskmanager"]["OBFLOW_DATAHUB__ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["key"] == "access-key"
 
 
+def test_datahubs_ca_secret_is_mounted_in_every_component_and_named_by_its_config() -> None:
+    ca_secret = {"name": "datahub-ca", "key": "ca.crt"}
+    built = children(spec_of(FULL, datahub__caSecret=ca_secret))
+    deployments = [m for m in built.values() if m["kind"] == "Deployment"]
+    assert {d["metadata"]["name"] for d in deployments} == {
+        f"orders-{c}" for c in ("jobmanager", "taskmanager", "capture")
+    }
+    for deployment in deployments:
+        pod = deployment["spec"]["template"]["spec"]
+        volume = next(v for v in pod["volumes"] if v["name"] == "datahub-ca")
+        assert volume["secret"] == {"secretName": "datahub-ca", "items": [{"key": "ca.crt", "path": "ca.pem"}]}
+        mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "datahub-ca")
+        assert mount == {"name": "datahub-ca", "mountPath": "/etc/obflow/datahub-ca", "readOnly": True}
+    for component in ("flink", "capture"):
+        env = built[f"ConfigMap/orders-{component}-env"]["data"]
+        assert env["OBFLOW_DATAHUB__CA_FILE"] == "/etc/obflow/datahub-ca/ca.pem"
+
+    plain = children(spec_of(FULL))
+    assert "OBFLOW_DATAHUB__CA_FILE" not in json.dumps([m["data"] for m in plain.values() if m["kind"] == "ConfigMap"])
+    assert "datahub-ca" not in json.dumps(plain)
+
+
 def test_every_child_is_owned_by_the_pipeline() -> None:
     for manifest in children(spec_of(MINIMAL)).values():
         (reference,) = manifest["metadata"]["ownerReferences"]

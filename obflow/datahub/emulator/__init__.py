@@ -11,10 +11,10 @@ from types import FrameType
 
 import httpx
 
-from obflow.datahub.emulator.server import DataHubEmulator, Faults
+from obflow.datahub.emulator.server import DataHubEmulator, Faults, server_tls_context
 from obflow.net import free_port
 
-__all__ = ["DataHubEmulator", "Faults", "serve", "start_process"]
+__all__ = ["DataHubEmulator", "Faults", "serve", "server_tls_context", "start_process"]
 
 
 def start_process(

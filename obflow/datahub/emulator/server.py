@@ -19,7 +19,9 @@ import logging
 import random
 import re
 import socket
+import ssl
 import struct
+import sys
 import threading
 import time
 import uuid
@@ -57,6 +59,7 @@ from obflow.datahub.emulator.store import (
 log = logging.getLogger("obflow.datahub.emulator")
 
 MAX_GET_LIMIT = 1000
+IDLE_CONNECTION_TIMEOUT = 300.0
 MAX_RESPONSE_BYTES = 4 * 1024 * 1024
 MAX_REQUEST_BYTES = 16 * 1024 * 1024  # DataHub takes at most 4 MB of records a put; JSON and base64 add to it
 _BYTE_COUNT = re.compile(r"[0-9]{1,9}")
@@ -171,15 +174,18 @@ class DataHubEmulator:
         faults: Faults | None = None,
         fsync: bool = False,
         admin: bool = False,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         """``admin``: serve ``/_admin/`` (faults, outages, put statistics) to anything that reaches the port,
-        unauthenticated; off, it answers 404."""
+        unauthenticated; off, it answers 404. ``tls``: serve https with this server context
+        (:func:`server_tls_context`)."""
         self.store = Store(data_dir, fsync=fsync)
         self.admin = admin
         self.host = host
         self.access_id = access_id
         self.access_key = access_key
         self.faults = faults or Faults()
+        self.tls = tls
         self.stats = Stats()
         self._port = port
         self._server: _Server | None = None
@@ -193,7 +199,7 @@ class DataHubEmulator:
 
     @property
     def endpoint(self) -> str:
-        return f"http://{self.host}:{self._port}"
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self._port}"
 
     def start(self) -> DataHubEmulator:
         with self._lifecycle:
@@ -243,6 +249,14 @@ class DataHubEmulator:
             server.server_close()
 
 
+def server_tls_context(cert_file: str, key_file: str) -> ssl.SSLContext:
+    """A TLS 1.2+ server context presenting ``cert_file`` (the chain, PEM) with ``key_file``."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert_file, key_file)
+    return context
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
@@ -253,6 +267,19 @@ class _Server(ThreadingHTTPServer):
         self.connections: set[socket.socket] = set()
         self.connections_lock = threading.Lock()
         super().__init__(address, handler)
+        if emulator.tls:
+            # The handshake happens on the connection's first read, in its own thread, so a client that
+            # never completes one holds only that thread (until the handler's timeout), not the accept loop.
+            self.socket = emulator.tls.wrap_socket(self.socket, server_side=True, do_handshake_on_connect=False)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A connection that fails below HTTP (a TLS handshake refused, a client gone, a read timed out)
+        is one log line, not socketserver's traceback on stderr."""
+        error = sys.exc_info()[1]
+        if isinstance(error, OSError):
+            log.info("connection from %s ended: %s", client_address[0], error, extra={"event": "emulator.connection"})
+        else:
+            log.exception("connection from %s failed", client_address[0])
 
     def process_request(self, request: Any, client_address: Any) -> None:
         with self.connections_lock:
@@ -276,6 +303,9 @@ class _Handler(BaseHTTPRequestHandler):
     # Headers and body go out in two writes; with Nagle on, the body waits for the client's delayed
     # ACK (~40 ms per request).
     disable_nagle_algorithm = True
+    # A client that stops sending mid-request (or never finishes a handshake) is dropped after this long;
+    # well above any client's idle gap between requests on a kept-alive connection.
+    timeout = IDLE_CONNECTION_TIMEOUT
     server: _Server
 
     def log_message(self, format: str, *args: Any) -> None:
