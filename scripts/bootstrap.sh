@@ -23,6 +23,7 @@ command -v iptables-save >/dev/null 2>&1 || missing+=(iptables)
 command -v nft >/dev/null 2>&1 || missing+=(nftables)
 command -v gcc >/dev/null 2>&1 || missing+=(gcc)
 [ -n "$(find /usr/lib -name libc.a -print -quit 2>/dev/null)" ] || missing+=(libc6-dev)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)  # the TLS tests make their CA and certificates
 if ((${#missing[@]})); then
   if [ "$(id -u)" -ne 0 ]; then
     echo "bootstrap: missing system packages: ${missing[*]}; install them as root (apt-get install ${missing[*]})" >&2
