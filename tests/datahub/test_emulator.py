@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 import time
 from pathlib import Path
@@ -23,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from obflow.datahub.emulator import DataHubEmulator, Faults
-from obflow.datahub.emulator.server import FAULT_BOUNDS
+from obflow.datahub.emulator.server import FAULT_BOUNDS, _Handler
 from tests.datahub.conftest import ACCESS_ID, ACCESS_KEY, EmulatorProcess, sdk, set_faults
 
 SCHEMA = RecordSchema.from_lists(
@@ -475,6 +476,29 @@ def test_any_length_header_is_answered_at_once_with_a_4xx_or_a_success(
     status = raw_request(emulator.port, head, b"\x00" * 8)
     assert status.startswith(b"HTTP/1."), status
     assert status.split()[1][:1] == b"4", status
+
+
+def test_a_body_that_stops_arriving_is_a_408_or_400_and_one_log_line(
+    emulator: DataHubEmulator, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client that sends 3 of the 100 body bytes it announced: after the handler's idle timeout
+    (shortened here) it gets RequestTimeout; one that shuts its side instead gets InvalidParameter. They
+    were a 500 with a TimeoutError and a traceback in the log, and a truncated body tried as JSON."""
+    monkeypatch.setattr(_Handler, "timeout", 1.0)
+    caplog.set_level(logging.INFO, "obflow.datahub.emulator")
+    head = b"POST /projects/shop HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100"
+    with socket.create_connection(("127.0.0.1", emulator.port), timeout=5) as conn:
+        conn.sendall(head + b"\r\n\r\n" + b'{"C')
+        status = conn.makefile("rb").readline()
+    assert status.split()[1] == b"408", status
+    assert raw_request(emulator.port, head, b'{"C').split()[1] == b"400"
+    ended = [r for r in caplog.records if getattr(r, "event", None) == "emulator.connection"]
+    assert [r.getMessage().split(": ", 1)[1] for r in ended] == [
+        "no more of the body within 1s",
+        "the body ended after 3 of the 100 bytes Content-Length gives",
+    ]
+    assert not [r for r in caplog.records if r.exc_info], [r.getMessage() for r in caplog.records]
+    assert httpx.get(f"{emulator.endpoint}/healthz", timeout=5).json() == {"status": "ok"}
 
 
 @pytest.mark.parametrize("lifecycle", ['"seven"', "-1", "0", "1e9", "true", "[7]", "99999999"])

@@ -298,6 +298,15 @@ class _Server(ThreadingHTTPServer):
                     conn.shutdown(socket.SHUT_RDWR)
 
 
+class _BodyNotReceivedError(Exception):
+    """The client stopped sending before the whole body (Content-Length) arrived: it timed out, or the
+    client shut its side of the connection."""
+
+    def __init__(self, message: str, timed_out: bool) -> None:
+        super().__init__(message)
+        self.timed_out = timed_out
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     # Headers and body go out in two writes; with Nagle on, the body waits for the client's delayed
@@ -347,6 +356,14 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send_json(status, payload, request_id)
         except DataHubError as exc:
             self._send_json(exc.status, {"ErrorCode": exc.code, "ErrorMessage": exc.message}, request_id)
+        except _BodyNotReceivedError as exc:
+            self.close_connection = True
+            log.info(
+                "connection from %s ended: %s", self.client_address[0], exc, extra={"event": "emulator.connection"}
+            )
+            status, code = (408, "RequestTimeout") if exc.timed_out else (400, "InvalidParameter")
+            with contextlib.suppress(OSError):  # the client may be gone altogether
+                self._send_json(status, {"ErrorCode": code, "ErrorMessage": str(exc)}, request_id)
         except Exception as exc:
             log.exception("emulator failed on %s %s", method, self.path)
             error = {"ErrorCode": "InternalServerError", "ErrorMessage": f"{type(exc).__name__}: {exc}"}
@@ -363,7 +380,16 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _read_body(self) -> bytes:
         length = self._byte_count("Content-Length")
-        raw = self.rfile.read(length) if length else b""
+        try:
+            raw = self.rfile.read(length) if length else b""
+        except TimeoutError:
+            raise _BodyNotReceivedError(f"no more of the body within {self.timeout:g}s", timed_out=True) from None
+        except OSError as exc:
+            raise _BodyNotReceivedError(f"the body could not be read: {exc}", timed_out=False) from None
+        if len(raw) < length:
+            raise _BodyNotReceivedError(
+                f"the body ended after {len(raw)} of the {length} bytes Content-Length gives", timed_out=False
+            )
         encoding = (self.headers.get("Content-Encoding") or "").lower()
         if not raw or not encoding:
             return raw
