@@ -23,7 +23,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from requests.exceptions import RequestException
 
 from capture_agent.changelog import ChangeLogCapture
-from capture_agent.db import DRIVER_ERRORS, ConnectionLostError, Database
+from capture_agent.db import DRIVER_ERRORS, ConnectionLostError, Database, is_tls_refusal
 from capture_agent.install import install_missing
 from capture_agent.method import Captured, CaptureMethod, Position, TableNotFoundError, discover_tables
 from capture_agent.privileges import describe, explain
@@ -85,6 +85,8 @@ class CaptureAgent:
         try:
             self.db.connect()
         except Exception as exc:
+            if is_tls_refusal(exc):
+                raise
             why = describe(exc, self.config.source, self.config.capture.method)
             log_fault(log, Fault.DB_CONNECTION_LOST, f"database not usable at start: {why}")
             if not self.db.reconnect(self.stop_event):

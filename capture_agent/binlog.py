@@ -28,7 +28,7 @@ import pymysql
 from pymysqlreplication import BinLogStreamReader
 from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
 
-from capture_agent.db import ConnectionLostError, Database, is_connection_error
+from capture_agent.db import ConnectionLostError, Database, is_connection_error, tls_settings
 from capture_agent.dialects import BINARY_TYPES, Column, TableInfo
 from capture_agent.method import Captured, Position, discover_table, split_key_change
 from capture_agent.schema import SchemaChange, report_schema_change
@@ -201,7 +201,8 @@ class BinlogCapture(SnapshotThenStream):
                 "host": source.host,
                 "port": source.port,
                 "user": source.user,
-                "passwd": source.password.get_secret_value(),
+                "password": source.password.get_secret_value(),
+                **tls_settings(source),
             },
             server_id=self.config.capture.binlog_server_id,
             log_file=log_file,

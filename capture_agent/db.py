@@ -18,8 +18,10 @@ import pymysql
 import pyoceanbase
 from prometheus_client import Counter, Gauge
 
+from capture_agent.privileges import TLS_UNSUPPORTED
 from obflow.config import SourceConfig
 from obflow.log import Fault, log_event, log_fault
+from obflow.tls import certificate_failure, verifying_context
 
 log = logging.getLogger("obflow.capture.db")
 
@@ -46,6 +48,20 @@ def is_connection_error(exc: BaseException) -> bool:
     if isinstance(exc, OPERATIONAL_ERRORS):
         return bool(exc.args) and exc.args[0] in CONNECTION_LOST_CODES
     return False
+
+
+def tls_settings(config: SourceConfig) -> dict[str, Any]:
+    """The driver's TLS argument for ``source.tls``: a verifying context, or nothing (the driver's default,
+    TLS when the server offers it, its certificate unchecked)."""
+    return {"ssl": verifying_context(config.ca_file)} if config.tls else {}
+
+
+def is_tls_refusal(exc: BaseException) -> bool:
+    """Whether ``exc`` is the TLS the config asks for failing (an untrusted certificate, a server without
+    TLS): a setting to change, not an outage to wait out."""
+    if certificate_failure(exc) is not None:
+        return True
+    return isinstance(exc, OPERATIONAL_ERRORS) and bool(exc.args) and exc.args[0] == TLS_UNSUPPORTED
 
 
 class ConnectionLostError(Exception):
@@ -81,6 +97,7 @@ class Database:
             write_timeout=max(self.config.connect_timeout, 30),
             autocommit=True,
             charset="utf8mb4",
+            **tls_settings(self.config),
         )
         self._last_used = time.monotonic()
         CONNECTED.set(1)

@@ -10,6 +10,7 @@ import re
 from typing import Literal
 
 from obflow.config import SourceConfig
+from obflow.tls import certificate_failure, untrusted_peer
 
 Method = Literal["changelog", "binlog"]
 
@@ -20,6 +21,7 @@ UNKNOWN_DATABASE = 1049
 COMMAND_DENIED = 1142  # CREATE, TRIGGER, DROP, INSERT ... on a table
 SUPER_NEEDED = (1419, 1227)  # triggers with binary logging on; replication rights
 CANNOT_CONNECT = (2003, 2005, 2013)
+TLS_UNSUPPORTED = 2026  # TLS asked for, not offered
 _DENIED_COMMAND = re.compile(r"^(\w+) command denied", re.IGNORECASE)
 _ORACLE_CODE = re.compile(r"ORA-(\d{5})")
 
@@ -41,6 +43,12 @@ def explain(exc: BaseException, source: SourceConfig, method: Method = "changelo
     code, message = _code_and_message(exc)
     where = f"{source.host}:{source.port}"
     grants = "; ".join(needed_grants(source, method))
+    untrusted = certificate_failure(exc)
+    if untrusted is not None:
+        return untrusted_peer(f"the database at {where}", source.host, untrusted, source.ca_file, "source.ca_file")
+    if code == TLS_UNSUPPORTED:
+        return (f"the database at {where} does not offer TLS, which source.tls asks for ({code}): enable TLS on "
+                "the server (MySQL and MariaDB: ssl_cert and ssl_key), or set source.tls: false")  # fmt: skip
     if code == ACCESS_DENIED:
         return (f"the database at {where} refused user {source.user!r} ({code}): check source.user and "
                 "source.password (and source.tenant for OceanBase)")  # fmt: skip

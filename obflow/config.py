@@ -190,6 +190,15 @@ class SourceConfig(Section):
     reconnect_max_backoff: Duration = Field(
         5.0, gt=0, le=30, description="Cap of the reconnect backoff; at most 30s so R1.7 holds."
     )
+    tls: bool = Field(
+        False,
+        description="Connect over TLS, refusing a server without it; the server's certificate is verified, "
+        "host name included, against ca_file. Off, the driver still uses TLS when the server offers it, unverified.",
+    )
+    ca_file: Path | None = Field(
+        None,
+        description="With tls: the CA certificates (PEM) the server's certificate must chain to; unset, certifi's.",
+    )
 
     def schema_and_table(self, table: TableConfig) -> tuple[str, str]:
         """``(schema, table)`` of a configured table; the schema defaults to ``database``."""
@@ -206,6 +215,12 @@ class SourceConfig(Section):
             raise field_error("mode", f"'oracle' exists only for engine 'oceanbase'; use mode: mysql for {self.engine}")
         if self.engine != "oceanbase":
             self.mode = "mysql"
+        return self
+
+    @model_validator(mode="after")
+    def _ca_file_needs_tls(self) -> SourceConfig:
+        if self.ca_file is not None and not self.tls:
+            raise field_error("ca_file", "is used only over TLS; set source.tls: true as well, or drop ca_file")
         return self
 
 
@@ -426,14 +441,15 @@ def _unusable_files(config: ObflowConfig) -> list[ConfigProblem]:
     """Files the config names that this machine cannot use; checked where the config is loaded, since
     only there do the paths mean something (the operator builds configs for other machines)."""
     problems = []
-    if config.datahub.ca_file is not None:
+    for key, ca_file in (("datahub.ca_file", config.datahub.ca_file), ("source.ca_file", config.source.ca_file)):
+        if ca_file is None:
+            continue
         try:
-            ssl.create_default_context(cafile=str(config.datahub.ca_file))
+            ssl.create_default_context(cafile=str(ca_file))
         except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             message = f"cannot be used as CA certificates ({reason}); give a readable PEM file of CA certificates"
-            value, env_var = str(config.datahub.ca_file), env_overrides().get("datahub.ca_file")
-            problems.append(ConfigProblem("datahub.ca_file", message, value, env_var))
+            problems.append(ConfigProblem(key, message, str(ca_file), env_overrides().get(key)))
     return problems
 
 

@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +26,11 @@ MARIADBD = "/usr/sbin/mariadbd"
 class Engine:
     """A database server process the tests control."""
 
-    def __init__(self, kind: str, base_dir: Path) -> None:
+    def __init__(self, kind: str, base_dir: Path, server_args: Sequence[str] = ()) -> None:
+        """``server_args``: more options for the server (MariaDB's, e.g. TLS)."""
         self.kind = kind
         self.base_dir = base_dir
+        self.server_args = list(server_args)
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -42,7 +45,7 @@ class Engine:
             f"--port={self.port}", "--bind-address=127.0.0.1", "--user=root", "--skip-name-resolve",
             f"--log-bin={self.base_dir / 'data' / 'binlog'}", "--binlog-format=ROW",
             "--binlog-row-image=FULL", "--binlog-row-metadata=FULL",
-            "--server-id=1", "--innodb-buffer-pool-size=64M", "--max-connections=200",
+            "--server-id=1", "--innodb-buffer-pool-size=64M", "--max-connections=200", *self.server_args,
         ]  # fmt: skip
 
     def start(self) -> Engine:

@@ -98,6 +98,8 @@ def test_source_datahub_output_and_checkpoint_sections_R10_5_R10_6_R10_7_R10_8(t
         ({"source": {"port": 0}}, "source.port", "greater than or equal to 1"),
         ({"source": {"engine": "mariadb", "mode": "oracle"}}, "source.mode", "use mode: mysql"),
         ({"source": {"tables": ["bad table"]}}, "source.tables.0.name", "SCHEMA.TABLE"),
+        ({"source": {"ca_file": "/etc/ssl/ca.pem"}}, "source.ca_file", "set source.tls: true as well"),
+        ({"source": {"tls": True, "ca_file": "/nonexistent/ca.pem"}}, "source.ca_file", "cannot be used as CA"),
         ({"datahub": {"endpoint": "ftp://x"}}, "datahub.endpoint", "http(s) URL"),
         ({"datahub": {"project": "9x"}}, "datahub.project", "DataHub project name"),
         ({"datahub": {"project": "p" * 33}}, "datahub.project", "3 to 32 letters"),  # DataHub's own limit

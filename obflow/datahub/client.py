@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import contextlib
-import ssl
 from importlib.metadata import version
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-import certifi
 from datahub import DataHub
 from datahub.core import DatahubProtocolType
 from datahub.exceptions import ResourceExistException
 from datahub.models import CompressFormat, FieldType, RecordSchema
 from requests.adapters import HTTPAdapter
 
+from obflow import tls
 from obflow.config import DataHubConfig
 from obflow.events import DATAHUB_FIELDS
 
@@ -51,23 +51,16 @@ def make_client(config: DataHubConfig, protocol: Literal["pb", "json"] | None = 
 
 def trusted_cas(config: DataHubConfig) -> str:
     """The CA bundle (PEM file) an https endpoint's certificate must chain to."""
-    return str(config.ca_file) if config.ca_file else certifi.where()
+    return tls.trusted_cas(config.ca_file)
 
 
 def untrusted_endpoint(exc: BaseException, config: DataHubConfig) -> str | None:
-    """What to change when ``exc`` is the endpoint's certificate failing verification (None when it is not):
-    such a failure does not pass by retrying."""
-    cause: BaseException | None = exc
-    while cause is not None and not isinstance(cause, ssl.SSLCertVerificationError):
-        cause = cause.__cause__ or cause.__context__
-    if cause is None:
+    """What to change when ``exc`` is the endpoint's certificate failing verification (None when it is not)."""
+    failure = tls.certificate_failure(exc)
+    if failure is None:
         return None
-    trusted = f"the CAs in datahub.ca_file ({config.ca_file})" if config.ca_file else "the public CAs (certifi)"
-    return (
-        f"DataHub endpoint {config.endpoint} presented a certificate that fails verification against {trusted}: "
-        f"{cause.verify_message}; set datahub.ca_file to the PEM file of the CA that signed it, "
-        "and make sure the certificate names the endpoint's host"
-    )
+    host = urlsplit(config.endpoint).hostname or config.endpoint
+    return tls.untrusted_peer(f"DataHub endpoint {config.endpoint}", host, failure, config.ca_file, "datahub.ca_file")
 
 
 class VerifyingAdapter(HTTPAdapter):

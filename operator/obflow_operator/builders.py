@@ -43,12 +43,12 @@ from obflow.units import parse_duration
 from obflow_operator.network import NetworkPolicySettings
 from obflow_operator.spec import (
     CAPTURE_HTTP_PORT,
-    DATAHUB_CA_DIR,
     DATAHUB_CA_FILE,
     FLINK_METRICS_PORT,
     GROUP,
     KIND,
     RUNNER_METRICS_PORT,
+    SOURCE_CA_FILE,
     VERSION,
     DataPipelineSpec,
     Resources,
@@ -349,9 +349,12 @@ def _resources(resources: Resources) -> dict[str, Any]:
     }
 
 
-def _volumes(owner: Owner, spec: DataPipelineSpec, flink_conf: bool, output: bool) -> tuple[list[Any], list[Any]]:
+def _volumes(
+    owner: Owner, spec: DataPipelineSpec, flink_conf: bool, output: bool, database: bool = False
+) -> tuple[list[Any], list[Any]]:
     """Volumes and mounts: the shared storage, the output claim if separate (only the TaskManagers write
-    output), Flink's configuration, DataHub's CA (every component talks to DataHub)."""
+    output), Flink's configuration, DataHub's CA (every component talks to DataHub), the database's CA
+    (only the capture agent, ``database``, talks to the database)."""
     storage = spec.storage
     volume: dict[str, Any] = (
         {"persistentVolumeClaim": {"claimName": storage.claim_name}} if storage.claim_name else {"emptyDir": {}}
@@ -364,11 +367,14 @@ def _volumes(owner: Owner, spec: DataPipelineSpec, flink_conf: bool, output: boo
     if flink_conf:
         volumes.append({"name": "flink-config", "configMap": {"name": f"{owner.name}-flink-config"}})
         mounts.append({"name": "flink-config", "mountPath": FLINK_CONF_DIR})
-    if spec.datahub.ca_secret:
-        ca = spec.datahub.ca_secret
-        items = [{"key": ca.key, "path": PurePosixPath(DATAHUB_CA_FILE).name}]
-        volumes.append({"name": "datahub-ca", "secret": {"secretName": ca.name, "items": items}})
-        mounts.append({"name": "datahub-ca", "mountPath": DATAHUB_CA_DIR, "readOnly": True})
+    cas = [("datahub-ca", spec.datahub.ca_secret, DATAHUB_CA_FILE)]
+    if database:
+        cas.append(("source-ca", spec.source.ca_secret, SOURCE_CA_FILE))
+    for name, ca, path in cas:
+        if ca is not None:
+            items = [{"key": ca.key, "path": PurePosixPath(path).name}]
+            volumes.append({"name": name, "secret": {"secretName": ca.name, "items": items}})
+            mounts.append({"name": name, "mountPath": str(PurePosixPath(path).parent), "readOnly": True})
     return volumes, mounts
 
 
@@ -577,7 +583,7 @@ def build_taskmanager(owner: Owner, spec: DataPipelineSpec, config_hash: str) ->
 
 
 def build_capture(owner: Owner, spec: DataPipelineSpec, config_hash: str) -> dict[str, Any]:
-    volumes, mounts = _volumes(owner, spec, flink_conf=False, output=False)
+    volumes, mounts = _volumes(owner, spec, flink_conf=False, output=False, database=True)
     env = [*source_secret_env(spec), *datahub_secret_env(spec)]
     container = _container(spec, "capture", spec.capture.image, ["capture", "run"], f"{owner.name}-capture-env", env)
     container |= {

@@ -118,6 +118,20 @@ class SourceSpec(SpecSection):
     database: str = Field(min_length=1, description="Schema (Oracle mode) or database (MySQL mode).")
     tables: list[TableSpec] = Field(min_length=1, description="Tables to capture.")
     credentials: SourceCredentials = Field(description="Secret references; never plain text.")
+    tls: bool = Field(
+        False,
+        description="Connect over TLS, refusing a database without it; the database's certificate is verified, "
+        "host name included, against caSecret's CAs (unset: the public CAs).",
+    )
+    ca_secret: SecretKeyRef | None = Field(
+        None, description="With tls: the Secret key holding the CA certificates (PEM) that signed the database's."
+    )
+
+    @model_validator(mode="after")
+    def _ca_needs_tls(self) -> SourceSpec:
+        if self.ca_secret is not None and not self.tls:
+            raise ValueError("caSecret: is used only over TLS; set source.tls: true as well, or drop caSecret")
+        return self
 
 
 class CaptureSpec(SpecSection):
@@ -420,6 +434,8 @@ def storage_paths(name: str, spec: DataPipelineSpec) -> dict[str, str]:
 
 DATAHUB_CA_DIR = "/etc/obflow/datahub-ca"  # where datahub.caSecret is mounted, in every component
 DATAHUB_CA_FILE = f"{DATAHUB_CA_DIR}/ca.pem"
+SOURCE_CA_DIR = "/etc/obflow/source-ca"  # where source.caSecret is mounted, in the capture agent
+SOURCE_CA_FILE = f"{SOURCE_CA_DIR}/ca.pem"
 
 RUNNER_METRICS_PORT = 9310
 CAPTURE_HTTP_PORT = 9300
@@ -450,6 +466,8 @@ def runtime_config(name: str, spec: DataPipelineSpec) -> ObflowConfig:
             "tenant": source.tenant,
             "database": source.database,
             "tables": [t.model_dump(exclude_defaults=True) for t in source.tables],
+            "tls": source.tls,
+            "ca_file": SOURCE_CA_FILE if source.ca_secret else None,
         },
         "datahub": {
             "endpoint": spec.datahub.endpoint,

@@ -218,6 +218,25 @@ def test_datahubs_ca_secret_is_mounted_in_every_component_and_named_by_its_confi
     assert "datahub-ca" not in json.dumps(plain)
 
 
+def test_the_databases_ca_secret_is_mounted_in_the_capture_agent_alone() -> None:
+    """Only the capture agent talks to the database: its CA and TLS setting go there, not to Flink."""
+    built = children(spec_of(FULL, source__tls=True, source__caSecret={"name": "db-ca", "key": "ca.crt"}))
+    capture = built["Deployment/orders-capture"]["spec"]["template"]["spec"]
+    volume = next(v for v in capture["volumes"] if v["name"] == "source-ca")
+    assert volume["secret"] == {"secretName": "db-ca", "items": [{"key": "ca.crt", "path": "ca.pem"}]}
+    mount = next(m for m in capture["containers"][0]["volumeMounts"] if m["name"] == "source-ca")
+    assert mount == {"name": "source-ca", "mountPath": "/etc/obflow/source-ca", "readOnly": True}
+    env = built["ConfigMap/orders-capture-env"]["data"]
+    assert env["OBFLOW_SOURCE__TLS"] == "true"
+    assert env["OBFLOW_SOURCE__CA_FILE"] == "/etc/obflow/source-ca/ca.pem"
+    flink = [built[f"Deployment/orders-{c}"] for c in ("jobmanager", "taskmanager")]
+    assert "source-ca" not in json.dumps([*flink, built["ConfigMap/orders-flink-env"]])
+    assert "OBFLOW_SOURCE__CA_FILE" not in built["ConfigMap/orders-flink-env"]["data"]
+
+    public_cas = children(spec_of(FULL, source__tls=True))["ConfigMap/orders-capture-env"]["data"]
+    assert public_cas["OBFLOW_SOURCE__TLS"] == "true" and "OBFLOW_SOURCE__CA_FILE" not in public_cas
+
+
 def test_every_child_is_owned_by_the_pipeline() -> None:
     for manifest in children(spec_of(MINIMAL)).values():
         (reference,) = manifest["metadata"]["ownerReferences"]

@@ -113,6 +113,14 @@ def test_spec_errors_name_the_field_and_the_fix_R10_3() -> None:
         parse_spec(missing)
 
 
+def test_a_database_ca_without_tls_names_the_field_and_the_fix() -> None:
+    with pytest.raises(SpecError) as caught:
+        parse_spec(spec_of(MINIMAL, source__caSecret={"name": "db-ca", "key": "ca.crt"}))
+    assert caught.value.problems == [
+        "spec.source.caSecret: is used only over TLS; set source.tls: true as well, or drop caSecret"
+    ]
+
+
 def test_rules_across_sections_name_the_field_and_the_fix() -> None:
     spec = parse_spec(spec_of(FULL, flink__parallelism=40))
     with pytest.raises(SpecError) as caught:
