@@ -14,6 +14,7 @@ import json
 import shutil
 import subprocess
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,9 @@ NAME = "shop"  # the sample DataPipeline's name
 LOAD_RATE = 20.0  # changes per second, written all through the scenarios
 INSTANCE = f"app.kubernetes.io/instance={NAME}"
 LEADER_ANNOTATION = "control-plane.alpha.kubernetes.io/leader"  # Flink's Kubernetes HA leader record
+DB_PASSWORD = f"e2e-db-secret-{uuid.uuid4().hex}"
+DATAHUB_ACCESS_KEY = f"e2e-datahub-secret-{uuid.uuid4().hex}"
+"""The run's secrets: in the Secrets, the database's root password and the emulator's key; in no log."""
 
 
 @dataclass
@@ -92,11 +96,14 @@ def install_obflow(cluster: Cluster, namespace: str) -> None:
 
 
 def backing_manifests(cluster: Cluster) -> str:
-    """backing.yaml with the PersistentVolume on the cluster's storage directory."""
+    """backing.yaml with the PersistentVolume on the cluster's storage directory and the run's secrets."""
     documents = list(yaml.safe_load_all((MANIFESTS / "backing.yaml").read_text()))
+    secrets = {"e2e-db": {"password": DB_PASSWORD}, "e2e-datahub": {"access-key": DATAHUB_ACCESS_KEY}}
     for document in documents:
         if document["kind"] == "PersistentVolume":
             document["spec"]["hostPath"]["path"] = cluster.node_storage_path
+        if document["kind"] == "Secret":
+            document["stringData"].update(secrets[document["metadata"]["name"]])
     return yaml.safe_dump_all(documents)
 
 
@@ -106,7 +113,7 @@ def pipeline_config(db_host: str, db_port: int, node_data_dir: Path) -> ObflowCo
     spec = yaml.safe_load((MANIFESTS / "pipeline.yaml").read_text())["spec"]
     return ObflowConfig(
         source={"engine": "oceanbase", "mode": "mysql", "host": db_host, "port": db_port, "user": "root",
-                "database": spec["source"]["database"], "tables": spec["source"]["tables"]},
+                "password": DB_PASSWORD, "database": spec["source"]["database"], "tables": spec["source"]["tables"]},
         output={"format": spec["output"]["format"], "path": str(node_data_dir / NAME / "output")},
     )  # fmt: skip
 
@@ -319,12 +326,14 @@ def start_pipeline(cluster: Cluster, namespace: str, stack: contextlib.ExitStack
 
     connection = wait_for(connect, 60, "the database through its Service", interval=1,
                           not_yet=(pymysql.err.OperationalError,))  # fmt: skip
-    with connection as conn:
+    with connection as conn, conn.cursor() as cursor:
+        cursor.execute("ALTER USER root IDENTIFIED BY %s", (DB_PASSWORD,))  # the password of e2e-db, from now on
+    with pymysql.connect(host=db_host, port=db_port, user="root", password=DB_PASSWORD, autocommit=True) as conn:
         create_schema(conn, "shop")
     config = pipeline_config(db_host, db_port, cluster.node_data_dir)
     apply_ddl(config, change_log_ddl(config))
-    load = LoadGenerator(lambda: pymysql.connect(host=db_host, port=db_port, user="root", database="shop",
-                                                 autocommit=True), 10**7, rate=LOAD_RATE)  # fmt: skip
+    load = LoadGenerator(lambda: pymysql.connect(host=db_host, port=db_port, user="root", password=DB_PASSWORD,
+                                                 database="shop", autocommit=True), 10**7, rate=LOAD_RATE)  # fmt: skip
     pipeline = Pipeline(cluster, namespace, config, load, figures)
     applied = time.monotonic()
     kubectl(cluster, "-n", namespace, "apply", "-f", str(MANIFESTS / "pipeline.yaml"))
@@ -452,6 +461,32 @@ def delete_pipeline(pipeline: Pipeline) -> None:
     pipeline.figures["DataPipeline deleted → every child removed"] = time.monotonic() - started
 
 
+def no_log_holds_a_secret(pipeline: Pipeline) -> None:
+    """Issue 21: every pod's log in the namespace (the operator's, the pipeline's, the database's and the
+    emulator's; the containers before their restarts too) and Flink's log folder in every running
+    JobManager and TaskManager hold neither the database password nor the DataHub access key."""
+    pods = json.loads(pipeline.kubectl("get", "pods", "-o", "json"))["items"]
+    lines = 0
+    for pod in [p["metadata"]["name"] for p in pods]:
+        logs = [pipeline.kubectl("logs", pod, "--all-containers")]
+        with contextlib.suppress(AssertionError):  # no container of the pod has restarted
+            logs.append(pipeline.kubectl("logs", pod, "--all-containers", "--previous"))
+        text = "\n".join(logs)
+        lines += text.count("\n")
+        found = [line for line in text.splitlines() if DB_PASSWORD in line or DATAHUB_ACCESS_KEY in line]
+        if pod.startswith((f"{NAME}-jobmanager", f"{NAME}-taskmanager")):
+            command = ["exec", pod, "--", "grep", "-rlE", f"{DB_PASSWORD}|{DATAHUB_ACCESS_KEY}", "/tmp/flink-log"]
+            folder = subprocess.run(
+                ["kubectl", "--kubeconfig", str(pipeline.cluster.kubeconfig), "-n", pipeline.namespace, *command],
+                capture_output=True, text=True, check=False, timeout=60,
+            )  # fmt: skip
+            assert folder.returncode in (0, 1), f"grep in {pod}'s Flink log folder: {folder.stderr}"
+            found += folder.stdout.splitlines()
+        assert not found, f"{pod}'s log holds a secret of the run: {found[:3]}"
+    pipeline.figures["pods whose logs hold no secret"] = len(pods)
+    pipeline.figures["log lines read for secrets"] = lines
+
+
 def dump_logs(cluster: Cluster, namespace: str, directory: Path) -> None:
     """Every pod's log (and its previous container's) and the namespace's events, to read after a failure."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -482,6 +517,7 @@ def run_pipeline_end_to_end(cluster: Cluster, namespace: str) -> dict[str, float
         result = pipeline.exactly_once(300)
         pipeline.figures["load stopped → every change in the files"] = time.monotonic() - started
         pipeline.figures["changes written and found exactly once"] = result.rows
+        no_log_holds_a_secret(pipeline)
         delete_pipeline(pipeline)
         assert pipeline.exactly_once(10).rows == result.rows  # the final savepoint added nothing twice
         return pipeline.figures
