@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -26,6 +28,7 @@ from hypothesis import strategies as st
 from obflow.datahub.emulator import DataHubEmulator, Faults
 from obflow.datahub.emulator.server import FAULT_BOUNDS, _Handler
 from tests.datahub.conftest import ACCESS_ID, ACCESS_KEY, EmulatorProcess, sdk, set_faults
+from tests.hostile import any_value, mutated
 
 SCHEMA = RecordSchema.from_lists(
     ["name", "qty", "price", "ok", "at", "note"],
@@ -499,6 +502,105 @@ def test_a_body_that_stops_arriving_is_a_408_or_400_and_one_log_line(
     ]
     assert not [r for r in caplog.records if r.exc_info], [r.getMessage() for r in caplog.records]
     assert httpx.get(f"{emulator.endpoint}/healthz", timeout=5).json() == {"status": "ok"}
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    method=st.sampled_from([b"GET", b"POST", b"PUT", b"DELETE", b"PATCH", b"G\xc3\xa9T", b""]),
+    path=st.binary(max_size=40) | st.text(max_size=20).map(lambda t: t.encode("utf-8")),
+    header=st.binary(max_size=40),
+)
+def test_any_request_line_and_header_bytes_are_answered_with_a_4xx(
+    emulator: DataHubEmulator, caplog: pytest.LogCaptureFixture, method: bytes, path: bytes, header: bytes
+) -> None:
+    """Raw bytes in the path (non-ASCII, NUL, percent signs, CR or LF), the method and a header value,
+    unsigned: a 4xx status line within 5 s (a malformed line is http.server's own 400, a method DataHub
+    does not have its 501), no traceback."""
+    caplog.clear()
+    head = method + b" /projects/" + path + b" HTTP/1.1\r\nHost: x\r\nX-Anything: " + header
+    status = raw_request(emulator.port, head)
+    assert status.startswith(b"HTTP/1."), status
+    code = status.split()[1]
+    assert code[:1] == b"4" or (code == b"501" and method not in (b"GET", b"POST", b"PUT", b"DELETE")), status
+    assert not [r for r in caplog.records if r.exc_info], [r.getMessage() for r in caplog.records]
+
+
+TUPLE_SCHEMA_JSON = '{"fields": [{"name": "name", "type": "STRING"}, {"name": "qty", "type": "BIGINT"}]}'
+SIGNED_REQUESTS: list[tuple[str, str, dict[str, Any]]] = [
+    ("POST", "/projects/fuzz2", {"Comment": "c"}),
+    ("PUT", "/projects/fuzz", {"Comment": "c"}),
+    ("POST", "/projects/fuzz/topics/new", {"ShardCount": 1, "Lifecycle": 7, "RecordType": "TUPLE",
+                                          "RecordSchema": TUPLE_SCHEMA_JSON, "Comment": "c"}),
+    ("POST", "/projects/fuzz/topics/tup", {"Action": "AppendField", "FieldName": "extra", "FieldType": "STRING"}),
+    ("PUT", "/projects/fuzz/topics/tup", {"Lifecycle": 7, "Comment": "c"}),
+    ("POST", "/projects/fuzz/topics/tup/shards", {"Action": "pub", "Records": [
+        {"ShardId": "0", "Data": ["a", "1", "1.5", "true", "1700000000000000", None], "Attributes": {"k": "v"}},
+        {"HashKey": "0" * 32, "Data": ["b", "2", "2.5", "false", "1", "n"]},
+        {"PartitionKey": "p", "Data": ["c", "3", "3.5", "true", "2", "n"]}]}),
+    ("POST", "/projects/fuzz/topics/blob/shards/0", {"Action": "pub", "Records": [{"Data": "aGVsbG8="}]}),
+    ("POST", "/projects/fuzz/topics/tup/shards/0", {"Action": "cursor", "Type": "SEQUENCE", "Sequence": 0}),
+    ("POST", "/projects/fuzz/topics/tup/shards/0", {"Action": "cursor", "Type": "SYSTEM_TIME", "SystemTime": 0}),
+    ("POST", "/projects/fuzz/topics/tup/shards/0", {"Action": "sub", "Cursor": "{cursor}", "Limit": 10}),
+    ("POST", "/projects/fuzz/topics/blob/shards/0", {"Action": "sub", "Cursor": "{blob_cursor}", "Limit": 10}),
+    ("POST", "/projects/fuzz/topics/tup/subscriptions", {"Action": "create", "Comment": "c"}),
+    ("POST", "/projects/fuzz/topics/tup/subscriptions", {"Action": "list", "PageIndex": 1, "PageSize": 10,
+                                                        "Search": "c"}),
+    ("PUT", "/projects/fuzz/topics/tup/subscriptions/{sub}", {"State": 1, "Comment": "c"}),
+    ("POST", "/projects/fuzz/topics/tup/subscriptions/{sub}/offsets", {"Action": "open", "ShardIds": ["0", "1"]}),
+    ("PUT", "/projects/fuzz/topics/tup/subscriptions/{sub}/offsets", {"Action": "commit", "Offsets": {
+        "0": {"Sequence": 1, "Timestamp": 1, "Version": 0, "SessionId": "{session}"}}}),
+    ("PUT", "/projects/fuzz/topics/tup/subscriptions/{sub}/offsets", {"Action": "reset", "Offsets": {
+        "0": {"Sequence": 0, "Timestamp": 0}}}),
+]  # fmt: skip
+
+
+def _filled(value: Any, names: dict[str, str]) -> Any:
+    """``value`` with the ``{name}`` placeholders of its texts filled in."""
+    if isinstance(value, str):
+        return names.get(value.strip("{}"), value) if value.startswith("{") and value.endswith("}") else value
+    if isinstance(value, list):
+        return [_filled(v, names) for v in value]
+    if isinstance(value, dict):
+        return {k: _filled(v, names) for k, v in value.items()}
+    return value
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data(), index=st.integers(0, len(SIGNED_REQUESTS) - 1), whole=st.integers(0, 9))
+def test_any_json_body_signed_and_sent_to_any_resource_is_a_4xx_or_a_success(
+    emulator: DataHubEmulator, caplog: pytest.LogCaptureFixture, data: st.DataObject, index: int, whole: int
+) -> None:
+    """The body each resource expects with a few values replaced by any JSON value (or, one time in
+    ten, any JSON value at all), signed as the SDK signs: answered within 5 s, never a 5xx, never a
+    traceback in the log (wrong JSON types and values were a 500 with one)."""
+    client = sdk(emulator.endpoint, "json")
+    if "fuzz" not in emulator.store.projects:
+        client.create_project("fuzz", "")
+        client.create_tuple_topic("fuzz", "tup", 2, 7, SCHEMA, "")
+        client.create_blob_topic("fuzz", "blob", 1, 7, "")
+        client.put_records("fuzz", "tup", [tuple_record(0)])
+        client.put_records("fuzz", "blob", [BlobRecord(blob_data=b"x")])
+        client.create_subscription("fuzz", "tup", "c")
+    sub = emulator.store.project("fuzz").subscriptions
+    sub_id = next(iter(sub))
+    session = client.init_and_get_subscription_offset("fuzz", "tup", sub_id, ["0"]).offsets["0"].session_id
+    names = {
+        "sub": sub_id,
+        "session": str(session),
+        "cursor": client.get_cursor("fuzz", "tup", "0", CursorType.OLDEST).cursor,
+        "blob_cursor": client.get_cursor("fuzz", "blob", "0", CursorType.OLDEST).cursor,
+    }
+    method, path, valid = SIGNED_REQUESTS[index]
+    body = data.draw(any_value if whole == 0 else mutated(_filled(valid, names)))
+    rest = client._datahub_impl._rest_client
+    caplog.clear()
+    started = time.monotonic()
+    try:
+        getattr(rest, method.lower())(_filled(path, names).format(**names), data=json.dumps(body))
+    except DatahubException as exc:
+        assert 400 <= exc.status_code < 500, exc
+    assert time.monotonic() - started < 5
+    assert not [r for r in caplog.records if r.exc_info], [r.getMessage() for r in caplog.records]
 
 
 @pytest.mark.parametrize("lifecycle", ['"seven"', "-1", "0", "1e9", "true", "[7]", "99999999"])

@@ -315,10 +315,20 @@ class _Handler(BaseHTTPRequestHandler):
     # A client that stops sending mid-request (or never finishes a handshake) is dropped after this long;
     # well above any client's idle gap between requests on a kept-alive connection.
     timeout = IDLE_CONNECTION_TIMEOUT
+    # http.server answers a line it cannot parse as HTTP/0.9, without a status line; DataHub speaks 1.x only
+    default_request_version = "HTTP/1.0"
     server: _Server
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s " + format, self.client_address[0], *args)
+
+    def parse_request(self) -> bool:
+        if not super().parse_request():
+            return False
+        if len(self.requestline.split()) != 3:  # "GET /path": an HTTP/0.9 request, which DataHub has not
+            self.send_error(400, "Bad request line: expected METHOD PATH HTTP/1.x")
+            return False
+        return True
 
     def do_GET(self) -> None:
         self._serve("GET")
@@ -549,6 +559,11 @@ def _whole(body: dict[str, Any], key: str, default: int, low: int, high: int) ->
     return value
 
 
+def _position(offset: dict[str, Any]) -> tuple[int, int]:
+    """An offset's ``Sequence`` and ``Timestamp`` (-1: none yet), else InvalidParameter naming them."""
+    return _whole(offset, "Sequence", -1, -1, 2**63 - 1), _whole(offset, "Timestamp", -1, -1, 2**63 - 1)
+
+
 def _project(store: Store, req: _Request, name: str) -> tuple[int, Any]:
     if req.method == "POST":
         store.create_project(name, str(req.json().get("Comment", "")))
@@ -716,6 +731,7 @@ def _put(emulator: DataHubEmulator, req: _Request, topic: Topic, fixed_shard: Sh
         raise DataHubError(500, "InternalServerError", "injected fault: the whole put request failed")
     for index, (shard_id, hash_key, partition_key, data, attributes) in enumerate(entries):
         try:
+            _check_record_keys(shard_id, hash_key, partition_key, attributes)
             shard = fixed_shard or _route_record(topic, shard_id, hash_key, partition_key)
             values = _decode_values(data, blob, req.pb, topic)
         except DataHubError as exc:
@@ -748,6 +764,19 @@ def _put(emulator: DataHubEmulator, req: _Request, topic: Topic, fixed_shard: Sh
         "FailedRecordCount": len(failures),
         "FailedRecords": [{"Index": i, "ErrorCode": c, "ErrorMessage": m} for i, c, m in failures],
     }
+
+
+def _check_record_keys(shard_id: Any, hash_key: Any, partition_key: Any, attributes: Any) -> None:
+    """A record's routing keys are texts (or absent), its attributes an object of texts; else MalformedRecord."""
+    for name, value in (("ShardId", shard_id), ("HashKey", hash_key), ("PartitionKey", partition_key)):
+        if value is not None and not isinstance(value, str):
+            raise DataHubError(400, "MalformedRecord", f"record {name} must be text, not {value!r:.40}")
+    if attributes is not None and not (
+        isinstance(attributes, dict) and all(isinstance(v, str) for v in attributes.values())
+    ):
+        raise DataHubError(
+            400, "MalformedRecord", f"record Attributes must be an object of texts, not {attributes!r:.40}"
+        )
 
 
 def _decode_values(data: Any, blob: bool, pb: bool, topic: Topic) -> list[str | None] | bytes:
@@ -906,6 +935,8 @@ def _subscriptions(store: Store, req: _Request, project: str, topic: str) -> tup
         store.topic(project, topic)
         subs = [s for s in store.project(project).subscriptions.values() if s.topic == topic]
         search = body.get("Search")
+        if search is not None and not isinstance(search, str):
+            raise invalid(f"Search must be text, not {search!r:.40}")
         if search:
             subs = [s for s in subs if search in s.comment or search in s.sub_id]
         page, size = _whole(body, "PageIndex", 1, 1, 10**6), _whole(body, "PageSize", 10, 1, 10**4)
@@ -982,11 +1013,9 @@ def _offsets(store: Store, req: _Request, project: str, topic_name: str, sub_id:
                             "OffsetSessionChanged",
                             f"offset session of shard {shard_id} changed; open it again",
                         )
-                    current.sequence = int(value.get("Sequence", -1))
-                    current.timestamp = int(value.get("Timestamp", -1))
+                    current.sequence, current.timestamp = _position(value)
                 else:
-                    current.sequence = int(value.get("Sequence", -1))
-                    current.timestamp = int(value.get("Timestamp", -1))
+                    current.sequence, current.timestamp = _position(value)
                     current.version += 1
                     current.session_id = None
             store.save()
