@@ -26,7 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from obflow.datahub.emulator import DataHubEmulator, Faults
-from obflow.datahub.emulator.server import FAULT_BOUNDS, _Handler
+from obflow.datahub.emulator.server import FAULT_BOUNDS, _Handler, _pb_frame
 from tests.datahub.conftest import ACCESS_ID, ACCESS_KEY, EmulatorProcess, sdk, set_faults
 from tests.hostile import any_value, mutated
 
@@ -600,6 +600,48 @@ def test_any_json_body_signed_and_sent_to_any_resource_is_a_4xx_or_a_success(
     except DatahubException as exc:
         assert 400 <= exc.status_code < 500, exc
     assert time.monotonic() - started < 5
+    assert not [r for r in caplog.records if r.exc_info], [r.getMessage() for r in caplog.records]
+
+
+def recorded_pb_payloads(emulator: DataHubEmulator) -> dict[str, bytes]:
+    """The protobuf payloads (frame stripped) the SDK sends to put and to get records, recorded on the wire."""
+    client = sdk(emulator.endpoint, "pb", lz4=False)
+    client.create_project("pbfuzz", "")
+    client.create_tuple_topic("pbfuzz", "tup", 1, 7, SCHEMA, "")
+    session = client._datahub_impl._rest_client._session
+    sent: list[bytes] = []
+    send = session.send
+    session.send = lambda request, **kwargs: sent.append(request.body) or send(request, **kwargs)
+    client.put_records("pbfuzz", "tup", [tuple_record(i) for i in range(3)])
+    cursor = client.get_cursor("pbfuzz", "tup", "0", CursorType.OLDEST).cursor
+    client.get_tuple_records("pbfuzz", "tup", "0", SCHEMA, cursor, 10)
+    session.send = send
+    framed = [body for body in sent if body and body[:4] == b"DHUB"]
+    return {"pub": framed[0][12:], "sub": framed[-1][12:]}
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data(), action=st.sampled_from(["pub", "sub"]), edits=st.integers(1, 4))
+def test_any_protobuf_payload_in_a_valid_frame_is_a_4xx_or_a_success(
+    emulator: DataHubEmulator, caplog: pytest.LogCaptureFixture, data: st.DataObject, action: str, edits: int
+) -> None:
+    """What the SDK sends to put and to get records, with bytes replaced, inserted or cut, framed with
+    the right length and checksum so the protobuf decoder and what follows it see them: never a 5xx,
+    never a traceback."""
+    if "pbfuzz" not in emulator.store.projects:
+        emulator.recorded = recorded_pb_payloads(emulator)  # type: ignore[attr-defined]
+    payload = bytearray(emulator.recorded[action])  # type: ignore[attr-defined]
+    for _ in range(edits):
+        at = data.draw(st.integers(0, len(payload)))
+        cut = data.draw(st.integers(0, 8))
+        payload[at : at + cut] = data.draw(st.binary(max_size=8))
+    rest = sdk(emulator.endpoint, "pb", lz4=False)._datahub_impl._rest_client
+    headers = {"x-datahub-request-action": action, "Content-Type": "application/x-protobuf"}
+    caplog.clear()
+    try:
+        rest.post("/projects/pbfuzz/topics/tup/shards/0", data=_pb_frame(bytes(payload)), headers=headers)
+    except DatahubException as exc:
+        assert 400 <= exc.status_code < 500, exc
     assert not [r for r in caplog.records if r.exc_info], [r.getMessage() for r in caplog.records]
 
 
