@@ -603,6 +603,9 @@ def test_any_json_body_signed_and_sent_to_any_resource_is_a_4xx_or_a_success(
     assert not [r for r in caplog.records if r.exc_info], [r.getMessage() for r in caplog.records]
 
 
+RECORDED_PB_PAYLOADS: dict[str, dict[str, bytes]] = {}  # by emulator endpoint
+
+
 def recorded_pb_payloads(emulator: DataHubEmulator) -> dict[str, bytes]:
     """The protobuf payloads (frame stripped) the SDK sends to put and to get records, recorded on the wire."""
     client = sdk(emulator.endpoint, "pb", lz4=False)
@@ -611,7 +614,12 @@ def recorded_pb_payloads(emulator: DataHubEmulator) -> dict[str, bytes]:
     session = client._datahub_impl._rest_client._session
     sent: list[bytes] = []
     send = session.send
-    session.send = lambda request, **kwargs: sent.append(request.body) or send(request, **kwargs)
+
+    def recording(request: Any, **kwargs: Any) -> Any:
+        sent.append(request.body)
+        return send(request, **kwargs)
+
+    session.send = recording
     client.put_records("pbfuzz", "tup", [tuple_record(i) for i in range(3)])
     cursor = client.get_cursor("pbfuzz", "tup", "0", CursorType.OLDEST).cursor
     client.get_tuple_records("pbfuzz", "tup", "0", SCHEMA, cursor, 10)
@@ -628,9 +636,9 @@ def test_any_protobuf_payload_in_a_valid_frame_is_a_4xx_or_a_success(
     """What the SDK sends to put and to get records, with bytes replaced, inserted or cut, framed with
     the right length and checksum so the protobuf decoder and what follows it see them: never a 5xx,
     never a traceback."""
-    if "pbfuzz" not in emulator.store.projects:
-        emulator.recorded = recorded_pb_payloads(emulator)  # type: ignore[attr-defined]
-    payload = bytearray(emulator.recorded[action])  # type: ignore[attr-defined]
+    if emulator.endpoint not in RECORDED_PB_PAYLOADS:
+        RECORDED_PB_PAYLOADS[emulator.endpoint] = recorded_pb_payloads(emulator)
+    payload = bytearray(RECORDED_PB_PAYLOADS[emulator.endpoint][action])
     for _ in range(edits):
         at = data.draw(st.integers(0, len(payload)))
         cut = data.draw(st.integers(0, 8))
