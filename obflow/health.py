@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from obflow.log import log_event
+from obflow.net import lingering_close
 
 log = logging.getLogger("obflow.health")
 
@@ -49,13 +50,16 @@ class _BoundedServer(ThreadingHTTPServer):
         if not self.slots.acquire(blocking=False):
             with contextlib.suppress(OSError):
                 request.sendall(BUSY)
-            self.shutdown_request(request)
+            super().shutdown_request(request)  # at once, no lingering: this is the accepting thread
             return
         try:
             super().process_request(request, client_address)
         except BaseException:
             self.slots.release()
             raise
+
+    def shutdown_request(self, request: Any) -> None:
+        lingering_close(request)
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:

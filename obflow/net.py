@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 import socket
+import time
 from pathlib import Path
 
 EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
@@ -44,3 +46,25 @@ def free_port() -> int:
     with socket.socket() as s:  # the range below is exhausted or too small: any port will have to do
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+LINGER_SECONDS = 1.0
+LINGER_BYTES = 4 * 1024**2
+
+
+def lingering_close(connection: socket.socket) -> None:
+    """Close a server's ``connection`` after its answer without losing that answer: end the sending side,
+    then read and drop what the client still sends (at most :data:`LINGER_BYTES`, for at most
+    :data:`LINGER_SECONDS`). Closed with unread input, the kernel resets the connection, and the client
+    may lose the answer sent just before (a 414 to an oversized request line, a 400 to a bad length)."""
+    with contextlib.suppress(OSError):
+        connection.shutdown(socket.SHUT_WR)
+        deadline = time.monotonic() + LINGER_SECONDS
+        drained = 0
+        while drained < LINGER_BYTES and (left := deadline - time.monotonic()) > 0:
+            connection.settimeout(left)
+            chunk = connection.recv(65536)
+            if not chunk:
+                break
+            drained += len(chunk)
+    connection.close()

@@ -55,6 +55,7 @@ from obflow.datahub.emulator.store import (
     invalid,
     validate_values,
 )
+from obflow.net import lingering_close
 
 log = logging.getLogger("obflow.datahub.emulator")
 
@@ -289,7 +290,7 @@ class _Server(ThreadingHTTPServer):
     def shutdown_request(self, request: Any) -> None:
         with self.connections_lock:
             self.connections.discard(request)
-        super().shutdown_request(request)
+        lingering_close(request)
 
     def drop_connections(self) -> None:
         with self.connections_lock:
