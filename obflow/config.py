@@ -193,7 +193,8 @@ class SourceConfig(Section):
     tls: bool = Field(
         False,
         description="Connect over TLS, refusing a server without it; the server's certificate is verified, "
-        "host name included, against ca_file. Off, the driver still uses TLS when the server offers it, unverified.",
+        "host name included, against ca_file. Off, MySQL mode's driver still uses TLS when the server offers it, "
+        "unverified; Oracle mode's connects in the clear.",
     )
     ca_file: Path | None = Field(
         None,
