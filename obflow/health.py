@@ -50,7 +50,8 @@ class _BoundedServer(ThreadingHTTPServer):
         if not self.slots.acquire(blocking=False):
             with contextlib.suppress(OSError):
                 request.sendall(BUSY)
-            super().shutdown_request(request)  # at once, no lingering: this is the accepting thread
+            # lingering (so the client gets the answer) in a thread of its own: this is the accepting thread
+            threading.Thread(target=lingering_close, args=(request,), daemon=True).start()
             return
         try:
             super().process_request(request, client_address)
