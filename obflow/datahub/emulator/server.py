@@ -278,7 +278,7 @@ class _Server(ThreadingHTTPServer):
         is one log line, not socketserver's traceback on stderr."""
         error = sys.exc_info()[1]
         if isinstance(error, OSError):
-            log.info("connection from %s ended: %s", client_address[0], error, extra={"event": "emulator.connection"})
+            _log_connection_ended(client_address[0], error)
         else:
             log.exception("connection from %s failed", client_address[0])
 
@@ -297,6 +297,11 @@ class _Server(ThreadingHTTPServer):
             for conn in list(self.connections):
                 with contextlib.suppress(OSError):
                     conn.shutdown(socket.SHUT_RDWR)
+
+
+def _log_connection_ended(client: str, why: BaseException) -> None:
+    """One line for a connection that ended below DataHub's protocol, never a traceback."""
+    log.info("connection from %s ended: %s", client, why, extra={"event": "emulator.connection"})
 
 
 class _BodyNotReceivedError(Exception):
@@ -369,9 +374,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(exc.status, {"ErrorCode": exc.code, "ErrorMessage": exc.message}, request_id)
         except _BodyNotReceivedError as exc:
             self.close_connection = True
-            log.info(
-                "connection from %s ended: %s", self.client_address[0], exc, extra={"event": "emulator.connection"}
-            )
+            _log_connection_ended(self.client_address[0], exc)
             status, code = (408, "RequestTimeout") if exc.timed_out else (400, "InvalidParameter")
             with contextlib.suppress(OSError):  # the client may be gone altogether
                 self._send_json(status, {"ErrorCode": code, "ErrorMessage": str(exc)}, request_id)
@@ -1014,9 +1017,8 @@ def _offsets(store: Store, req: _Request, project: str, topic_name: str, sub_id:
                             "OffsetSessionChanged",
                             f"offset session of shard {shard_id} changed; open it again",
                         )
-                    current.sequence, current.timestamp = _position(value)
-                else:
-                    current.sequence, current.timestamp = _position(value)
+                current.sequence, current.timestamp = _position(value)
+                if action == "reset":
                     current.version += 1
                     current.session_id = None
             store.save()
