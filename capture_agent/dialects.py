@@ -276,6 +276,13 @@ def installed_triggers_query(dialect: Dialect) -> str:
     )
 
 
+def log_table_query(dialect: Dialect) -> str:
+    """(schema, log table name) -> one row when that change log exists."""
+    if dialect == "oracle":
+        return "SELECT TABLE_NAME FROM ALL_TABLES WHERE OWNER = %s AND TABLE_NAME = %s"
+    return "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s"
+
+
 def row_by_key_query(dialect: Dialect, table: TableInfo) -> str:
     """The row with the key ``%s, ...`` (values as images render them), every column rendered for images."""
     q = partial(quote, dialect)

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from capture_agent.db import DRIVER_ERRORS, DRIVER_OR_NETWORK_ERRORS, Database
+from capture_agent.db import DRIVER_ERRORS, DRIVER_OR_NETWORK_ERRORS, ConnectionLostError, Database
 from capture_agent.dialects import (
     ORACLE_DDL_CLIENT,
     Column,
+    Dialect,
     TableInfo,
     base_type,
     install_ddl,
     is_capture_trigger,
+    log_table_name,
+    log_table_query,
     oracle_capturable,
     oracle_ddl_guard,
     uninstall_ddl,
@@ -27,18 +31,28 @@ _NAME = r"""[`"]?([\w$#]+)[`"]?"""
 _ALTER_TABLE = re.compile(rf"\s*ALTER\s+TABLE\s+(?:{_NAME}\s*\.\s*)?{_NAME}\s", re.IGNORECASE)
 
 
+_STATEMENT_ERRORS: tuple[type[Exception], ...] = (*DRIVER_ERRORS, ConnectionLostError)
+
+
 class SchemaChangeError(Exception):
     """A DDL that obflow cannot apply or generate; the message says why and what to do."""
 
 
 @dataclass(frozen=True)
 class ChangeLogPlan:
-    """What ``obflow capture install|uninstall`` would run, and for which tables."""
+    """What ``obflow capture install|uninstall`` would run, table by table."""
 
-    statements: list[str]
-    tables: list[TableInfo]
+    by_table: list[tuple[TableInfo, list[str]]]
     offline_because: str = ""
     """Set when the database could not be reached and the tables are as the config describes them."""
+
+    @property
+    def statements(self) -> list[str]:
+        return [statement for _, statements in self.by_table for statement in statements]
+
+    @property
+    def tables(self) -> list[TableInfo]:
+        return [table for table, _ in self.by_table]
 
 
 def change_log_ddl(config: ObflowConfig, remove: bool = False) -> list[str]:
@@ -57,22 +71,73 @@ def change_log_plan(config: ObflowConfig, remove: bool = False, offline_ok: bool
         if not offline_ok:
             raise
         why = str(exc.args[-1] if exc.args else exc)
-        tables = configured_tables(config, why)
         build = uninstall_ddl if remove else install_ddl
-        statements = [statement for table in tables for statement in build(dialect, table)]
-        return ChangeLogPlan(statements, tables, offline_because=why)
+        return ChangeLogPlan([(t, build(dialect, t)) for t in configured_tables(config, why)], offline_because=why)
     try:
         tables = discover_tables(db, config)
         if remove:
-            return ChangeLogPlan([s for table in tables for s in uninstall_ddl(dialect, table)], tables)
+            return ChangeLogPlan([(table, uninstall_ddl(dialect, table)) for table in tables])
         in_place = replaces_in_place(db, dialect)
-        statements = []
-        for table in tables:
-            installed = installed_triggers(db, dialect, table)
-            statements += install_ddl(dialect, table, installed, replace_in_place=in_place)
-        return ChangeLogPlan(statements, tables)
+        return ChangeLogPlan(
+            [
+                (table, install_ddl(dialect, table, installed_triggers(db, dialect, table), replace_in_place=in_place))
+                for table in tables
+            ]
+        )
     finally:
         db.close()
+
+
+def apply_install(config: ObflowConfig, plan: ChangeLogPlan) -> None:
+    """``obflow capture install``: :func:`install_tables` on a connection of its own."""
+    db = Database(config.source)
+    db.connect()
+    try:
+        install_tables(db, dialect_of(config), plan.by_table)
+    finally:
+        db.close()
+
+
+def install_tables(db: Database, dialect: Dialect, by_table: list[tuple[TableInfo, list[str]]]) -> None:
+    """Run each table's install statements; when one fails (a missing TRIGGER privilege, say), what this run
+    created goes again before the error is raised: the change log and triggers of every table that had
+    neither before. A table that had a change log keeps it, with the changes it may hold. What the user
+    may not drop is said in a note on the error."""
+    untouched = [table for table, _ in by_table if not capture_objects(db, dialect, table)]
+    try:
+        for _, statements in by_table:
+            for statement in statements:
+                db.execute(statement)
+    except _STATEMENT_ERRORS as exc:
+        left = _remove_again(db, dialect, untouched)
+        if left:
+            exc.add_note(f"this run could not remove what it created ({', '.join(left)}): "
+                         "run `obflow capture uninstall` as a user with DROP and TRIGGER rights")  # fmt: skip
+        raise
+
+
+def capture_objects(db: Database, dialect: Dialect, table: TableInfo) -> list[str]:
+    """The capture triggers and change log that ``table`` has now, by name."""
+    triggers = [
+        name for name in installed_triggers(db, dialect, table) if is_capture_trigger(dialect, table.name, name)
+    ]
+    log = log_table_name(dialect, table.name)
+    return triggers + [str(row[0]) for row in db.query(log_table_query(dialect), (table.schema, log))]
+
+
+def _remove_again(db: Database, dialect: Dialect, tables: list[TableInfo]) -> list[str]:
+    """Drop the capture objects of ``tables``; those still there after, by qualified name."""
+    left = []
+    for table in tables:
+        for statement in uninstall_ddl(dialect, table):
+            # a right this user lacks, or the connection is gone: what is left is said below
+            with contextlib.suppress(*_STATEMENT_ERRORS):
+                db.execute(statement)
+        try:
+            left += [f"{table.schema}.{name}" for name in capture_objects(db, dialect, table)]
+        except _STATEMENT_ERRORS:
+            left.append(f"{table.qualified}'s change log and triggers, if any: the database could not be asked")
+    return left
 
 
 def install_missing(db: Database, config: ObflowConfig, tables: list[TableInfo]) -> list[TableInfo]:
@@ -90,9 +155,7 @@ def install_missing(db: Database, config: ObflowConfig, tables: list[TableInfo])
             "capture.install is never: apply `obflow capture install` (review it with --print first), or set "
             "capture.install: missing"
         )
-    for table in missing:
-        for statement in install_ddl(dialect, table):
-            db.execute(statement)
+    install_tables(db, dialect, [(table, install_ddl(dialect, table)) for table in missing])
     return missing
 
 

@@ -19,7 +19,8 @@ ACCESS_DENIED = 1045  # user or password
 DATABASE_DENIED = 1044  # no access to the database
 UNKNOWN_DATABASE = 1049
 COMMAND_DENIED = 1142  # CREATE, TRIGGER, DROP, INSERT ... on a table
-SUPER_NEEDED = (1419, 1227)  # triggers with binary logging on; replication rights
+TRIGGERS_NEED_SUPER = 1419  # creating a trigger with binary logging on
+SUPER_NEEDED = 1227  # e.g. replication rights for the binlog capture
 CANNOT_CONNECT = (2003, 2005, 2013)
 TLS_UNSUPPORTED = 2026  # TLS asked for, not offered
 _DENIED_COMMAND = re.compile(r"^(\w+) command denied", re.IGNORECASE)
@@ -39,7 +40,13 @@ def needed_grants(source: SourceConfig, method: Method) -> list[str]:
 
 
 def explain(exc: BaseException, source: SourceConfig, method: Method = "changelog") -> str | None:
-    """A DBA's reading of a driver error (None when it is not about rights or reaching the database)."""
+    """A DBA's reading of a driver error (None when it is not about rights or reaching the database), with the
+    error's notes (what a failed install left behind, say)."""
+    reading = _reading(exc, source, method)
+    return None if reading is None else _with_notes(reading, exc)
+
+
+def _reading(exc: BaseException, source: SourceConfig, method: Method) -> str | None:
     code, message = _code_and_message(exc)
     where = f"{source.host}:{source.port}"
     grants = "; ".join(needed_grants(source, method))
@@ -62,10 +69,12 @@ def explain(exc: BaseException, source: SourceConfig, method: Method = "changelo
         privilege = denied.group(1).upper() if denied else "a"
         return (f"user {source.user!r} lacks the {privilege} privilege the capture needs on {source.database!r} "
                 f"({code}: {message}); as a DBA: {grants}")  # fmt: skip
-    if code in SUPER_NEEDED:
-        return (f"the database refused ({code}: {message}); with binary logging on, creating triggers needs SUPER "
-                "or `SET GLOBAL log_bin_trust_function_creators = 1`; "
-                f"reading the binlog needs: {grants}")  # fmt: skip
+    if code == TRIGGERS_NEED_SUPER:
+        return (f"user {source.user!r} may not create the capture triggers while the database writes a binary log "
+                f"({code}): as a DBA, `SET GLOBAL log_bin_trust_function_creators = 1` (or grant SUPER), and the "
+                f"capture needs: {grants}")  # fmt: skip
+    if code == SUPER_NEEDED:
+        return f"user {source.user!r} lacks a privilege the capture needs ({code}: {message}); as a DBA: {grants}"
     if code in CANNOT_CONNECT or isinstance(exc, ConnectionError | TimeoutError):
         return (f"cannot reach the database at {where} ({message}): check source.host and source.port, and that "
                 "the database accepts connections from here")  # fmt: skip
@@ -85,7 +94,13 @@ def describe(exc: BaseException, source: SourceConfig, method: Method = "changel
     if explained is not None:
         return explained
     code, message = _code_and_message(exc)
-    return f"the database at {source.host}:{source.port} answered {code}: {message}" if code else message
+    return _with_notes(
+        f"the database at {source.host}:{source.port} answered {code}: {message}" if code else message, exc
+    )
+
+
+def _with_notes(text: str, exc: BaseException) -> str:
+    return "; ".join([text, *getattr(exc, "__notes__", ())])
 
 
 def _code_and_message(exc: BaseException) -> tuple[int | None, str]:

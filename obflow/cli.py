@@ -93,7 +93,7 @@ def _datahub_emulator(args: argparse.Namespace) -> int:
 def _capture_ddl(args: argparse.Namespace) -> int:
     from capture_agent.db import DRIVER_OR_NETWORK_ERRORS
     from capture_agent.dialects import script
-    from capture_agent.install import apply_ddl, apply_ddl_guard, change_log_plan, ddl_guard_ddl
+    from capture_agent.install import apply_ddl, apply_ddl_guard, apply_install, change_log_plan, ddl_guard_ddl
     from capture_agent.method import dialect_of
     from capture_agent.privileges import describe
     from obflow.runtime import start_component
@@ -120,7 +120,10 @@ def _capture_ddl(args: argparse.Namespace) -> int:
             print(script(dialect_of(config), guard), end="")
         return 0
     try:
-        apply_ddl(config, plan.statements)
+        if remove:
+            apply_ddl(config, plan.statements)
+        else:
+            apply_install(config, plan)
     except DRIVER_OR_NETWORK_ERRORS as exc:
         print(f"obflow capture {args.capture_command}: {describe(exc, config.source)}", file=sys.stderr)
         return 1

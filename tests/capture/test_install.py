@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from capture_agent.db import Database
@@ -143,10 +144,59 @@ def test_print_without_a_database_uses_the_configured_columns_and_the_agent_adop
 
 def read_only_user(engine: Engine, database: str) -> None:
     """User ``reader`` (password ``reader-pw``), who may only SELECT in ``database``."""
+    user_with(engine, database, "reader", "SELECT")
+
+
+def user_with(engine: Engine, database: str, user: str, privileges: str) -> None:
+    """User ``user`` (password ``<user>-pw``), with ``privileges`` on ``database`` only."""
     with engine.connect(database) as conn, conn.cursor() as cur:
-        cur.execute("DROP USER IF EXISTS 'reader'@'%'")
-        cur.execute("CREATE USER 'reader'@'%' IDENTIFIED BY 'reader-pw'")
-        cur.execute(f"GRANT SELECT ON `{database}`.* TO 'reader'@'%'")
+        cur.execute(f"DROP USER IF EXISTS '{user}'@'%'")
+        cur.execute(f"CREATE USER '{user}'@'%' IDENTIFIED BY '{user}-pw'")
+        cur.execute(f"GRANT {privileges} ON `{database}`.* TO '{user}'@'%'")
+
+
+def without_trigger(engine: Engine, user: str) -> str:
+    """What a user with every right but TRIGGER is told: our MariaDB writes a binary log, and then refuses a
+    user without SUPER before it looks at the TRIGGER privilege."""
+    if engine.kind == "mariadb":
+        return f"user {user!r} may not create the capture triggers while the database writes a binary log (1419)"
+    return f"user {user!r} lacks the TRIGGER privilege"
+
+
+def test_an_install_refused_half_way_removes_what_it_created_and_keeps_what_was_there(
+    engine: Engine, database: str, tmp_path: Path
+) -> None:
+    """A user who may create the change logs but not the triggers: the first CREATE TRIGGER fails after a
+    change log was created. The run drops the logs it made, keeps one that was there before with its rows
+    (changes not yet read, perhaps), and names what is missing (issue 21): the TRIGGER privilege, or, where the
+    database writes a binary log (our MariaDB), the setting that lets a user without SUPER create triggers."""
+    user_with(engine, database, "installer", "SELECT, INSERT, DELETE, CREATE, DROP")
+    with engine.connect(database) as conn, conn.cursor() as cur:
+        cur.execute("CREATE TABLE order_lines__obflow_log (seq BIGINT PRIMARY KEY, note TEXT)")
+        cur.execute("INSERT INTO order_lines__obflow_log VALUES (7, 'a change not yet read')")
+    result = cli(engine, database, tmp_path, "install", user="installer", password="installer-pw")
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert without_trigger(engine, "installer") in result.stderr, result.stderr
+    assert "GRANT SELECT, INSERT, DELETE, CREATE, DROP, TRIGGER" in result.stderr, result.stderr
+    assert "could not remove" not in result.stderr, result.stderr
+    triggers, tables = objects(engine, database)
+    assert triggers == set() and tables == {"orders", "order_lines", "order_lines__obflow_log"}
+    with engine.connect(database) as conn, conn.cursor() as cur:
+        cur.execute("SELECT seq, note FROM order_lines__obflow_log")
+        assert cur.fetchall() == ((7, "a change not yet read"),)
+
+
+def test_what_a_refused_install_cannot_remove_is_named_with_the_way_out(
+    engine: Engine, database: str, tmp_path: Path
+) -> None:
+    """A user who may create tables but neither drop them nor create triggers: the change log it made stays,
+    and the message names it and says how to remove it (issue 21)."""
+    user_with(engine, database, "creator", "SELECT, INSERT, DELETE, CREATE")
+    result = cli(engine, database, tmp_path, "install", user="creator", password="creator-pw")
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert f"could not remove what it created ({database}.orders__obflow_log)" in result.stderr, result.stderr
+    assert "run `obflow capture uninstall` as a user with DROP and TRIGGER rights" in result.stderr, result.stderr
+    assert objects(engine, database) == (set(), {"orders", "order_lines", "orders__obflow_log"})
 
 
 def test_a_user_without_the_rights_to_install_gets_the_grant_that_fixes_it(
@@ -183,15 +233,17 @@ def test_a_database_that_does_not_exist_is_named_with_the_setting(
     assert "set source.database" in missing.stderr and "(1049, " not in missing.stderr, missing.stderr
 
 
-def test_the_agent_says_what_to_grant_before_it_touches_anything(
-    engine: Engine, database: str, tmp_path: Path, datahub: DataHubEmulator
+@pytest.mark.parametrize("lacks", ["CREATE", "TRIGGER"])
+def test_the_agent_says_what_to_grant_and_leaves_nothing_behind(
+    engine: Engine, database: str, tmp_path: Path, datahub: DataHubEmulator, lacks: str
 ) -> None:
-    """At start the agent installs what is missing; a user who may only read gets config.invalid with
-    the GRANT, exit 2, instead of a traceback or a crash loop that says nothing (issue 21)."""
-    read_only_user(engine, database)
+    """At start the agent installs what is missing; a user without the rights gets config.invalid with
+    the GRANT, exit 2, instead of a traceback or a crash loop that says nothing, and no change log is left
+    half installed (issue 21)."""
+    user_with(engine, database, "capturer", "SELECT" if lacks == "CREATE" else "SELECT, INSERT, DELETE, CREATE, DROP")
     config = capture_config(engine, database, tmp_path / "state", datahub.endpoint)
     data = config.model_dump(mode="json")
-    data["source"].update(user="reader", password="reader-pw")
+    data["source"].update(user="capturer", password="capturer-pw")
     data["datahub"]["access_key"] = config.datahub.access_key.get_secret_value()
     path = tmp_path / "capture.yaml"
     path.write_text(yaml.safe_dump(data))
@@ -202,5 +254,7 @@ def test_the_agent_says_what_to_grant_before_it_touches_anything(
     output = result.stdout + result.stderr
     assert result.returncode == 2, output[-2000:]
     assert "Traceback" not in output and "event=config.invalid" in output, output[-2000:]
-    assert "lacks the CREATE privilege" in output and "GRANT SELECT, INSERT, DELETE, CREATE, DROP, TRIGGER" in output
-    assert objects(engine, database)[0] == set()
+    told = "user 'capturer' lacks the CREATE privilege" if lacks == "CREATE" else without_trigger(engine, "capturer")
+    assert told in output, output[-2000:]
+    assert "GRANT SELECT, INSERT, DELETE, CREATE, DROP, TRIGGER" in output, output[-2000:]
+    assert objects(engine, database) == (set(), {"orders", "order_lines"})
