@@ -525,6 +525,33 @@ def test_any_request_line_and_header_bytes_are_answered_with_a_4xx(
     assert not [r for r in caplog.records if r.exc_info], [r.getMessage() for r in caplog.records]
 
 
+@pytest.mark.parametrize(
+    ("head", "status", "error"),
+    [
+        (b"PATCH /projects HTTP/1.1\r\nHost: x", 501, "InvalidOperation"),
+        (b"GET /projects", 400, "InvalidParameter"),  # HTTP/0.9
+        (b"GET /projects HTTP/9.9\r\nHost: x", 505, "InvalidParameter"),
+        (b"GET /projects HTTP/1.1\r\nX-Long: " + b"x" * 70_000, 431, "InvalidParameter"),
+        (b"GET /" + b"x" * 70_000 + b" HTTP/1.1", 414, "InvalidParameter"),
+    ],
+)
+def test_what_http_server_refuses_is_answered_in_datahubs_error_form(
+    emulator: DataHubEmulator, head: bytes, status: int, error: str
+) -> None:
+    """A method DataHub does not have, a request line or header block http.server cannot parse: the status
+    with DataHub's JSON error body (ErrorCode, ErrorMessage), which clients parse, not an HTML page."""
+    with socket.create_connection(("127.0.0.1", emulator.port), timeout=5) as conn:
+        conn.sendall(head + b"\r\n\r\n")
+        conn.shutdown(socket.SHUT_WR)
+        answer = conn.makefile("rb").read()
+    status_line, _, rest = answer.partition(b"\r\n")
+    headers, _, body = rest.partition(b"\r\n\r\n")
+    assert int(status_line.split()[1]) == status, answer
+    assert b"Content-Type: application/json" in headers, answer
+    payload = json.loads(body)
+    assert payload["ErrorCode"] == error and payload["ErrorMessage"], payload
+
+
 TUPLE_SCHEMA_JSON = '{"fields": [{"name": "name", "type": "STRING"}, {"name": "qty", "type": "BIGINT"}]}'
 SIGNED_REQUESTS: list[tuple[str, str, dict[str, Any]]] = [
     ("POST", "/projects/fuzz2", {"Comment": "c"}),

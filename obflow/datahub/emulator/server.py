@@ -336,6 +336,22 @@ class _Handler(BaseHTTPRequestHandler):
             return False
         return True
 
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """http.server's own refusals (a request line or header block it cannot parse, a method DataHub does
+        not have: 501) in DataHub's JSON error form, which clients parse; the connection is closed."""
+        reason = message or self.responses.get(code, ("",))[0]
+        error = "InvalidOperation" if code == 501 else "InvalidParameter"
+        body = orjson.dumps({"ErrorCode": error, "ErrorMessage": reason})
+        self.log_message("answered %d: %s", code, reason)
+        self.close_connection = True
+        self.send_response(code, reason)
+        self.send_header("Connection", "close")
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
     def do_GET(self) -> None:
         self._serve("GET")
 
