@@ -18,7 +18,8 @@ from typing import Any
 
 import httpx
 
-DEFAULT_REST_PORT = 8081
+from obflow import ports
+
 # the job is over for good; NOT_FOUND: the JobManager no longer knows it (it ended before a failover)
 GLOBALLY_TERMINAL = frozenset({"FAILED", "CANCELED", "FINISHED", "NOT_FOUND"})
 
@@ -42,7 +43,7 @@ def rest_port(conf_dir: str | None = None) -> int:
             key, sep, value = line.partition(":")
             if sep and key.strip() == "rest.port":
                 return int(value.strip().strip("'\""))
-    return DEFAULT_REST_PORT
+    return ports.FLINK_REST
 
 
 @dataclass

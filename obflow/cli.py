@@ -10,6 +10,7 @@ from typing import Any
 
 import yaml
 
+from obflow import ports
 from obflow.config import ConfigError, env_overrides, load_config, redacted_dump
 from obflow.units import parse_duration
 
@@ -276,7 +277,7 @@ def _add_emulator_commands(commands: Any) -> None:
         "With --admin, faults can also be switched at run time: POST /_admin/faults, POST /_admin/outage.",
     )
     emulator.add_argument("--host", default="127.0.0.1")
-    emulator.add_argument("--port", type=int, default=8090, help="0 picks a free port")
+    emulator.add_argument("--port", type=int, default=ports.DATAHUB_EMULATOR, help="0 picks a free port")
     emulator.add_argument("--data-dir", required=True, help="where records and offsets are kept")
     emulator.add_argument("--access-id", default="obflow")
     emulator.add_argument("--access-key", default="obflow-local-key")
@@ -440,11 +441,13 @@ def _add_operator_commands(commands: Any) -> None:
     actions = operator.add_subparsers(dest="operator_command", required=True, metavar="ACTION")
     run = actions.add_parser("run", help="reconcile DataPipelines until stopped (kopf)")
     run.add_argument("--namespace", action="append", help="watch this namespace (repeatable; default: every namespace)")
-    run.add_argument("--metrics-port", type=int, default=9400, help="Prometheus /metrics port (0: off)")
-    run.add_argument("--liveness-port", type=int, default=8080, help="/healthz port (0: off)")
+    run.add_argument(
+        "--metrics-port", type=int, default=ports.OPERATOR_METRICS, help="Prometheus /metrics port (0: off)"
+    )
+    run.add_argument("--liveness-port", type=int, default=ports.OPERATOR_LIVENESS, help="/healthz port (0: off)")
     run.add_argument(
         "--flink-rest-url",
-        default="http://{name}-jobmanager.{namespace}.svc:8081",
+        default="http://{name}-jobmanager.{namespace}.svc:" + str(ports.FLINK_REST),
         help="how to reach a pipeline's JobManager REST API ({name}, {namespace} are filled in)",
     )
     run.add_argument(

@@ -37,6 +37,7 @@ from pydantic_settings import (
     SettingsError,
 )
 
+from obflow import ports
 from obflow.columns import ColumnType, parse_sql_type
 from obflow.units import ByteSize, Duration
 
@@ -233,7 +234,7 @@ class RetryConfig(Section):
 class DataHubConfig(Section):
     """Where change events travel (R10.6)."""
 
-    endpoint: HttpUrl = "http://127.0.0.1:8090"
+    endpoint: HttpUrl = f"http://127.0.0.1:{ports.DATAHUB_EMULATOR}"
     project: DataHubProject = "obflow"
     topic: DataHubTopic = "changes"
     dead_letter_topic: DataHubTopic = "changes_dlq"
@@ -266,7 +267,9 @@ class CaptureConfig(Section):
     gap_max_count: int = Field(10_000, ge=0, description="Open sequence gaps tracked at most.")
     gap_max_age: Duration = Field(60.0, ge=0, description="How long an open gap is waited for.")
     binlog_server_id: int = Field(8001, ge=1, le=2**32 - 1)
-    http_port: int = Field(9300, ge=0, le=65535, description="Health and metrics port; 0 picks a free one.")
+    http_port: int = Field(
+        ports.CAPTURE_HTTP, ge=0, le=65535, description="Health and metrics port; 0 picks a free one."
+    )
 
 
 class FlinkConfig(Section):
@@ -299,7 +302,9 @@ class FlinkConfig(Section):
         5.0, ge=0, description="Watermark delay behind the newest commit time seen (event time, R2.3)."
     )
     metrics_port: str = Field(
-        "9249-9260", pattern=r"^\d{1,5}(-\d{1,5})?$", description="Prometheus reporter port or range (R7.1)."
+        ports.FLINK_METRICS_RANGE,
+        pattern=r"^\d{1,5}(-\d{1,5})?$",
+        description="Prometheus reporter port or range (R7.1).",
     )
 
     @model_validator(mode="after")
@@ -345,7 +350,10 @@ class OutputConfig(Section):
         "output/_dead_letter", min_length=1, description="Dead-letter files, used while DataHub is unreachable."
     )
     metrics_port: int = Field(
-        9310, ge=0, le=65535, description="The job runner's /metrics, /healthz, /readyz; 0 picks a free port."
+        ports.JOB_RUNNER_HTTP,
+        ge=0,
+        le=65535,
+        description="The job runner's /metrics, /healthz, /readyz; 0 picks a free port.",
     )
 
 

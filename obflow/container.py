@@ -24,12 +24,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from obflow import ports
+
 DEFAULT_ARGS = {"capture": ["capture", "run"], "operator": ["operator", "run"]}
-CAPTURE_PORT = 9300  # capture.http_port's default
-OPERATOR_LIVENESS_PORT = 8080  # `obflow operator run --liveness-port` default
-EMULATOR_PORT = 8090  # `obflow datahub-emulator --port` default
-FLINK_REST_PORT = 8081
-FLINK_METRICS_PORT = 9249  # the operator's metrics.reporter.prom.port
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -87,18 +84,18 @@ def health_url(pid1_args: Sequence[str], env: dict[str, str]) -> str:
         return env["OBFLOW_HEALTH_URL"]
     joined = " ".join(pid1_args)
     if "TaskManagerRunner" in joined:
-        return f"http://127.0.0.1:{FLINK_METRICS_PORT}/metrics"
+        return f"http://127.0.0.1:{ports.FLINK_METRICS}/metrics"
     if "org.apache.flink" in joined:  # a JobManager (session or application cluster)
-        return f"http://127.0.0.1:{FLINK_REST_PORT}/config"
+        return f"http://127.0.0.1:{ports.FLINK_REST}/config"
     component = next(
         (name for name in ("datahub-emulator", "operator", "capture") if name in pid1_args),
         env.get("OBFLOW_COMMAND", "capture"),  # started without arguments: the image's own component
     )
     if component == "datahub-emulator":
-        return f"http://127.0.0.1:{_option(pid1_args, '--port') or EMULATOR_PORT}/healthz"
+        return f"http://127.0.0.1:{_option(pid1_args, '--port') or ports.DATAHUB_EMULATOR}/healthz"
     if component == "operator":
-        return f"http://127.0.0.1:{_option(pid1_args, '--liveness-port') or OPERATOR_LIVENESS_PORT}/healthz"
-    return f"http://127.0.0.1:{env.get('OBFLOW_CAPTURE__HTTP_PORT') or CAPTURE_PORT}/readyz"
+        return f"http://127.0.0.1:{_option(pid1_args, '--liveness-port') or ports.OPERATOR_LIVENESS}/healthz"
+    return f"http://127.0.0.1:{env.get('OBFLOW_CAPTURE__HTTP_PORT') or ports.CAPTURE_HTTP}/readyz"
 
 
 def healthcheck() -> int:

@@ -37,17 +37,15 @@ from typing import Any
 
 import yaml
 
+from obflow import ports
 from obflow.config import ENV_NESTED_DELIMITER, ENV_PREFIX, ObflowConfig, flatten
 from obflow.flink_conf import restart_strategy
 from obflow.units import parse_duration
 from obflow_operator.network import NetworkPolicySettings
 from obflow_operator.spec import (
-    CAPTURE_HTTP_PORT,
     DATAHUB_CA_FILE,
-    FLINK_METRICS_PORT,
     GROUP,
     KIND,
-    RUNNER_METRICS_PORT,
     SOURCE_CA_FILE,
     VERSION,
     DataPipelineSpec,
@@ -64,8 +62,6 @@ HASH_ANNOTATION = f"{GROUP}/hash"
 CONFIG_HASH_ANNOTATION = f"{GROUP}/config-hash"
 MANAGED_BY = "obflow-operator"
 FLINK_CONF_DIR = "/opt/flink/conf"
-REST_PORT = 8081
-BLOB_PORT = 6124
 # JobManagers and TaskManagers bind their RPC (Pekko) on a port of the kernel's choosing: a container
 # restarted in its pod keeps the pod's address, and with a fixed port its new actor system would have
 # the old one's address too; the peers' stale association to that address then discards its messages
@@ -277,8 +273,8 @@ def flink_configuration(owner: Owner, spec: DataPipelineSpec, options: BuildOpti
         "jobmanager.bind-host": "0.0.0.0",
         "taskmanager.bind-host": "0.0.0.0",
         "taskmanager.rpc.port": ANY_RPC_PORT,
-        "blob.server.port": str(BLOB_PORT),
-        "rest.port": str(REST_PORT),
+        "blob.server.port": str(ports.FLINK_BLOB),
+        "rest.port": str(ports.FLINK_REST),
         "rest.address": f"{owner.name}-jobmanager",
         "rest.bind-address": "0.0.0.0",
         "jobmanager.memory.process.size": _flink_memory(flink.job_manager.resources.memory),
@@ -294,7 +290,7 @@ def flink_configuration(owner: Owner, spec: DataPipelineSpec, options: BuildOpti
         "state.backend.type": flink.checkpoint.backend,
         **restart_strategy(flink.restart_attempts, parse_duration(flink.restart_delay)),
         "metrics.reporter.prom.factory.class": "org.apache.flink.metrics.prometheus.PrometheusReporterFactory",
-        "metrics.reporter.prom.port": str(FLINK_METRICS_PORT),
+        "metrics.reporter.prom.port": str(ports.FLINK_METRICS),
         "python.executable": "python3",
         "python.client.executable": "python3",
     }
@@ -522,10 +518,10 @@ def build_jobmanager(owner: Owner, spec: DataPipelineSpec, config_hash: str) -> 
     )
     container |= {
         "ports": [
-            {"name": "rest", "containerPort": REST_PORT, "protocol": "TCP"},
-            {"name": "blob", "containerPort": BLOB_PORT, "protocol": "TCP"},
-            {"name": "flink-metrics", "containerPort": FLINK_METRICS_PORT, "protocol": "TCP"},
-            {"name": "runner-metrics", "containerPort": RUNNER_METRICS_PORT, "protocol": "TCP"},
+            {"name": "rest", "containerPort": ports.FLINK_REST, "protocol": "TCP"},
+            {"name": "blob", "containerPort": ports.FLINK_BLOB, "protocol": "TCP"},
+            {"name": "flink-metrics", "containerPort": ports.FLINK_METRICS, "protocol": "TCP"},
+            {"name": "runner-metrics", "containerPort": ports.JOB_RUNNER_HTTP, "protocol": "TCP"},
         ],
         "resources": _resources(jm.resources),
         "volumeMounts": mounts,
@@ -547,8 +543,8 @@ def build_jobmanager(owner: Owner, spec: DataPipelineSpec, config_hash: str) -> 
             "type": "ClusterIP",
             "selector": labels(owner, "jobmanager"),
             "ports": [
-                {"name": "rest", "port": REST_PORT, "targetPort": "rest", "protocol": "TCP"},
-                {"name": "blob", "port": BLOB_PORT, "targetPort": "blob", "protocol": "TCP"},
+                {"name": "rest", "port": ports.FLINK_REST, "targetPort": "rest", "protocol": "TCP"},
+                {"name": "blob", "port": ports.FLINK_BLOB, "targetPort": "blob", "protocol": "TCP"},
             ],
         },
     }
@@ -569,7 +565,7 @@ def build_taskmanager(owner: Owner, spec: DataPipelineSpec, config_hash: str) ->
     # the metrics reporter listens from the TaskManager's start to its end (its RPC port is not fixed)
     container |= {
         "ports": [
-            {"name": "flink-metrics", "containerPort": FLINK_METRICS_PORT, "protocol": "TCP"},
+            {"name": "flink-metrics", "containerPort": ports.FLINK_METRICS, "protocol": "TCP"},
         ],
         "resources": _resources(tm.resources),
         "volumeMounts": mounts,
@@ -587,7 +583,7 @@ def build_capture(owner: Owner, spec: DataPipelineSpec, config_hash: str) -> dic
     env = [*source_secret_env(spec), *datahub_secret_env(spec)]
     container = _container(spec, "capture", spec.capture.image, ["capture", "run"], f"{owner.name}-capture-env", env)
     container |= {
-        "ports": [{"name": "http", "containerPort": CAPTURE_HTTP_PORT, "protocol": "TCP"}],
+        "ports": [{"name": "http", "containerPort": ports.CAPTURE_HTTP, "protocol": "TCP"}],
         "resources": _resources(spec.capture.resources),
         "volumeMounts": mounts,
         "startupProbe": _http_probe("/healthz", "http", 2, 30),
@@ -668,17 +664,17 @@ def build_network_policies(
     flows = {
         "jobmanager": (
             [
-                {"from": [the_operator, *settings.rest_from], "ports": _tcp(REST_PORT)},
+                {"from": [the_operator, *settings.rest_from], "ports": _tcp(ports.FLINK_REST)},
                 from_flink,
-                _ingress_from(metrics, _tcp(FLINK_METRICS_PORT, RUNNER_METRICS_PORT)),
+                _ingress_from(metrics, _tcp(ports.FLINK_METRICS, ports.JOB_RUNNER_HTTP)),
             ],
             [dns, api_server, to_flink, datahub],  # the runner checks the change topic at start
         ),
         "taskmanager": (
-            [from_flink, _ingress_from(metrics, _tcp(FLINK_METRICS_PORT))],
+            [from_flink, _ingress_from(metrics, _tcp(ports.FLINK_METRICS))],
             [dns, api_server, to_flink, datahub],
         ),
-        "capture": ([_ingress_from(metrics, _tcp(CAPTURE_HTTP_PORT))], [dns, database, datahub]),
+        "capture": ([_ingress_from(metrics, _tcp(ports.CAPTURE_HTTP))], [dns, database, datahub]),
     }
     return [
         {

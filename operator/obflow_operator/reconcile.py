@@ -19,6 +19,7 @@ from typing import Any
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import NotFoundError
 
+from obflow import ports
 from obflow_operator.apply import ApplyResult, apply_children, delete_unbuilt_children, patch_status
 from obflow_operator.builders import (
     NETWORK_POLICY_API,
@@ -63,7 +64,7 @@ NO_CLAIM = (
 @dataclass(frozen=True)
 class OperatorSettings:
     # where the operator reaches a pipeline's JobManager REST API; in the cluster, its Service
-    rest_url_template: str = "http://{name}-jobmanager.{namespace}.svc:8081"
+    rest_url_template: str = "http://{name}-jobmanager.{namespace}.svc:" + str(ports.FLINK_REST)
     pdb_api_version: str = "policy/v1"
     rest_timeout: float = 10.0
     observe_interval: float = 10.0  # seconds between the observer's rounds

@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema, model_validator
 from pydantic.alias_generators import to_camel
 
+from obflow import ports
 from obflow.config import DataHubProject, DataHubTopic, HttpUrl, ObflowConfig, TableConfig
 from obflow.units import parse_duration, parse_size
 
@@ -437,10 +438,6 @@ DATAHUB_CA_FILE = f"{DATAHUB_CA_DIR}/ca.pem"
 SOURCE_CA_DIR = "/etc/obflow/source-ca"  # where source.caSecret is mounted, in the capture agent
 SOURCE_CA_FILE = f"{SOURCE_CA_DIR}/ca.pem"
 
-RUNNER_METRICS_PORT = 9310
-CAPTURE_HTTP_PORT = 9300
-FLINK_METRICS_PORT = 9249
-
 
 class _FromSpecOnly(ObflowConfig):
     """The runtime model without its environment source: the operator's own ``OBFLOW_*`` variables
@@ -485,7 +482,7 @@ def runtime_config(name: str, spec: DataPipelineSpec) -> ObflowConfig:
             "batch_size": spec.capture.batch_size,
             "snapshot": spec.capture.snapshot,
             "state_dir": paths["capture_state"],
-            "http_port": CAPTURE_HTTP_PORT,
+            "http_port": ports.CAPTURE_HTTP,
         },
         "flink": {
             "parallelism": spec.flink.parallelism,
@@ -494,7 +491,7 @@ def runtime_config(name: str, spec: DataPipelineSpec) -> ObflowConfig:
             "restart_attempts": spec.flink.restart_attempts,
             "restart_delay": spec.flink.restart_delay,
             "dedup_records": spec.flink.dedup_records,
-            "metrics_port": str(FLINK_METRICS_PORT),
+            "metrics_port": str(ports.FLINK_METRICS),
         },
         "checkpoint": {
             "interval": spec.flink.checkpoint.interval,
@@ -511,7 +508,7 @@ def runtime_config(name: str, spec: DataPipelineSpec) -> ObflowConfig:
             "rolling": spec.output.rolling.model_dump(),
             "write_retries": spec.output.write_retries,
             "dead_letter_path": paths["dead_letters"],
-            "metrics_port": RUNNER_METRICS_PORT,
+            "metrics_port": ports.JOB_RUNNER_HTTP,
         },
         "logging": {"level": spec.log_level, "format": "json"},
     }
