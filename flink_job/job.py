@@ -38,7 +38,7 @@ from requests.exceptions import RequestException
 
 from flink_job.attach import GLOBALLY_TERMINAL, AttachedJob, duplicate_submission, rest_port
 from obflow.config import ObflowConfig, load_config
-from obflow.flink_conf import restart_strategy
+from obflow.flink_conf import checkpointing, prometheus_reporter, restart_strategy
 from obflow.health import HealthServer
 from obflow.job_graph import POLLER_NAME, TICKS_TABLE, TICKS_TO_READERS
 from obflow.log import Fault, log_event, log_fault
@@ -118,23 +118,22 @@ def environment(config: ObflowConfig, from_savepoint: str | None = None, local: 
     conf.set_string("python.execution-mode", config.flink.execution_mode)
     conf.set_string("python.executable", sys.executable)
     conf.set_string("python.client.executable", sys.executable)
-    for key, value in restart_strategy(config.flink.restart_attempts, config.flink.restart_delay).items():
+    checkpoint = config.checkpoint
+    settings = {
+        **restart_strategy(config.flink.restart_attempts, config.flink.restart_delay),
+        **checkpointing(
+            storage_uri(checkpoint.dir), storage_uri(checkpoint.savepoint_dir), checkpoint.retained, checkpoint.backend
+        ),
+        "execution.checkpointing.tolerable-failed-checkpoints": str(checkpoint.tolerable_failures),
+        "execution.checkpointing.timeout": f"{int(checkpoint.timeout * 1000)} ms",
+        **prometheus_reporter(config.flink.metrics_port),
+    }
+    for key, value in settings.items():
         conf.set_string(key, value)
-    conf.set_string("execution.checkpointing.num-retained", str(config.checkpoint.retained))
-    conf.set_string("execution.checkpointing.dir", storage_uri(config.checkpoint.dir))
-    conf.set_string("execution.checkpointing.savepoint-dir", storage_uri(config.checkpoint.savepoint_dir))
-    conf.set_string("execution.checkpointing.tolerable-failed-checkpoints", str(config.checkpoint.tolerable_failures))
-    conf.set_string("execution.checkpointing.timeout", f"{int(config.checkpoint.timeout * 1000)} ms")
-    conf.set_string("execution.checkpointing.externalized-checkpoint-retention", "RETAIN_ON_CANCELLATION")
-    conf.set_string(
-        "metrics.reporter.prom.factory.class", "org.apache.flink.metrics.prometheus.PrometheusReporterFactory"
-    )
-    conf.set_string("metrics.reporter.prom.port", config.flink.metrics_port)
     if local:
         # a cluster loads the reporter from its plugins folder; a mini-cluster loads no plugins, but
         # finds the reporter factory on the classpath
         conf.set_string("pipeline.jars", prometheus_reporter_jar().as_uri())
-    conf.set_string("state.backend.type", config.checkpoint.backend)
     conf.set_string("pipeline.auto-watermark-interval", "200 ms")
     if from_savepoint:
         conf.set_string("execution.state-recovery.path", from_savepoint)

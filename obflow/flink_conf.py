@@ -21,3 +21,25 @@ def restart_strategy(attempts: int, delay_s: float) -> dict[str, str]:
         "restart-strategy.exponential-delay.reset-backoff-threshold": RESTART_RESET_AFTER,
         "restart-strategy.exponential-delay.attempts-before-reset-backoff": str(attempts),
     }
+
+
+def checkpointing(checkpoints: str, savepoints: str, retained: int, backend: str) -> dict[str, str]:
+    """Where checkpoints and savepoints go (URIs), how many completed checkpoints are kept, and the state
+    backend. Checkpoints outlive a cancelled job: the operator's rollback and a restart after a cancel
+    restore from them."""
+    return {
+        "execution.checkpointing.dir": checkpoints,
+        "execution.checkpointing.savepoint-dir": savepoints,
+        "execution.checkpointing.num-retained": str(retained),
+        "execution.checkpointing.externalized-checkpoint-retention": "RETAIN_ON_CANCELLATION",
+        "state.backend.type": backend,
+    }
+
+
+def prometheus_reporter(port: str) -> dict[str, str]:
+    """Flink's Prometheus reporter on ``port`` (a port, or a range where several Flink processes share a
+    host: each takes the next free one)."""
+    return {
+        "metrics.reporter.prom.factory.class": "org.apache.flink.metrics.prometheus.PrometheusReporterFactory",
+        "metrics.reporter.prom.port": port,
+    }

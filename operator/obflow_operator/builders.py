@@ -39,7 +39,7 @@ import yaml
 
 from obflow import ports
 from obflow.config import ENV_NESTED_DELIMITER, ENV_PREFIX, ObflowConfig, flatten
-from obflow.flink_conf import restart_strategy
+from obflow.flink_conf import checkpointing, prometheus_reporter, restart_strategy
 from obflow.units import parse_duration
 from obflow_operator.network import NetworkPolicySettings
 from obflow_operator.spec import (
@@ -283,14 +283,9 @@ def flink_configuration(owner: Owner, spec: DataPipelineSpec, options: BuildOpti
         "parallelism.default": str(flink.parallelism),
         "pipeline.max-parallelism": str(flink.max_parallelism),
         "execution.checkpointing.interval": flink.checkpoint.interval,
-        "execution.checkpointing.dir": paths["checkpoints"],
-        "execution.checkpointing.savepoint-dir": paths["savepoints"],
-        "execution.checkpointing.num-retained": str(flink.checkpoint.retained),
-        "execution.checkpointing.externalized-checkpoint-retention": "RETAIN_ON_CANCELLATION",
-        "state.backend.type": flink.checkpoint.backend,
+        **checkpointing(paths["checkpoints"], paths["savepoints"], flink.checkpoint.retained, flink.checkpoint.backend),
         **restart_strategy(flink.restart_attempts, parse_duration(flink.restart_delay)),
-        "metrics.reporter.prom.factory.class": "org.apache.flink.metrics.prometheus.PrometheusReporterFactory",
-        "metrics.reporter.prom.port": str(ports.FLINK_METRICS),
+        **prometheus_reporter(str(ports.FLINK_METRICS)),
         "python.executable": "python3",
         "python.client.executable": "python3",
     }
