@@ -33,10 +33,10 @@ from benchmarks.common import machine
 from benchmarks.recovery import SteadyProducer
 from obflow.datahub.client import ensure_change_topic, make_client
 from obflow.datahub.emulator import DataHubEmulator
+from obflow.flink_rest import FlinkRest, FlinkRestError
 from obflow.sample import change_stream
 from obflow.supervise import stop_process_group
 from obflow_operator.builders import Owner
-from obflow_operator.flink_rest import FlinkRest, FlinkRestError
 from obflow_operator.reconcile import OperatorSettings, Outcome, stop_for_job_change
 from obflow_operator.spec import DataPipelineSpec, parse_spec
 from obflow_operator.status import DataPipelineStatus, Phase

@@ -11,14 +11,12 @@ drives it as it drives a job it submitted: status, stop with a savepoint, cancel
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from obflow import ports
+from obflow.flink_rest import FlinkRest
 
 # the job is over for good; NOT_FOUND: the JobManager no longer knows it (it ended before a failover)
 GLOBALLY_TERMINAL = frozenset({"FAILED", "CANCELED", "FINISHED", "NOT_FOUND"})
@@ -57,40 +55,23 @@ class Done:
 
 
 class AttachedJob:
-    """The JobClient calls the runner makes, for a job it did not submit."""
+    """The JobClient calls the runner makes, for a job it did not submit, through the Flink REST client.
+    No retries inside a call: the runner's watch waits out a JobManager that does not answer."""
 
     def __init__(self, job_id: str, url: str, timeout: float = 10.0) -> None:
         self.job_id = job_id
-        self.url = url.rstrip("/")
-        self.http = httpx.Client(timeout=timeout)
+        self.rest = FlinkRest(url, timeout=timeout, retries=0)
 
     def get_job_id(self) -> str:
         return self.job_id
 
     def status(self) -> str:
-        response = self.http.get(f"{self.url}/jobs/{self.job_id}")
-        if response.status_code == 404:
-            return "NOT_FOUND"
-        response.raise_for_status()
-        return str(response.json()["state"])
+        return self.rest.job_state(self.job_id) or "NOT_FOUND"
 
     def cancel(self) -> Done:
-        self.http.patch(f"{self.url}/jobs/{self.job_id}", params={"mode": "cancel"}).raise_for_status()
+        self.rest.cancel(self.job_id)
         return Done(None)
 
     def stop_with_savepoint(self, target: str, timeout: float = 600.0) -> str:
         """Stop the job with a savepoint in ``target``; returns the savepoint's path."""
-        body = {"targetDirectory": target, "drain": False}
-        response = self.http.post(f"{self.url}/jobs/{self.job_id}/stop", json=body)
-        response.raise_for_status()
-        trigger = response.json()["request-id"]
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            status = self.http.get(f"{self.url}/jobs/{self.job_id}/savepoints/{trigger}").json()
-            if status["status"]["id"] == "COMPLETED":
-                operation = status["operation"]
-                if "location" not in operation:
-                    raise RuntimeError(f"stop with savepoint failed: {operation.get('failure-cause')}")
-                return str(operation["location"])
-            time.sleep(1)
-        raise TimeoutError(f"stop with savepoint did not complete within {timeout:.0f}s")
+        return self.rest.stop_with_savepoint(self.job_id, target, timeout)

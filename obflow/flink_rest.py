@@ -1,6 +1,7 @@
 """A typed client of the Flink JobManager's REST API: what the operator needs to observe a job, take
-savepoints, stop it with one, read per-vertex metrics and rescale it in place (adaptive scheduler).
-Every call has a timeout and retries transient failures (connection errors, 5xx)."""
+savepoints, stop it with one, read per-vertex metrics and rescale it in place (adaptive scheduler), and
+what the job runner needs of a job it did not submit (flink_job.attach). Every call has a timeout and
+retries transient failures (connection errors, 5xx)."""
 
 from __future__ import annotations
 
@@ -19,11 +20,13 @@ TERMINAL_STATES = frozenset({"FINISHED", "CANCELED", "FAILED"})
 
 
 class FlinkRestError(RuntimeError):
-    def __init__(self, message: str, reachable: bool = True) -> None:
+    def __init__(self, message: str, reachable: bool = True, status: int | None = None) -> None:
         super().__init__(message)
         self.reachable = reachable
         """False when nothing accepted the connection (refused, unknown host): no JobManager is there,
         as opposed to one that answered with an error or too slowly."""
+        self.status = status
+        """The HTTP status of an error answer (None: no answer)."""
 
 
 class _Model(BaseModel):
@@ -117,7 +120,9 @@ class FlinkRest:
                 client_error = isinstance(exc, httpx.HTTPStatusError) and exc.response.status_code < 500
                 if client_error or attempt == self.retries:
                     unreachable = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
-                    raise FlinkRestError(f"{method} {self.base_url}{path}: {exc}", not unreachable) from exc
+                    status = exc.response.status_code if isinstance(exc, httpx.HTTPStatusError) else None
+                    message = f"{method} {self.base_url}{path}: {exc}"
+                    raise FlinkRestError(message, not unreachable, status) from exc
                 time.sleep(self.retry_pause)
         raise AssertionError("unreachable")
 
@@ -133,6 +138,15 @@ class FlinkRest:
 
     def job(self, job_id: str) -> JobDetails:
         return JobDetails.model_validate(self._call("GET", f"/jobs/{job_id}"))
+
+    def job_state(self, job_id: str) -> str | None:
+        """The job's state alone; None when this JobManager does not know the job (404)."""
+        try:
+            return str(self._call("GET", f"/jobs/{job_id}")["state"])
+        except FlinkRestError as exc:
+            if exc.status == 404:
+                return None
+            raise
 
     def exceptions(self, job_id: str, limit: int = 5) -> list[str]:
         """The newest root exceptions of the job, first line each."""

@@ -17,10 +17,7 @@ from typing import Any
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import NotFoundError
 
-from obflow_operator import metrics
-from obflow_operator.autoscaler import AutoscalerState, Sample, SampleHistory, decide, limits_for
-from obflow_operator.builders import Owner, task_managers_for
-from obflow_operator.flink_rest import (
+from obflow.flink_rest import (
     TERMINAL_STATES,
     CheckpointSummary,
     FlinkRestError,
@@ -28,6 +25,9 @@ from obflow_operator.flink_rest import (
     JobOverview,
     VertexMetrics,
 )
+from obflow_operator import metrics
+from obflow_operator.autoscaler import AutoscalerState, Sample, SampleHistory, decide, limits_for
+from obflow_operator.builders import Owner, task_managers_for
 from obflow_operator.reconcile import (
     CANCEL_TIMEOUT,
     Event,

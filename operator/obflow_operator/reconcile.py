@@ -20,6 +20,7 @@ from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import NotFoundError
 
 from obflow import ports
+from obflow.flink_rest import TERMINAL_STATES, FlinkRest, FlinkRestError, JobOverview
 from obflow_operator.apply import ApplyResult, apply_children, delete_unbuilt_children, patch_status
 from obflow_operator.builders import (
     NETWORK_POLICY_API,
@@ -30,7 +31,6 @@ from obflow_operator.builders import (
     task_managers_for,
 )
 from obflow_operator.changes import Change, classify, required_actions
-from obflow_operator.flink_rest import TERMINAL_STATES, FlinkRest, FlinkRestError, JobOverview
 from obflow_operator.network import NetworkPolicySettings
 from obflow_operator.spec import (
     DataPipelineSpec,

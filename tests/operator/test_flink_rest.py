@@ -19,10 +19,10 @@ import pytest
 
 from obflow.config import ObflowConfig
 from obflow.datahub.emulator import DataHubEmulator
+from obflow.flink_rest import FlinkRest, FlinkRestError, JobOverview, VertexMetrics
 from obflow.sample import change_stream
 from obflow.supervise import stop_process_group
 from obflow_operator.builders import Owner
-from obflow_operator.flink_rest import FlinkRest, FlinkRestError, JobOverview, VertexMetrics
 from obflow_operator.reconcile import OperatorSettings, Outcome, stop_for_job_change
 from obflow_operator.spec import parse_spec
 from obflow_operator.status import DataPipelineStatus, Phase

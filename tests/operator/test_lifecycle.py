@@ -10,8 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from obflow.flink_rest import FlinkRestError, JobOverview
 from obflow_operator.builders import Owner
-from obflow_operator.flink_rest import FlinkRestError, JobOverview
 from obflow_operator.observe import Observation, dispose_old_savepoints, observed_phase
 from obflow_operator.reconcile import (
     OperatorSettings,
