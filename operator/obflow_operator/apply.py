@@ -4,7 +4,6 @@ builders may leave out (``OPTIONAL_KINDS``) that they no longer build."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,12 +12,12 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import NotFoundError, ResourceNotFoundError
 
+from obflow.faults import from_env
 from obflow_operator.builders import HASH_ANNOTATION, MANAGED_BY, Owner
 from obflow_operator.spec import GROUP, KIND, VERSION
 
-# Fault hook for tests of crash recovery: "exit-after-children=N" makes the operator process exit
-# right after applying N children, in the middle of a reconcile.
-FAULT_ENV = "OBFLOW_OPERATOR_FAULT"
+CHILD_APPLIED = "operator.child_applied"
+"""The fault point (obflow.faults) passed after each child applied: a crash there cuts a reconcile short."""
 
 
 class ForeignObjectError(RuntimeError):
@@ -43,8 +42,8 @@ def child_key(manifest: dict[str, Any]) -> str:
 
 def apply_children(api: DynamicClient, children: list[dict[str, Any]], owner_uid: str) -> ApplyResult:
     result = ApplyResult()
-    crash_after = _crash_after()
-    for number, manifest in enumerate(children, start=1):
+    faults = from_env()
+    for manifest in children:
         meta = manifest["metadata"]
         resource = api.resources.get(api_version=manifest["apiVersion"], kind=manifest["kind"])
         try:
@@ -66,8 +65,7 @@ def apply_children(api: DynamicClient, children: list[dict[str, Any]], owner_uid
             resource, body=manifest, namespace=meta["namespace"], field_manager=MANAGED_BY, force_conflicts=True
         )
         (result.updated if current else result.created).append(child_key(manifest))
-        if crash_after is not None and number >= crash_after:
-            os._exit(3)
+        faults.reached(CHILD_APPLIED)
     return result
 
 
@@ -99,13 +97,6 @@ def delete_unbuilt_children(
                     continue
                 deleted.append(key)
     return deleted
-
-
-def _crash_after() -> int | None:
-    fault = os.environ.get(FAULT_ENV, "")
-    if fault.startswith("exit-after-children="):
-        return int(fault.partition("=")[2])
-    return None
 
 
 def served(api: DynamicClient, api_version: str, kind: str) -> bool:

@@ -8,6 +8,7 @@ import json
 import subprocess
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,7 +16,8 @@ import yaml
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import NotFoundError, UnprocessibleEntityError
 
-from obflow_operator.apply import FAULT_ENV, patch_status
+from obflow import faults
+from obflow_operator.apply import CHILD_APPLIED, patch_status
 from obflow_operator.builders import BuildOptions, Owner, build_children
 from obflow_operator.handlers import FINALIZER
 from obflow_operator.spec import parse_spec
@@ -427,12 +429,12 @@ def test_a_pipeline_without_a_running_job_is_deleted_even_with_the_operator_down
 
 
 def test_the_operator_restarted_mid_reconcile_converges(
-    kube: DynamicClient, namespace: str, start_operator: StartOperator
+    kube: DynamicClient, namespace: str, start_operator: StartOperator, tmp_path: Path
 ) -> None:
-    crashing = start_operator(wait=False, **{FAULT_ENV: "exit-after-children=4"})
+    crashing = start_operator(wait=False, **{faults.ENV: f"{CHILD_APPLIED}:crash:{tmp_path / 'crashed'}:4"})
     manifest = pipeline_manifest(MINIMAL, namespace)
     pipelines(kube).create(body=manifest, namespace=namespace)
-    assert crashing.process.wait(60) == 3
+    assert crashing.process.wait(60) == 137
     assert len(existing_children(kube, manifest)) == 4  # a reconcile cut short
 
     start_operator()
