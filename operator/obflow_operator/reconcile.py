@@ -90,12 +90,17 @@ class Outcome:
     events: list[Event] = field(default_factory=list)
     acted: bool = False  # it records something done (a job stopped, children applied): write it, whatever changed
 
-    def move(self, target: Phase, reason: str, message: str) -> None:
-        """Go to ``target`` (checked against the lifecycle table), with an Event when the phase changes."""
+    def move(self, target: Phase, reason: str, message: str, warning: bool = False) -> None:
+        """Go to ``target`` (checked against the lifecycle table), with an Event when the phase changes; a
+        ``warning`` is posted even when it does not (a second invalid spec is news of its own)."""
         current = self.status.phase
         check_transition(current, target)
         if current != target:
-            self.events.append(Event("Normal", reason, f"{current or 'New'} -> {target}: {message}"))
+            self.events.append(
+                Event("Warning" if warning else "Normal", reason, f"{current or 'New'} -> {target}: {message}")
+            )
+        elif warning:
+            self.events.append(Event("Warning", reason, message))
         self.status.phase = target
         self.status.message = message
 
@@ -116,10 +121,7 @@ def invalid_spec(status: Mapping[str, Any] | None, generation: int | None, probl
     outcome = Outcome(load_status(status))
     outcome.status.observed_generation = generation
     outcome.status.conditions = with_condition(outcome.status.conditions, "SpecValid", "False", "InvalidSpec", problem)
-    check_transition(outcome.status.phase, Phase.FAILED)
-    outcome.status.phase = Phase.FAILED
-    outcome.status.message = problem
-    outcome.events.append(Event("Warning", "InvalidSpec", problem))
+    outcome.move(Phase.FAILED, "InvalidSpec", problem, warning=True)
     return outcome
 
 

@@ -1,8 +1,9 @@
 """The ``DataPipeline`` status and its lifecycle state machine.
 
 Every phase and every allowed transition is named here (after lyft/flinkk8soperator's state machine);
-the handlers only ask :func:`transition` for a move, and a move the table does not allow is a bug
-that raises rather than a status that silently lies.
+every phase change goes through ``Outcome.move`` (obflow_operator.reconcile), which asks
+:func:`check_transition`; a move the table does not allow is a bug that raises rather than a status
+that silently lies.
 """
 
 from __future__ import annotations
