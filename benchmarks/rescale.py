@@ -37,7 +37,8 @@ from obflow.flink_rest import FlinkRest, FlinkRestError
 from obflow.sample import change_stream
 from obflow.supervise import stop_process_group
 from obflow_operator.builders import Owner
-from obflow_operator.reconcile import OperatorSettings, Outcome, stop_for_job_change
+from obflow_operator.outcome import OperatorSettings, Outcome
+from obflow_operator.reconcile import stop_for_job_change
 from obflow_operator.spec import DataPipelineSpec, parse_spec
 from obflow_operator.status import DataPipelineStatus, Phase
 from tests.datahub.conftest import ACCESS_ID, ACCESS_KEY

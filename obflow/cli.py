@@ -384,7 +384,7 @@ def _add_demo_commands(commands: Any) -> None:
 def _operator_run(args: argparse.Namespace) -> int:
     from obflow.log import setup_logging
     from obflow_operator.main import run_operator
-    from obflow_operator.reconcile import OperatorSettings
+    from obflow_operator.outcome import OperatorSettings
 
     setup_logging(args.log_level, "json" if args.log_json else "text")
     settings = OperatorSettings(

@@ -11,7 +11,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 
 from obflow_operator.builders import MANAGED_BY
-from obflow_operator.reconcile import Event
+from obflow_operator.outcome import Event
 
 log = logging.getLogger("obflow.operator")
 

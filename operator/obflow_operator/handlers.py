@@ -19,10 +19,8 @@ from obflow_operator.apply import ForeignObjectError, served
 from obflow_operator.builders import MANAGED_BY
 from obflow_operator.events import post_events
 from obflow_operator.observer import Observer
+from obflow_operator.outcome import Event, OperatorSettings, Outcome
 from obflow_operator.reconcile import (
-    Event,
-    OperatorSettings,
-    Outcome,
     UpgradeBlockedError,
     final_savepoint,
     invalid_spec,

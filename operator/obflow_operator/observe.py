@@ -28,17 +28,13 @@ from obflow.flink_rest import (
 from obflow_operator import metrics
 from obflow_operator.autoscaler import AutoscalerState, Sample, SampleHistory, decide, limits_for
 from obflow_operator.builders import Owner, task_managers_for
+from obflow_operator.outcome import Event, OperatorSettings, Outcome, load_status, owner_of
 from obflow_operator.reconcile import (
     CANCEL_TIMEOUT,
-    Event,
-    OperatorSettings,
-    Outcome,
     UpgradeBlockedError,
     apply_spec,
     check_secrets,
     desired_spec,
-    load_status,
-    owner_of,
     reconcile,
     spec_json,
     take_savepoint,

@@ -19,7 +19,7 @@ from obflow_operator.apply import patch_status
 from obflow_operator.autoscaler import SampleHistory
 from obflow_operator.events import post_events
 from obflow_operator.observe import observe
-from obflow_operator.reconcile import OperatorSettings
+from obflow_operator.outcome import OperatorSettings
 from obflow_operator.spec import GROUP, KIND, VERSION
 
 log = logging.getLogger("obflow.operator")

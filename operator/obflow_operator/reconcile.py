@@ -13,13 +13,11 @@ import json
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
 from typing import Any
 
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import NotFoundError
 
-from obflow import ports
 from obflow.flink_rest import TERMINAL_STATES, FlinkRest, FlinkRestError, JobOverview
 from obflow_operator.apply import ApplyResult, apply_children, delete_unbuilt_children, patch_status
 from obflow_operator.builders import (
@@ -31,7 +29,7 @@ from obflow_operator.builders import (
     task_managers_for,
 )
 from obflow_operator.changes import Change, classify, required_actions
-from obflow_operator.network import NetworkPolicySettings
+from obflow_operator.outcome import Event, OperatorSettings, Outcome, load_status, owner_of
 from obflow_operator.spec import (
     DataPipelineSpec,
     SpecError,
@@ -46,7 +44,6 @@ from obflow_operator.status import (
     DataPipelineStatus,
     Phase,
     SavepointRecord,
-    check_transition,
     now,
     with_condition,
 )
@@ -59,61 +56,6 @@ NO_CLAIM = (
     "no spec.storage.claimName: checkpoints, savepoints and HA metadata live in each pod's emptyDir and "
     "are lost with it; set it to a ReadWriteMany PersistentVolumeClaim for anything but a trial"
 )
-
-
-@dataclass(frozen=True)
-class OperatorSettings:
-    # where the operator reaches a pipeline's JobManager REST API; in the cluster, its Service
-    rest_url_template: str = "http://{name}-jobmanager.{namespace}.svc:" + str(ports.FLINK_REST)
-    pdb_api_version: str = "policy/v1"
-    rest_timeout: float = 10.0
-    observe_interval: float = 10.0  # seconds between the observer's rounds
-    network_policies: NetworkPolicySettings | None = None  # None: pipelines get no NetworkPolicies
-
-    def rest(self, name: str, namespace: str, retries: int = 2) -> FlinkRest:
-        url = self.rest_url_template.format(name=name, namespace=namespace)
-        return FlinkRest(url, timeout=self.rest_timeout, retries=retries)
-
-
-@dataclass(frozen=True)
-class Event:
-    type: str  # Normal | Warning
-    reason: str
-    message: str
-
-
-@dataclass
-class Outcome:
-    """A status to write (camelCase, for the status subresource) and events to post."""
-
-    status: DataPipelineStatus
-    events: list[Event] = field(default_factory=list)
-    acted: bool = False  # it records something done (a job stopped, children applied): write it, whatever changed
-
-    def move(self, target: Phase, reason: str, message: str, warning: bool = False) -> None:
-        """Go to ``target`` (checked against the lifecycle table), with an Event when the phase changes; a
-        ``warning`` is posted even when it does not (a second invalid spec is news of its own)."""
-        current = self.status.phase
-        check_transition(current, target)
-        if current != target:
-            self.events.append(
-                Event("Warning" if warning else "Normal", reason, f"{current or 'New'} -> {target}: {message}")
-            )
-        elif warning:
-            self.events.append(Event("Warning", reason, message))
-        self.status.phase = target
-        self.status.message = message
-
-    def status_patch(self) -> dict[str, Any]:
-        return self.status.model_dump(by_alias=True, mode="json")
-
-
-def owner_of(meta: Mapping[str, Any]) -> Owner:
-    return Owner(name=meta["name"], namespace=meta["namespace"], uid=meta["uid"])
-
-
-def load_status(status: Mapping[str, Any] | None) -> DataPipelineStatus:
-    return DataPipelineStatus.model_validate(dict(status or {}))
 
 
 def invalid_spec(status: Mapping[str, Any] | None, generation: int | None, problem: str) -> Outcome:

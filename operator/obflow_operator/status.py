@@ -1,7 +1,7 @@
 """The ``DataPipeline`` status and its lifecycle state machine.
 
 Every phase and every allowed transition is named here (after lyft/flinkk8soperator's state machine);
-every phase change goes through ``Outcome.move`` (obflow_operator.reconcile), which asks
+every phase change goes through ``Outcome.move`` (obflow_operator.outcome), which asks
 :func:`check_transition`; a move the table does not allow is a bug that raises rather than a status
 that silently lies.
 """

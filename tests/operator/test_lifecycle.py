@@ -13,14 +13,8 @@ import pytest
 from obflow.flink_rest import FlinkRestError, JobOverview
 from obflow_operator.builders import Owner
 from obflow_operator.observe import Observation, dispose_old_savepoints, observed_phase
-from obflow_operator.reconcile import (
-    OperatorSettings,
-    Outcome,
-    desired_spec,
-    final_savepoint,
-    needs_final_savepoint,
-    take_savepoint,
-)
+from obflow_operator.outcome import OperatorSettings, Outcome
+from obflow_operator.reconcile import desired_spec, final_savepoint, needs_final_savepoint, take_savepoint
 from obflow_operator.spec import parse_spec
 from obflow_operator.status import AutoscalerStatus, DataPipelineStatus, Phase, SavepointRecord
 from tests.operator.fake_jobmanager import JOB_ID, FakeJobManager
