@@ -19,7 +19,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
-from obflow_operator.spec import AutoscalerSpec, DataPipelineSpec
+from obflow_operator.spec import AutoscalerSpec, DataPipelineSpec, with_parallelism
+from obflow_operator.status import DataPipelineStatus
 
 MIN_BUSY_RATIO = 0.02  # below this the true rate is too noisy to extrapolate from
 
@@ -185,3 +186,12 @@ def _bounded(wanted: int, spec: AutoscalerSpec, limits: Limits) -> tuple[int, st
     if wanted < spec.min_parallelism:
         return spec.min_parallelism, f" (raised to autoscaler.minParallelism = {spec.min_parallelism})"
     return wanted, ""
+
+
+def desired_spec(spec: DataPipelineSpec, status: DataPipelineStatus) -> DataPipelineSpec:
+    """``spec`` at the autoscaler's parallelism while it has one for the spec's parallelism (a parallelism
+    the user sets afterwards wins)."""
+    chosen = status.autoscaler
+    if not spec.autoscaler.enabled or chosen.parallelism is None or chosen.spec_parallelism != spec.flink.parallelism:
+        return spec
+    return with_parallelism(spec, chosen.parallelism)

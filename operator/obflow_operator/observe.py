@@ -1,24 +1,20 @@
-"""Observing a ``DataPipeline``: what its Deployments and job look like, as status and Events; and what
-follows from it: a rollout that overran ``flink.rolloutTimeout`` is rolled back, savepoints past the
-retained ones are disposed of, and the autoscaler decides (its rescale goes through
-:func:`~obflow_operator.reconcile.reconcile`). :mod:`obflow_operator.observer` runs it every round.
+"""Observing a ``DataPipeline``: what its Deployments, its job and its Secrets look like, as status and
+Events. It only reads the cluster and the JobManager; what an observation calls for (a rollback, savepoint
+disposal, an autoscaler rescale) is :func:`obflow_operator.reconcile.follow_up`'s.
+:mod:`obflow_operator.observer` runs both every round.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import time
 from collections.abc import Mapping
-from contextlib import suppress
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import NotFoundError
 
 from obflow.flink_rest import (
-    TERMINAL_STATES,
     CheckpointSummary,
     FlinkRestError,
     JobDetails,
@@ -26,25 +22,13 @@ from obflow.flink_rest import (
     VertexMetrics,
 )
 from obflow_operator import metrics
-from obflow_operator.autoscaler import AutoscalerState, Sample, SampleHistory, decide, limits_for
-from obflow_operator.builders import Owner, task_managers_for
+from obflow_operator.autoscaler import desired_spec
+from obflow_operator.builders import Owner
 from obflow_operator.outcome import Event, OperatorSettings, Outcome, load_status, owner_of
-from obflow_operator.reconcile import (
-    CANCEL_TIMEOUT,
-    UpgradeBlockedError,
-    apply_spec,
-    check_secrets,
-    desired_spec,
-    reconcile,
-    spec_json,
-    take_savepoint,
-)
-from obflow_operator.spec import DataPipelineSpec, SpecError, parse_spec, with_parallelism
+from obflow_operator.spec import DataPipelineSpec, SpecError, parse_spec, secret_problems, secret_references
 from obflow_operator.status import Condition, DataPipelineStatus, Phase, timestamp, with_condition
 
 log = logging.getLogger("obflow.operator")
-
-WINDOW = "stabilization_window"  # the autoscaler's; samples are kept for two of them
 
 
 @dataclass(frozen=True)
@@ -88,23 +72,25 @@ def observed_phase(
     return None, ""
 
 
-def observe(
-    api: DynamicClient,
-    settings: OperatorSettings,
-    body: Mapping[str, Any],
-    history: SampleHistory | None = None,
-    clock: float | None = None,
-) -> Outcome:
-    """What the children and the job look like now, as status and Events; on the way it rolls back a
-    rollout that overran ``flink.rolloutTimeout``, disposes of savepoints past the retained ones and,
-    given a sample ``history``, lets the autoscaler decide (a rescale goes through :func:`reconcile`)."""
+@dataclass
+class Observed:
+    """An observation's status and Events, what was seen (None: the phase has nothing to observe) and the
+    spec as it applies now (None: invalid)."""
+
+    outcome: Outcome
+    seen: Observation | None = None
+    spec: DataPipelineSpec | None = None
+
+
+def observe(api: DynamicClient, settings: OperatorSettings, body: Mapping[str, Any]) -> Observed:
+    """What the children and the job look like now, as status and Events (a phase the job's state
+    implies, e.g. Deploying → Running)."""
     meta = body["metadata"]
     owner = owner_of(meta)
     outcome = Outcome(load_status(body.get("status")))
     status = outcome.status
     if status.phase in {None, Phase.PENDING, Phase.SUSPENDED, Phase.SUSPENDING, Phase.DELETING}:
-        return outcome
-    clock = time.time() if clock is None else clock
+        return Observed(outcome)
     seen = _observation(api, settings, owner)
     status.task_managers = seen.taskmanagers_available
     if seen.job_state_known():
@@ -135,20 +121,7 @@ def observe(
         if target == Phase.RUNNING:  # what runs now is what a failed rollout returns to
             status.last_stable_spec = status.last_reconciled_spec
             status.rollout_started = None
-    if spec is None:
-        return outcome
-    overran = status.rollout_started is not None and clock - status.rollout_started > spec.flink.seconds(
-        "rollout_timeout"
-    )
-    if status.phase in {Phase.RESCALING, Phase.UPGRADING} and overran:
-        roll_back(api, settings, owner, spec, seen, outcome)
-    elif status.phase == Phase.RUNNING:
-        dispose_old_savepoints(settings, owner, spec, outcome)
-        if history is not None and seen.reading is not None:
-            samples = history.add(owner.uid, sample_of(seen.reading, clock), 2 * spec.autoscaler.seconds(WINDOW))
-            if spec.autoscaler.enabled:
-                return autoscale(api, settings, body, spec, samples, outcome, clock)
-    return outcome
+    return Observed(outcome, seen, spec)
 
 
 def _job_running(status: DataPipelineStatus, seen: Observation) -> list[Condition]:
@@ -195,165 +168,6 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.0f}h"
 
 
-def autoscale(
-    api: DynamicClient,
-    settings: OperatorSettings,
-    body: Mapping[str, Any],
-    spec: DataPipelineSpec,
-    samples: list[Sample],
-    outcome: Outcome,
-    clock: float,
-) -> Outcome:
-    """One autoscaler decision; a rescale is the reconcile of the spec at the chosen parallelism."""
-    status = outcome.status
-    memory = status.autoscaler
-    state = AutoscalerState(memory.last_rescale_time, memory.scale_down_wanted_since, memory.highest_wanted_since)
-    decision = decide(samples, spec.autoscaler, limits_for(spec), state, clock)
-    rolled_back = decision.action != "none" and status.rolled_back_spec == spec_json(
-        with_parallelism(spec, decision.target)
-    )
-    if rolled_back:
-        reason = f"{decision.reason}; not applied: rolled back there before"
-        decision = replace(decision, action="none", target=spec.flink.parallelism, state=state, reason=reason)
-    numbers = ", ".join(f"{key}={value:g}" for key, value in decision.numbers.items())
-    waiting_began = decision.state.scale_down_wanted_since is not None and state.scale_down_wanted_since is None
-    if decision.action != "none" or waiting_began:
-        outcome.events.append(Event("Normal", "Autoscaler", f"{decision.reason} [{numbers}]"))
-    memory.last_decision = decision.reason
-    memory.last_rescale_time = decision.state.last_rescale_time
-    memory.scale_down_wanted_since = decision.state.scale_down_wanted_since
-    memory.highest_wanted_since = decision.state.highest_wanted_since
-    if decision.action == "none":
-        return outcome
-    metrics.AUTOSCALER_RESCALES.labels(direction=decision.action).inc()
-    memory.parallelism = decision.target
-    memory.spec_parallelism = parse_spec(dict(body["spec"])).flink.parallelism
-    try:
-        rescaled = reconcile(api, settings, {**body, "status": outcome.status_patch()})
-    except UpgradeBlockedError as exc:
-        outcome.events.append(Event("Warning", "UpgradeBlocked", str(exc)))
-        memory.parallelism, memory.last_rescale_time = None, clock  # try again after a full window
-        return outcome
-    rescaled.events[:0] = outcome.events
-    rescaled.acted = True
-    return rescaled
-
-
-def sample_of(reading: VertexMetrics, clock: float) -> Sample:
-    return Sample(
-        clock,
-        reading.parallelism,
-        reading.records_in_per_second,
-        reading.busy_ratio,
-        reading.backpressured_ratio,
-        reading.lag_seconds,
-    )
-
-
-def roll_back(
-    api: DynamicClient,
-    settings: OperatorSettings,
-    owner: Owner,
-    spec: DataPipelineSpec,
-    seen: Observation,
-    outcome: Outcome,
-) -> None:
-    """A rescale or upgrade that did not run within ``flink.rolloutTimeout``: end the new job at its
-    newest restore point, redeploy the last stable spec from there, say why, and leave the failed spec
-    unapplied until it changes."""
-    status = outcome.status
-    if status.last_stable_spec is None:
-        return
-    stable = parse_spec(json.loads(status.last_stable_spec))
-    why = _why_not_running(settings, owner, seen, status.parallelism)
-    failed = status.last_reconciled_spec
-    restore = _end_job_at_newest_restore_point(settings, owner, stable, status)
-    status.pods_parallelism = stable.flink.parallelism
-    apply_spec(api, settings, owner, stable, status)
-    timeout = spec.flink.rollout_timeout
-    outcome.move(Phase.DEPLOYING, "RolledBack", f"rolled back to the last stable spec: {why}")
-    message = (
-        f"the change did not run within flink.rolloutTimeout ({timeout}): {why}; redeployed the last stable "
-        f"spec (parallelism {stable.flink.parallelism}), {restore}. The failed spec stays unapplied until it "
-        "changes: fix it and apply it again"
-    )
-    outcome.events.append(Event("Warning", "RolledBack", message))
-    status.conditions = with_condition(status.conditions, "RolloutSucceeded", "False", "RolledBack", message)
-    status.rolled_back_spec = failed
-    status.last_reconciled_spec = status.last_stable_spec
-    status.rollout_started = None
-    status.parallelism = stable.flink.parallelism
-    status.task_managers = task_managers_for(stable)
-    if status.autoscaler.parallelism is not None:  # an autoscaler rescale that failed: back to the stable one
-        status.autoscaler.parallelism = stable.flink.parallelism
-        status.autoscaler.last_rescale_time = time.time()
-    metrics.ERRORS.labels(kind="rollback").inc()
-    outcome.acted = True
-
-
-def _why_not_running(settings: OperatorSettings, owner: Owner, seen: Observation, parallelism: int | None) -> str:
-    if seen.job is None:
-        return "no job found on the JobManager"
-    if seen.details is not None and seen.job.state == "RUNNING":
-        lagging = [f"{v.name[:40]} {v.status} at {v.parallelism}" for v in seen.details.vertices]
-        why = f"job {seen.job.jid} RUNNING but not every vertex RUNNING at {parallelism} ({'; '.join(lagging)})"
-    else:
-        why = f"job {seen.job.jid} is {seen.job.state}"
-    with settings.rest(owner.name, owner.namespace, retries=0) as rest, suppress(FlinkRestError):
-        exceptions = rest.exceptions(seen.job.jid, limit=1)
-        if exceptions:
-            why += f"; newest exception: {exceptions[0][:200]}"
-    return why
-
-
-def _end_job_at_newest_restore_point(
-    settings: OperatorSettings, owner: Owner, spec: DataPipelineSpec, status: DataPipelineStatus
-) -> str:
-    """Stop the job with a savepoint if it runs; otherwise cancel it (whatever its state) and take its
-    newest retained checkpoint; with neither, keep the restore point the rollout started from."""
-    path, _ = take_savepoint(settings, owner, spec, status, "rollback")
-    if path:
-        return f"restoring from savepoint {path}"
-    with settings.rest(owner.name, owner.namespace, retries=0) as rest, suppress(FlinkRestError):
-        job = rest.current_job()
-        if job is not None and job.state in TERMINAL_STATES:
-            status.restore_path = rest.checkpoints(job.jid).latest_path or status.restore_path
-        elif job is not None:
-            status.restore_path = rest.cancel_and_wait(job.jid, CANCEL_TIMEOUT) or status.restore_path
-    status.job_state = None
-    status.job_generation += 1
-    return f"restoring from {status.restore_path or 'empty state (no savepoint or checkpoint was ever taken)'}"
-
-
-def dispose_old_savepoints(settings: OperatorSettings, owner: Owner, spec: DataPipelineSpec, outcome: Outcome) -> None:
-    """Keep ``flink.savepoint.retained`` savepoints; older ones the operator took are disposed of through
-    the JobManager (never the one the job restores from) and leave the history."""
-    status = outcome.status
-    retained = spec.flink.savepoint.retained
-    older = [r for r in status.savepoints[retained:] if r.path != status.restore_path]
-    if not older:
-        return
-    disposed: list[str] = []
-    failed: dict[str, str] = {}
-    with settings.rest(owner.name, owner.namespace, retries=1) as rest:
-        for record in older:
-            try:
-                if spec.flink.savepoint.dispose:
-                    rest.dispose_savepoint(record.path, timeout=60)
-                disposed.append(record.path)
-            except FlinkRestError as exc:
-                failed[record.path] = str(exc)
-    outcome.acted = True
-    status.savepoints = [r for r in status.savepoints if r.path not in {*disposed, *failed}]
-    verb = "disposed of" if spec.flink.savepoint.dispose else "forgot (flink.savepoint.dispose: false)"
-    if disposed:
-        message = f"{verb} {len(disposed)} beyond the {retained} retained: {', '.join(disposed)}"
-        outcome.events.append(Event("Normal", "SavepointsDisposed", message))
-    if failed:  # said once: the record leaves the history either way
-        by_hand = "; ".join(f"{path} ({why})" for path, why in failed.items())
-        outcome.events.append(Event("Warning", "SavepointDisposalFailed", f"delete these by hand: {by_hand}"))
-
-
 def _available(api: DynamicClient, owner: Owner, component: str, field_name: str) -> int:
     deployments = api.resources.get(api_version="apps/v1", kind="Deployment")
     try:
@@ -391,3 +205,31 @@ def _observation(api: DynamicClient, settings: OperatorSettings, owner: Owner) -
         reading=reading,
         unanswered=unanswered,
     )
+
+
+def check_secrets(api: DynamicClient, owner: Owner, spec: DataPipelineSpec, outcome: Outcome) -> None:
+    """Say plainly when a referenced Secret or key is missing (the pods would only wait for it)."""
+    refs = secret_references(spec)
+    secrets = api.resources.get(api_version="v1", kind="Secret")
+    found: dict[str, set[str] | None] = {}
+    for name in {ref.name for ref in refs.values()}:
+        try:
+            found[name] = set(secrets.get(name=name, namespace=owner.namespace).to_dict().get("data") or {})
+        except NotFoundError:
+            found[name] = None
+    problems = secret_problems(refs, owner.namespace, found)
+    before = next((c for c in outcome.status.conditions if c.type == "CredentialsFound"), None)
+    was_missing = before is not None and before.status == "False"
+    if problems:
+        message = "; ".join(problems)
+        outcome.status.conditions = with_condition(
+            outcome.status.conditions, "CredentialsFound", "False", "SecretMissing", message
+        )
+        if not (was_missing and before and before.message == message):  # said once, not every round
+            outcome.events.append(Event("Warning", "SecretMissing", message))
+    else:
+        outcome.status.conditions = with_condition(
+            outcome.status.conditions, "CredentialsFound", "True", "Found", "every referenced Secret key exists"
+        )
+        if was_missing:
+            outcome.events.append(Event("Normal", "SecretFound", "every referenced Secret key exists now"))

@@ -20,6 +20,7 @@ from obflow_operator.autoscaler import SampleHistory
 from obflow_operator.events import post_events
 from obflow_operator.observe import observe
 from obflow_operator.outcome import OperatorSettings
+from obflow_operator.reconcile import follow_up
 from obflow_operator.spec import GROUP, KIND, VERSION
 
 log = logging.getLogger("obflow.operator")
@@ -70,7 +71,7 @@ class Observer:
                 log.exception("observing %s/%s failed", body["metadata"]["namespace"], body["metadata"]["name"])
 
     def observe_one(self, body: dict[str, Any]) -> None:
-        outcome = observe(self.api, self.settings, body, self.history)
+        outcome = follow_up(self.api, self.settings, body, observe(self.api, self.settings, body), self.history)
         current = body.get("status") or {}
         changed = {k: v for k, v in outcome.status_patch().items() if v != current.get(k)}
         # what was only seen is written over the version it was seen at; what was done, always

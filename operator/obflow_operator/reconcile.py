@@ -1,7 +1,9 @@
 """What the operator does for a ``DataPipeline``, apart from kopf: reconcile (spec → children, stopping a
 running job at a restorable point, or rescaling it in place, first when a change needs it),
-suspend/resume and the final savepoint. Handlers in :mod:`obflow_operator.handlers` call these and
-write the returned status and events; observing is :mod:`obflow_operator.observe`.
+suspend/resume, the final savepoint, and what an observation calls for (:func:`follow_up`: a rollback,
+savepoint disposal, an autoscaler rescale). Handlers in :mod:`obflow_operator.handlers` and the observer
+call these and write the returned status and events; observing itself is :mod:`obflow_operator.observe`
+(read only), and the calls to the job's JobManager are :mod:`obflow_operator.actions`.
 
 Everything that must survive an operator restart lives in the resource's status (phase, restore
 path, savepoints); each function can run again after a crash and converges.
@@ -11,15 +13,25 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager, suppress
+from collections.abc import Mapping
+from contextlib import suppress
+from dataclasses import replace
 from typing import Any
 
 from kubernetes.dynamic import DynamicClient
-from kubernetes.dynamic.exceptions import NotFoundError
 
-from obflow.flink_rest import TERMINAL_STATES, FlinkRest, FlinkRestError, JobOverview
+from obflow.flink_rest import TERMINAL_STATES, FlinkRestError, VertexMetrics
+from obflow_operator import metrics
+from obflow_operator.actions import (
+    cancel_at_latest_checkpoint,
+    dispose_old_savepoints,
+    end_job_at_newest_restore_point,
+    newest_checkpoint,
+    rescale_in_place,
+    take_savepoint,
+)
 from obflow_operator.apply import ApplyResult, apply_children, delete_unbuilt_children, patch_status
+from obflow_operator.autoscaler import AutoscalerState, Sample, SampleHistory, decide, desired_spec, limits_for
 from obflow_operator.builders import (
     NETWORK_POLICY_API,
     BuildOptions,
@@ -29,29 +41,24 @@ from obflow_operator.builders import (
     task_managers_for,
 )
 from obflow_operator.changes import Change, classify, required_actions
+from obflow_operator.observe import Observation, Observed, check_secrets
 from obflow_operator.outcome import Event, OperatorSettings, Outcome, load_status, owner_of
 from obflow_operator.spec import (
     DataPipelineSpec,
     SpecError,
     parse_spec,
     pipeline_name_problems,
-    secret_problems,
-    secret_references,
     storage_paths,
     with_parallelism,
 )
 from obflow_operator.status import (
     DataPipelineStatus,
     Phase,
-    SavepointRecord,
-    now,
     with_condition,
 )
 
-CANCEL_TIMEOUT = 120.0  # seconds for a cancelled job's tasks to end
-SAVEPOINT_RETRY_PAUSE = 2.0  # seconds between tries of a patient savepoint
-SAVEPOINT_RECORDS_MAX = 100  # the history past spec.flink.savepoint.retained is disposed of while a job runs
 ROLLED_BACK_HELD = "the spec that was rolled back stays unapplied until it changes (see the RolledBack event)"
+WINDOW = "stabilization_window"  # the autoscaler's; samples are kept for two of them
 NO_CLAIM = (
     "no spec.storage.claimName: checkpoints, savepoints and HA metadata live in each pod's emptyDir and "
     "are lost with it; set it to a ReadWriteMany PersistentVolumeClaim for anything but a trial"
@@ -65,15 +72,6 @@ def invalid_spec(status: Mapping[str, Any] | None, generation: int | None, probl
     outcome.status.conditions = with_condition(outcome.status.conditions, "SpecValid", "False", "InvalidSpec", problem)
     outcome.move(Phase.FAILED, "InvalidSpec", problem, warning=True)
     return outcome
-
-
-def desired_spec(spec: DataPipelineSpec, status: DataPipelineStatus) -> DataPipelineSpec:
-    """``spec`` at the autoscaler's parallelism while it has one for the spec's parallelism (a parallelism
-    the user sets afterwards wins)."""
-    chosen = status.autoscaler
-    if not spec.autoscaler.enabled or chosen.parallelism is None or chosen.spec_parallelism != spec.flink.parallelism:
-        return spec
-    return with_parallelism(spec, chosen.parallelism)
 
 
 def spec_json(spec: DataPipelineSpec) -> str:
@@ -158,34 +156,6 @@ def apply_spec(
     return result
 
 
-def check_secrets(api: DynamicClient, owner: Owner, spec: DataPipelineSpec, outcome: Outcome) -> None:
-    """Say plainly when a referenced Secret or key is missing (the pods would only wait for it)."""
-    refs = secret_references(spec)
-    secrets = api.resources.get(api_version="v1", kind="Secret")
-    found: dict[str, set[str] | None] = {}
-    for name in {ref.name for ref in refs.values()}:
-        try:
-            found[name] = set(secrets.get(name=name, namespace=owner.namespace).to_dict().get("data") or {})
-        except NotFoundError:
-            found[name] = None
-    problems = secret_problems(refs, owner.namespace, found)
-    before = next((c for c in outcome.status.conditions if c.type == "CredentialsFound"), None)
-    was_missing = before is not None and before.status == "False"
-    if problems:
-        message = "; ".join(problems)
-        outcome.status.conditions = with_condition(
-            outcome.status.conditions, "CredentialsFound", "False", "SecretMissing", message
-        )
-        if not (was_missing and before and before.message == message):  # said once, not every round
-            outcome.events.append(Event("Warning", "SecretMissing", message))
-    else:
-        outcome.status.conditions = with_condition(
-            outcome.status.conditions, "CredentialsFound", "True", "Found", "every referenced Secret key exists"
-        )
-        if was_missing:
-            outcome.events.append(Event("Normal", "SecretFound", "every referenced Secret key exists now"))
-
-
 def _describe(result: ApplyResult) -> str:
     parts = []
     if result.created:
@@ -200,77 +170,6 @@ def _describe(result: ApplyResult) -> str:
 def _touches_flink(result: ApplyResult) -> bool:
     flink = ("-jobmanager", "-taskmanager")
     return any(key.startswith("Deployment/") and key.endswith(flink) for key in result.changed)
-
-
-@contextmanager
-def _running_job(settings: OperatorSettings, owner: Owner) -> Iterator[tuple[FlinkRest, JobOverview] | None]:
-    """The pipeline's REST client and its RUNNING job, or None when no job runs or none answers."""
-    with settings.rest(owner.name, owner.namespace) as rest:
-        try:
-            job = rest.current_job()
-        except FlinkRestError:
-            job = None
-        yield (rest, job) if job is not None and job.state == "RUNNING" else None
-
-
-def take_savepoint(
-    settings: OperatorSettings,
-    owner: Owner,
-    spec: DataPipelineSpec,
-    status: DataPipelineStatus,
-    reason: str,
-    patient: bool = False,
-) -> tuple[str | None, str]:
-    """Stop the running job with a savepoint; returns (its path or None, what happened). ``patient``:
-    within the savepoint's timeout, wait for a job that is starting or restarting to run, and try
-    again after a savepoint that failed while the job kept running (the final savepoint: there is no
-    later chance), or for a JobManager that answers with an error (a leader election). One that
-    nobody can connect to is not waited for: deletion must not hang on a job that is gone."""
-    # the final savepoint has its own bound: deletion must not hang
-    section = spec.deletion if reason == "delete" else spec.flink.savepoint
-    deadline = time.monotonic() + section.seconds("timeout")
-    target = storage_paths(owner.name, spec)["savepoints"]
-    with settings.rest(owner.name, owner.namespace) as rest:
-        path, what, worth_again = _try_savepoint(rest, target, deadline)
-        while path is None and patient and worth_again and time.monotonic() + SAVEPOINT_RETRY_PAUSE < deadline:
-            time.sleep(SAVEPOINT_RETRY_PAUSE)
-            path, what, worth_again = _try_savepoint(rest, target, deadline)
-    if path is None:
-        return None, what
-    record = SavepointRecord(path=path, time=now(), reason=reason)
-    status.last_savepoint = record
-    status.savepoints = [record, *status.savepoints][:SAVEPOINT_RECORDS_MAX]
-    status.restore_path = path
-    status.job_state = "FINISHED"
-    status.job_generation += 1  # the next start is a new job, from this savepoint
-    return path, what
-
-
-def _try_savepoint(rest: FlinkRest, target: str, deadline: float) -> tuple[str | None, str, bool]:
-    """One try at stopping the current job with a savepoint: (its path or None, what happened, whether
-    another try may succeed)."""
-    try:
-        job = rest.current_job()
-    except FlinkRestError as exc:
-        return None, f"the JobManager did not answer: {exc}", exc.reachable
-    if job is None or job.state in TERMINAL_STATES:
-        return None, "no running job; nothing to savepoint", False
-    if job.state != "RUNNING":
-        return None, f"job {job.jid} is {job.state}, not RUNNING", True
-    try:
-        path = rest.stop_with_savepoint(job.jid, target, max(deadline - time.monotonic(), 1.0))
-    except FlinkRestError as exc:
-        return None, str(exc), True
-    return path, f"job {job.jid} stopped with savepoint {path}", False
-
-
-def newest_checkpoint(settings: OperatorSettings, owner: Owner, status: DataPipelineStatus) -> str | None:
-    """The newest retained checkpoint of the pipeline's job as its JobManager says, else as last observed."""
-    with settings.rest(owner.name, owner.namespace, retries=0) as rest, suppress(FlinkRestError):
-        job = rest.current_job()
-        if job is not None:
-            return rest.checkpoints(job.jid).latest_path or status.last_checkpoint_path
-    return status.last_checkpoint_path
 
 
 class UpgradeBlockedError(RuntimeError):
@@ -298,7 +197,7 @@ def stop_for_job_change(
     in_place = old.flink.in_place_rescale and spec.flink.in_place_rescale and target == Phase.RESCALING
     if in_place and old.flink.parallelism != spec.flink.parallelism:
         outcome.move(target, str(target), f"{fields} changed: rescaling the running job in place")
-        problem = _rescale_in_place(settings, owner, spec.flink.parallelism)
+        problem = rescale_in_place(settings, owner, spec.flink.parallelism)
         if problem is None:
             outcome.events.append(
                 Event("Normal", "RescaleInPlace", f"{old.flink.parallelism} -> {spec.flink.parallelism}")
@@ -315,7 +214,7 @@ def stop_for_job_change(
             outcome.events.append(Event("Normal", "Savepoint", what))
             return
         outcome.events.append(Event("Warning", "SavepointFailed", f"{what}; falling back to the latest checkpoint"))
-    checkpoint = _cancel_at_latest_checkpoint(settings, owner, status, keep_state=mode != "stateless")
+    checkpoint = cancel_at_latest_checkpoint(settings, owner, status, keep_state=mode != "stateless")
     if checkpoint is None and mode != "stateless":
         raise UpgradeBlockedError(
             f"{fields} not rolled out: no savepoint and no retained checkpoint to restart from, and the job "
@@ -323,40 +222,6 @@ def stop_for_job_change(
         )
     restored = f"restarting from checkpoint {checkpoint}" if checkpoint else "restarting with empty state (stateless)"
     outcome.events.append(Event("Normal", "JobStopped", restored))
-
-
-def _rescale_in_place(settings: OperatorSettings, owner: Owner, parallelism: int) -> str | None:
-    """Ask the adaptive scheduler to run the job at ``parallelism``; None, or what went wrong."""
-    with _running_job(settings, owner) as found:
-        if found is None:
-            return "no running job answered"
-        rest, job = found
-        try:
-            rest.rescale_in_place(job.jid, parallelism)
-        except FlinkRestError as exc:
-            return str(exc)
-    return None
-
-
-def _cancel_at_latest_checkpoint(
-    settings: OperatorSettings, owner: Owner, status: DataPipelineStatus, keep_state: bool
-) -> str | None:
-    """Cancel the running job, recording its newest retained checkpoint as the restore point; with
-    ``keep_state`` and no checkpoint, leave the job alone and return None."""
-    with _running_job(settings, owner) as found:
-        if found is None:
-            return None
-        rest, job = found
-        try:
-            if keep_state and rest.checkpoints(job.jid).latest_path is None:
-                return None
-            checkpoint = rest.cancel_and_wait(job.jid, CANCEL_TIMEOUT)
-        except FlinkRestError:
-            return None
-    status.restore_path = checkpoint if keep_state else None
-    status.job_state = "CANCELED"
-    status.job_generation += 1
-    return status.restore_path
 
 
 def _suspend(settings: OperatorSettings, owner: Owner, spec: DataPipelineSpec, outcome: Outcome) -> None:
@@ -406,3 +271,145 @@ def needs_final_savepoint(spec: Mapping[str, Any], status: Mapping[str, Any]) ->
     deletion = (spec or {}).get("deletion") or {}
     job_state = (status or {}).get("jobState")
     return bool(deletion.get("savepoint", True)) and job_state is not None and job_state not in TERMINAL_STATES
+
+
+def autoscale(
+    api: DynamicClient,
+    settings: OperatorSettings,
+    body: Mapping[str, Any],
+    spec: DataPipelineSpec,
+    samples: list[Sample],
+    outcome: Outcome,
+    clock: float,
+) -> Outcome:
+    """One autoscaler decision; a rescale is the reconcile of the spec at the chosen parallelism."""
+    status = outcome.status
+    memory = status.autoscaler
+    state = AutoscalerState(memory.last_rescale_time, memory.scale_down_wanted_since, memory.highest_wanted_since)
+    decision = decide(samples, spec.autoscaler, limits_for(spec), state, clock)
+    rolled_back = decision.action != "none" and status.rolled_back_spec == spec_json(
+        with_parallelism(spec, decision.target)
+    )
+    if rolled_back:
+        reason = f"{decision.reason}; not applied: rolled back there before"
+        decision = replace(decision, action="none", target=spec.flink.parallelism, state=state, reason=reason)
+    numbers = ", ".join(f"{key}={value:g}" for key, value in decision.numbers.items())
+    waiting_began = decision.state.scale_down_wanted_since is not None and state.scale_down_wanted_since is None
+    if decision.action != "none" or waiting_began:
+        outcome.events.append(Event("Normal", "Autoscaler", f"{decision.reason} [{numbers}]"))
+    memory.last_decision = decision.reason
+    memory.last_rescale_time = decision.state.last_rescale_time
+    memory.scale_down_wanted_since = decision.state.scale_down_wanted_since
+    memory.highest_wanted_since = decision.state.highest_wanted_since
+    if decision.action == "none":
+        return outcome
+    metrics.AUTOSCALER_RESCALES.labels(direction=decision.action).inc()
+    memory.parallelism = decision.target
+    memory.spec_parallelism = parse_spec(dict(body["spec"])).flink.parallelism
+    try:
+        rescaled = reconcile(api, settings, {**body, "status": outcome.status_patch()})
+    except UpgradeBlockedError as exc:
+        outcome.events.append(Event("Warning", "UpgradeBlocked", str(exc)))
+        memory.parallelism, memory.last_rescale_time = None, clock  # try again after a full window
+        return outcome
+    rescaled.events[:0] = outcome.events
+    rescaled.acted = True
+    return rescaled
+
+
+def sample_of(reading: VertexMetrics, clock: float) -> Sample:
+    return Sample(
+        clock,
+        reading.parallelism,
+        reading.records_in_per_second,
+        reading.busy_ratio,
+        reading.backpressured_ratio,
+        reading.lag_seconds,
+    )
+
+
+def roll_back(
+    api: DynamicClient,
+    settings: OperatorSettings,
+    owner: Owner,
+    spec: DataPipelineSpec,
+    seen: Observation,
+    outcome: Outcome,
+) -> None:
+    """A rescale or upgrade that did not run within ``flink.rolloutTimeout``: end the new job at its
+    newest restore point, redeploy the last stable spec from there, say why, and leave the failed spec
+    unapplied until it changes."""
+    status = outcome.status
+    if status.last_stable_spec is None:
+        return
+    stable = parse_spec(json.loads(status.last_stable_spec))
+    why = _why_not_running(settings, owner, seen, status.parallelism)
+    failed = status.last_reconciled_spec
+    restore = end_job_at_newest_restore_point(settings, owner, stable, status)
+    status.pods_parallelism = stable.flink.parallelism
+    apply_spec(api, settings, owner, stable, status)
+    timeout = spec.flink.rollout_timeout
+    outcome.move(Phase.DEPLOYING, "RolledBack", f"rolled back to the last stable spec: {why}")
+    message = (
+        f"the change did not run within flink.rolloutTimeout ({timeout}): {why}; redeployed the last stable "
+        f"spec (parallelism {stable.flink.parallelism}), {restore}. The failed spec stays unapplied until it "
+        "changes: fix it and apply it again"
+    )
+    outcome.events.append(Event("Warning", "RolledBack", message))
+    status.conditions = with_condition(status.conditions, "RolloutSucceeded", "False", "RolledBack", message)
+    status.rolled_back_spec = failed
+    status.last_reconciled_spec = status.last_stable_spec
+    status.rollout_started = None
+    status.parallelism = stable.flink.parallelism
+    status.task_managers = task_managers_for(stable)
+    if status.autoscaler.parallelism is not None:  # an autoscaler rescale that failed: back to the stable one
+        status.autoscaler.parallelism = stable.flink.parallelism
+        status.autoscaler.last_rescale_time = time.time()
+    metrics.ERRORS.labels(kind="rollback").inc()
+    outcome.acted = True
+
+
+def _why_not_running(settings: OperatorSettings, owner: Owner, seen: Observation, parallelism: int | None) -> str:
+    if seen.job is None:
+        return "no job found on the JobManager"
+    if seen.details is not None and seen.job.state == "RUNNING":
+        lagging = [f"{v.name[:40]} {v.status} at {v.parallelism}" for v in seen.details.vertices]
+        why = f"job {seen.job.jid} RUNNING but not every vertex RUNNING at {parallelism} ({'; '.join(lagging)})"
+    else:
+        why = f"job {seen.job.jid} is {seen.job.state}"
+    with settings.rest(owner.name, owner.namespace, retries=0) as rest, suppress(FlinkRestError):
+        exceptions = rest.exceptions(seen.job.jid, limit=1)
+        if exceptions:
+            why += f"; newest exception: {exceptions[0][:200]}"
+    return why
+
+
+def follow_up(
+    api: DynamicClient,
+    settings: OperatorSettings,
+    body: Mapping[str, Any],
+    observed: Observed,
+    history: SampleHistory | None = None,
+    clock: float | None = None,
+) -> Outcome:
+    """What an observation calls for: a rollout that overran ``flink.rolloutTimeout`` is rolled back; a
+    running job's savepoints past the retained ones are disposed of and, given a sample ``history``, the
+    autoscaler decides (a rescale is :func:`reconcile` of the spec at its parallelism)."""
+    outcome, seen, spec = observed.outcome, observed.seen, observed.spec
+    if seen is None or spec is None:
+        return outcome
+    status = outcome.status
+    owner = owner_of(body["metadata"])
+    clock = time.time() if clock is None else clock
+    overran = status.rollout_started is not None and clock - status.rollout_started > spec.flink.seconds(
+        "rollout_timeout"
+    )
+    if status.phase in {Phase.RESCALING, Phase.UPGRADING} and overran:
+        roll_back(api, settings, owner, spec, seen, outcome)
+    elif status.phase == Phase.RUNNING:
+        dispose_old_savepoints(settings, owner, spec, outcome)
+        if history is not None and seen.reading is not None:
+            samples = history.add(owner.uid, sample_of(seen.reading, clock), 2 * spec.autoscaler.seconds(WINDOW))
+            if spec.autoscaler.enabled:
+                return autoscale(api, settings, body, spec, samples, outcome, clock)
+    return outcome

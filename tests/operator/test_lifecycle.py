@@ -11,10 +11,12 @@ from collections.abc import Iterator
 import pytest
 
 from obflow.flink_rest import FlinkRestError, JobOverview
+from obflow_operator.actions import dispose_old_savepoints, take_savepoint
+from obflow_operator.autoscaler import desired_spec
 from obflow_operator.builders import Owner
-from obflow_operator.observe import Observation, dispose_old_savepoints, observed_phase
+from obflow_operator.observe import Observation, observed_phase
 from obflow_operator.outcome import OperatorSettings, Outcome
-from obflow_operator.reconcile import desired_spec, final_savepoint, needs_final_savepoint, take_savepoint
+from obflow_operator.reconcile import final_savepoint, needs_final_savepoint
 from obflow_operator.spec import parse_spec
 from obflow_operator.status import AutoscalerStatus, DataPipelineStatus, Phase, SavepointRecord
 from tests.operator.fake_jobmanager import JOB_ID, FakeJobManager
