@@ -39,8 +39,9 @@ from obflow.supervise import stop_process_group
 from obflow_operator.builders import Owner
 from obflow_operator.outcome import OperatorSettings, Outcome
 from obflow_operator.reconcile import stop_for_job_change
-from obflow_operator.spec import DataPipelineSpec, parse_spec
+from obflow_operator.spec import DataPipelineSpec
 from obflow_operator.status import DataPipelineStatus, Phase
+from obflow_operator.validation import parse_spec
 from tests.datahub.conftest import ACCESS_ID, ACCESS_KEY
 from tests.flink.standalone import StandaloneFlink
 from tests.flink.test_job import job_config, wait_for_rows

@@ -12,7 +12,8 @@ import yaml
 from obflow_operator.builders import BuildOptions, Owner, build_children, job_id_for
 from obflow_operator.network import NetworkPolicySettings
 from obflow_operator.outcome import OperatorSettings
-from obflow_operator.spec import GROUP, KIND, VERSION, SpecError, parse_spec, pipeline_name_problems
+from obflow_operator.spec import GROUP, KIND, VERSION, SpecError
+from obflow_operator.validation import parse_spec, pipeline_name_problems
 
 RENDER_UID = "00000000-0000-0000-0000-000000000000"  # the API server assigns the real one
 API_VERSION = f"{GROUP}/{VERSION}"

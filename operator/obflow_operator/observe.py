@@ -25,8 +25,9 @@ from obflow_operator import metrics
 from obflow_operator.autoscaler import desired_spec
 from obflow_operator.builders import Owner
 from obflow_operator.outcome import Event, OperatorSettings, Outcome, load_status, owner_of
-from obflow_operator.spec import DataPipelineSpec, SpecError, parse_spec, secret_problems, secret_references
+from obflow_operator.spec import DataPipelineSpec, SpecError
 from obflow_operator.status import Condition, DataPipelineStatus, Phase, timestamp, with_condition
+from obflow_operator.validation import parse_spec, secret_problems, secret_references
 
 log = logging.getLogger("obflow.operator")
 

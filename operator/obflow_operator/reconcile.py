@@ -43,19 +43,13 @@ from obflow_operator.builders import (
 from obflow_operator.changes import Change, classify, required_actions
 from obflow_operator.observe import Observation, Observed, check_secrets
 from obflow_operator.outcome import Event, OperatorSettings, Outcome, load_status, owner_of
-from obflow_operator.spec import (
-    DataPipelineSpec,
-    SpecError,
-    parse_spec,
-    pipeline_name_problems,
-    storage_paths,
-    with_parallelism,
-)
+from obflow_operator.spec import DataPipelineSpec, SpecError, storage_paths, with_parallelism
 from obflow_operator.status import (
     DataPipelineStatus,
     Phase,
     with_condition,
 )
+from obflow_operator.validation import parse_spec, pipeline_name_problems
 
 ROLLED_BACK_HELD = "the spec that was rolled back stays unapplied until it changes (see the RolledBack event)"
 WINDOW = "stabilization_window"  # the autoscaler's; samples are kept for two of them

@@ -149,7 +149,7 @@ def test_the_dashboards_are_config_maps_for_grafanas_sidecar() -> None:
 
 def test_the_pod_monitor_scrapes_every_metrics_port_the_operator_gives_pipeline_pods() -> None:
     from obflow_operator.builders import BuildOptions, Owner, build_children, job_id_for
-    from obflow_operator.spec import parse_spec
+    from obflow_operator.validation import parse_spec
 
     example = yaml.safe_load((Path(__file__).parents[2] / "examples" / "datapipeline.yaml").read_text())
     owner = Owner("orders", "obflow-system", "00000000-0000-0000-0000-000000000000")

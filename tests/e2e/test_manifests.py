@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import yaml
 
-from obflow_operator.spec import parse_spec, runtime_config
+from obflow_operator.spec import runtime_config
+from obflow_operator.validation import parse_spec
 from tests.conftest import REPO_ROOT
 from tests.e2e.suite import MANIFESTS
 from tests.e2e.test_kind import NODE_DATA_ON_HOST

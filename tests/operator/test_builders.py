@@ -24,7 +24,8 @@ from obflow_operator.builders import (
     job_id_for,
 )
 from obflow_operator.main import dump_all, render
-from obflow_operator.spec import SpecError, parse_spec, runtime_config
+from obflow_operator.spec import SpecError, runtime_config
+from obflow_operator.validation import parse_spec
 from tests.conftest import REPO_ROOT, run_cli
 from tests.hostile import mutated
 from tests.operator.test_spec_and_crd import FULL, MINIMAL, spec_of

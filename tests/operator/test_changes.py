@@ -7,7 +7,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from obflow_operator.changes import CLASSIFICATION, Change, classify, entry_for, required_actions
-from obflow_operator.spec import DataPipelineSpec, parse_spec
+from obflow_operator.spec import DataPipelineSpec
+from obflow_operator.validation import parse_spec
 from tests.operator.test_spec_and_crd import FULL, fields_by_alias, spec_of
 
 

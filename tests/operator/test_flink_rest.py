@@ -25,8 +25,8 @@ from obflow.supervise import stop_process_group
 from obflow_operator.builders import Owner
 from obflow_operator.outcome import OperatorSettings, Outcome
 from obflow_operator.reconcile import stop_for_job_change
-from obflow_operator.spec import parse_spec
 from obflow_operator.status import DataPipelineStatus, Phase
+from obflow_operator.validation import parse_spec
 from tests.datahub.conftest import ACCESS_KEY
 from tests.flink.standalone import StandaloneFlink
 from tests.flink.test_job import emulator, job_config, send, wait_for_rows

@@ -17,8 +17,8 @@ from obflow_operator.builders import Owner
 from obflow_operator.observe import Observation, observed_phase
 from obflow_operator.outcome import OperatorSettings, Outcome
 from obflow_operator.reconcile import final_savepoint, needs_final_savepoint
-from obflow_operator.spec import parse_spec
 from obflow_operator.status import AutoscalerStatus, DataPipelineStatus, Phase, SavepointRecord
+from obflow_operator.validation import parse_spec
 from tests.operator.fake_jobmanager import JOB_ID, FakeJobManager
 from tests.operator.test_spec_and_crd import MINIMAL, spec_of
 

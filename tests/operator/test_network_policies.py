@@ -15,7 +15,7 @@ import yaml
 
 from obflow_operator.builders import BuildOptions, Owner, build_children, labels
 from obflow_operator.network import NetworkPolicySettings, parse_network_policy_settings
-from obflow_operator.spec import parse_spec
+from obflow_operator.validation import parse_spec
 from tests.chart.helm import by_kind
 from tests.chart.helm import render as render_chart
 from tests.conftest import run_cli

@@ -20,7 +20,7 @@ from obflow import faults
 from obflow_operator.apply import CHILD_APPLIED, patch_status
 from obflow_operator.builders import BuildOptions, Owner, build_children
 from obflow_operator.handlers import FINALIZER
-from obflow_operator.spec import parse_spec
+from obflow_operator.validation import parse_spec
 from tests.kube.controlplane import ControlPlane
 from tests.operator.conftest import OperatorProcess, pipeline_manifest, wait_for
 from tests.operator.fake_jobmanager import JOB_ID, FakeJobManager

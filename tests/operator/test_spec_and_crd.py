@@ -14,8 +14,9 @@ from obflow.flink_rest import JobDetails, JobOverview, VertexMetrics
 from obflow_operator.builders import validate
 from obflow_operator.crd import crd_manifest, crd_yaml
 from obflow_operator.observe import Observation, observed_phase
-from obflow_operator.spec import DataPipelineSpec, SpecError, parse_spec, runtime_config
+from obflow_operator.spec import DataPipelineSpec, SpecError, runtime_config
 from obflow_operator.status import IllegalTransitionError, Phase, check_transition
+from obflow_operator.validation import parse_spec
 from tests.conftest import REPO_ROOT
 
 MINIMAL = REPO_ROOT / "examples" / "datapipeline-minimal.yaml"
