@@ -23,14 +23,14 @@ kube:
 	@scripts/kube/build.sh --node >/dev/null
 
 cluster-up: setup kube
-	@$(BIN)/python -m tests.e2e.cluster up
+	@$(BIN)/python -m tools.cluster up
 
 cluster-down: setup
-	@$(BIN)/python -m tests.e2e.cluster down
+	@$(BIN)/python -m tools.cluster down
 
 # obflow's images built from the repo and loaded into the cluster's node (done by the suite too)
 cluster-images: setup
-	@$(BIN)/python -m tests.e2e.cluster images
+	@$(BIN)/python -m tools.cluster images
 
 # the Compose stack of docker/compose.yaml: images built, docker/.env made once (docker/README.md);
 # `make compose-down ARGS=-v` drops its volumes too

@@ -34,7 +34,7 @@ from obflow.net import free_port
 from obflow_operator.builders import MANAGED_BY, BuildOptions, Owner, build_children
 from obflow_operator.crd import crd_manifest
 from obflow_operator.validation import parse_spec
-from tests.kube.controlplane import ControlPlane
+from tools.cluster.controlplane import ControlPlane
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "datapipeline-minimal.yaml"
 NAMESPACE = "bench"

@@ -17,7 +17,7 @@ command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
 command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
 command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)  # validates docker/compose.yaml
-# the e2e suite's single-node cluster (tests/e2e/cluster): its bridge, iptables, and the pause binary
+# the e2e suite's single-node cluster (tools/cluster): its bridge, iptables, and the pause binary
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v iptables-save >/dev/null 2>&1 || missing+=(iptables)
 command -v nft >/dev/null 2>&1 || missing+=(nftables)

@@ -5,7 +5,7 @@
 # cache is not built again. Prints the cache's bin directory on its last line.
 #
 #   scripts/kube/build.sh [component ...]   default: kube-apiserver kube-controller-manager
-#   scripts/kube/build.sh --node            the five a whole node needs (tests/e2e/cluster)
+#   scripts/kube/build.sh --node            the five a whole node needs (tools/cluster)
 #   OBFLOW_KUBE_CACHE=DIR                   cache root (default ~/.cache/obflow/kubernetes)
 #
 # Cold: ≈ 6.5 min for the default two on 2 cores, ≈ 8 min more for kube-scheduler, kubelet and

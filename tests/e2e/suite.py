@@ -28,9 +28,9 @@ from obflow.loadgen import create_schema
 from obflow.net import free_port
 from tests.chart.helm import CHART
 from tests.operator.conftest import wait_for
+from tools.cluster.node import IMAGES
 
 MANIFESTS = Path(__file__).with_name("manifests")
-IMAGES = ["obflow/flink:0.1.0", "obflow/capture:0.1.0", "obflow/operator:0.1.0", "obflow/seekdb:0.1.0"]
 
 
 NAME = "shop"  # the sample DataPipeline's name

@@ -1,5 +1,5 @@
 """The end-to-end suite (tests/e2e/suite.py) on the single-node Kubernetes built on this machine from
-Debian's sources (tests/e2e/cluster): real kubelet-run pods of obflow's own images. A cluster already
+Debian's sources (tools/cluster): real kubelet-run pods of obflow's own images. A cluster already
 up (``make cluster-up``) is used and left running; otherwise the test brings one up and takes it down
 at the end, and checks that the host is as it was. Where the cluster cannot run, the test is skipped
 naming each missing prerequisite and the command that provides it."""
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.cluster import node
 from tests.e2e.suite import Cluster, dump_logs, run_pipeline_end_to_end
+from tools.cluster import node
 
 pytestmark = pytest.mark.slow
 FIGURES = Path(os.environ.get("OBFLOW_E2E_FIGURES", "/tmp/obflow-e2e-figures.json"))

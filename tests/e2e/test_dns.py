@@ -1,4 +1,4 @@
-"""The test cluster's DNS responder (tests/e2e/cluster/dns.py) against the real API server: real UDP
+"""The test cluster's DNS responder (tools/cluster/dns.py) against the real API server: real UDP
 queries, answers made from real Services and Endpoints. Runs wherever the operator tests run, so the
 responder is checked even where the whole cluster cannot start."""
 
@@ -15,8 +15,8 @@ from kubernetes import config as kube_config
 from kubernetes.dynamic import DynamicClient
 
 from obflow.net import free_port
-from tests.e2e.cluster.dns import ClusterResolver
-from tests.kube.controlplane import ControlPlane
+from tools.cluster.controlplane import ControlPlane
+from tools.cluster.dns import ClusterResolver
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from kubernetes.dynamic.exceptions import NotFoundError
 from obflow.net import free_port
 from obflow_operator.crd import crd_manifest
 from tests import waiting
-from tests.kube.controlplane import ControlPlane, missing_prerequisites
+from tools.cluster.controlplane import ControlPlane, missing_prerequisites
 
 
 # per package: the e2e DNS test and the operator tests each get one, and neither outlives its tests

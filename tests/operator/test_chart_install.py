@@ -17,10 +17,10 @@ from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import NotFoundError
 
 from tests.chart.helm import CHART
-from tests.kube.controlplane import ControlPlane
 from tests.operator.conftest import OperatorProcess, pipeline_manifest, wait_for
 from tests.operator.test_operator_on_apiserver import existing_children, expected_children, status_of
 from tests.operator.test_spec_and_crd import MINIMAL
+from tools.cluster.controlplane import ControlPlane
 
 
 def service_account_kubeconfig(plane: ControlPlane, kube: DynamicClient, namespace: str, name: str) -> Path:

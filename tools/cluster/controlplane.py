@@ -5,7 +5,7 @@ cached in ``~/.cache/obflow/kubernetes/bin``). There is no scheduler or kubelet,
 everything else is the real thing: schema validation, the status subresource, RBAC, Events, owner
 references and the controller-manager's garbage collector and Deployment → ReplicaSet controllers.
 
-    python -m tests.kube.controlplane [DIR]   # start one and print its kubeconfig; Ctrl-C stops it
+    python -m tools.cluster.controlplane [DIR]   # start one and print its kubeconfig; Ctrl-C stops it
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pathlib import Path
 import yaml
 
 from obflow.net import free_port
-from tests.kube.daemons import Daemons
+from tools.cluster.daemons import Daemons
 
 BIN_DIR = Path(os.environ.get("OBFLOW_KUBE_CACHE", Path.home() / ".cache/obflow/kubernetes")) / "bin"
 SERVICE_RANGE = "10.96.0.0/24"

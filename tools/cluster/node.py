@@ -1,15 +1,15 @@
 """A whole single-node Kubernetes on this machine, built from Debian's ``kubernetes`` source package.
 
-etcd + kube-apiserver + kube-controller-manager (``tests.kube.controlplane``), kube-scheduler,
+etcd + kube-apiserver + kube-controller-manager (``tools.cluster.controlplane``), kube-scheduler,
 kube-proxy (iptables mode) and kubelet with dockershim on a private dockerd attached to a bridge made
 here (``obflow0``, 10.244.0.1/24: node address and pod subnet; Services in 10.96.0.0/24), a DNS
-responder for Service and Pod names (``tests.e2e.cluster.dns``), a pause image compiled from
+responder for Service and Pod names (``tools.cluster.dns``), a pause image compiled from
 Kubernetes' ``pause.c``, and RBAC with tokens (an admin token; service-account tokens from the
 controller-manager). The node is this machine: pod and Service addresses are routable from here.
 
 :func:`up` is idempotent (a running cluster is reused) and snapshots the host first; :func:`down`
 stops everything and restores what the cluster changed — processes, mounts, the bridge, iptables,
-sysctls, cgroups — and reports whatever it could not restore. ``python -m tests.e2e.cluster up|down``
+sysctls, cgroups — and reports whatever it could not restore. ``python -m tools.cluster up|down``
 (``make cluster-up`` / ``make cluster-down``) are the command-line faces of the two.
 
 Binaries: ``scripts/kube/build.sh`` (cached in ~/.cache/obflow/kubernetes). Images: the private
@@ -32,11 +32,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.kube.controlplane import BIN_DIR, ControlPlane
-from tests.kube.daemons import Daemons
+from tools.cluster.controlplane import BIN_DIR, ControlPlane
+from tools.cluster.daemons import Daemons
 
 HERE = Path(__file__).resolve().parent
-REPO_ROOT = HERE.parents[2]
+REPO_ROOT = HERE.parents[1]
+IMAGES = ["obflow/flink:0.1.0", "obflow/capture:0.1.0", "obflow/operator:0.1.0", "obflow/seekdb:0.1.0"]
+"""obflow's images, loaded into the node for the e2e suite."""
 CACHE = Path(os.environ.get("OBFLOW_KUBE_CACHE", Path.home() / ".cache/obflow/kubernetes")).parent / "cluster"
 STATE = Path("/var/lib/obflow-cluster")
 RUN = Path("/run/obflow-cluster")
@@ -246,7 +248,7 @@ def _start(timeout: float) -> None:
     kubeconfig = str(plane.kubeconfig)
     DATA_DIR.mkdir(parents=True)
     DATA_DIR.chmod(0o777)  # a hostPath volume ignores fsGroup; the pods run as non-root users
-    dns = [sys.executable, "-m", "tests.e2e.cluster.dns", "--kubeconfig", kubeconfig, "--address", NODE_IP,
+    dns = [sys.executable, "-m", "tools.cluster.dns", "--kubeconfig", kubeconfig, "--address", NODE_IP,
            "--domain", CLUSTER_DOMAIN]  # fmt: skip
     daemons.spawn("dns", dns, env={"PYTHONPATH": str(REPO_ROOT)})
     daemons.spawn("kube-scheduler", [str(BIN_DIR / "kube-scheduler"), f"--kubeconfig={kubeconfig}",

@@ -2,7 +2,7 @@
 from the API server, over UDP and TCP on the node's bridge address. It forwards nothing: a name
 outside the cluster domain is NXDOMAIN.
 
-    python -m tests.e2e.cluster.dns --kubeconfig FILE --address 10.244.0.1 [--port 53]
+    python -m tools.cluster.dns --kubeconfig FILE --address 10.244.0.1 [--port 53]
 
 Names answered (``A`` records; other types of a known name get an empty answer):
 ``SVC.NS.svc.DOMAIN`` → the ClusterIP, or the ready endpoint addresses of a headless Service;

@@ -1,8 +1,8 @@
 """make cluster-up / make cluster-down / make cluster-images:
 
-python -m tests.e2e.cluster up        # start (or find running) the single-node cluster
-python -m tests.e2e.cluster down      # stop it and restore the host; exit 1 if something differs
-python -m tests.e2e.cluster images    # build obflow's images and load them into the node
+python -m tools.cluster up        # start (or find running) the single-node cluster
+python -m tools.cluster down      # stop it and restore the host; exit 1 if something differs
+python -m tools.cluster images    # build obflow's images and load them into the node
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sys
 import time
 
-from tests.e2e.cluster import node
-from tests.e2e.suite import IMAGES
+from tools.cluster import node
+from tools.cluster.node import IMAGES
 
 
 def main(argv: list[str]) -> int:
