@@ -22,7 +22,7 @@ from obflow.datahub.producer import Producer
 from obflow.events import ChangeEvent
 from obflow.net import free_port
 from obflow.supervise import Component, Supervisor, obflow_command, readyz, stop_process_group
-from tests.flink.standalone import StandaloneFlink
+from tests.support.standalone import StandaloneFlink
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -105,7 +105,7 @@ class JobUnderTest:
     runner port filled in), the job ready on entry; both stopped on exit. Logs in ``tmp``.
 
     ``taskmanagers``: instead of ``obflow job run``'s mini-cluster, a standalone Flink cluster with that
-    many TaskManager processes (tests/flink/standalone.py: slots enough for ``flink.parallelism``), the
+    many TaskManager processes (tests.support.standalone.py: slots enough for ``flink.parallelism``), the
     job submitted with ``flink run`` (its runner then serves the readiness), Flink's reporter on
     ``flink.metrics_port`` (a range: one port for each process)."""
 

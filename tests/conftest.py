@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from tests.docker.images import Docker
+    from tests.support.images import Docker
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -63,7 +63,7 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60) 
 @pytest.fixture(scope="session")
 def docker() -> Docker:
     """A Docker daemon with obflow's images built from this checkout (kept up to date by their inputs' hash)."""
-    from tests.docker.images import Docker, build_images, docker_host, missing_prerequisites
+    from tests.support.images import Docker, build_images, docker_host, missing_prerequisites
 
     missing = missing_prerequisites()
     if missing:

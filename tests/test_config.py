@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from obflow.config import ConfigError, load_config, redacted_dump
 from obflow.runtime import EXIT_INVALID_CONFIG
 from tests.conftest import REPO_ROOT, run_cli
-from tests.hostile import key_paths, mutated
+from tests.support.hostile import key_paths, mutated
 
 EXAMPLE = REPO_ROOT / "examples" / "pipeline.yaml"
 

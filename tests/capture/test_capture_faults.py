@@ -26,8 +26,8 @@ from obflow.localdb import Engine
 from obflow.net import free_port
 from tests.capture.conftest import capture_config, read_topic, start_capture
 from tests.datahub.conftest import ACCESS_KEY, put_log, set_faults
-from tests.tls import https_emulator_at, make_certificates
-from tests.waiting import wait_for
+from tests.support.tls import https_emulator_at, make_certificates
+from tests.support.waiting import wait_for
 
 
 class Writer:
@@ -244,7 +244,7 @@ def test_invalid_config_refuses_to_start_naming_the_key_R10_4(tmp_path: Path) ->
 def test_an_untrusted_datahub_certificate_stops_the_agent_at_start_saying_what_to_set(
     mariadb: Engine, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Over https with a CA that did not sign the endpoint's certificate (tests/tls.py): exit 2 after the
+    """Over https with a CA that did not sign the endpoint's certificate (tests.support.tls.py): exit 2 after the
     database answered, the fault naming datahub.ca_file, and nothing captured."""
     certificates = make_certificates(tmp_path)
     emulator = https_emulator_at(tmp_path, certificates.server)

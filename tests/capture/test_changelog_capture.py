@@ -11,7 +11,7 @@ from obflow.datahub.emulator import DataHubEmulator
 from obflow.events import ChangeEvent
 from obflow.localdb import Engine
 from tests.capture.conftest import RunningAgent, capture_config, read_topic, start_capture
-from tests.waiting import wait_for
+from tests.support.waiting import wait_for
 
 NULLS = {"amount": None, "note": None, "created": None, "paid_at": None}
 

@@ -1,5 +1,5 @@
 """TLS to the database (source.tls, source.ca_file) against a real MariaDB that accepts TLS connections only
-(``require_secure_transport``), its certificate made by tests/tls.py's CA."""
+(``require_secure_transport``), its certificate made by tests.support.tls.py's CA."""
 
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ from obflow.datahub.emulator import DataHubEmulator
 from obflow.events import ChangeEvent
 from obflow.localdb import MARIADBD, Engine
 from tests.capture.conftest import RunningAgent, capture_config, read_topic
-from tests.tls import Certificates, make_certificates
-from tests.waiting import wait_for
+from tests.support.tls import Certificates, make_certificates
+from tests.support.waiting import wait_for
 
 
 @pytest.fixture(scope="module")

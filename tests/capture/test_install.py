@@ -19,7 +19,7 @@ from obflow.datahub.emulator import DataHubEmulator
 from obflow.localdb import Engine
 from obflow.net import free_port
 from tests.capture.conftest import RunningAgent, capture_config, read_topic
-from tests.waiting import wait_for
+from tests.support.waiting import wait_for
 
 
 def cli(

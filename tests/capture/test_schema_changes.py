@@ -30,7 +30,7 @@ from obflow.datahub.emulator import DataHubEmulator
 from obflow.events import ChangeEvent, canonical_json
 from obflow.localdb import Engine
 from tests.capture.conftest import RunningAgent, read_topic, start_capture
-from tests.waiting import wait_for
+from tests.support.waiting import wait_for
 
 DDL = {
     "add": "ALTER TABLE orders ADD COLUMN channel VARCHAR(20) NULL",

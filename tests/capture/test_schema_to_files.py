@@ -23,7 +23,7 @@ from obflow.datahub.emulator import DataHubEmulator
 from obflow.localdb import Engine
 from tests.capture.conftest import read_topic, start_capture
 from tests.flink.test_shard import drain
-from tests.waiting import wait_for
+from tests.support.waiting import wait_for
 
 CREATED = ["id", "status", "amount", "note", "created", "paid_at"]
 ADDED = [*CREATED, "channel"]

@@ -18,7 +18,7 @@ from obflow.datahub.emulator import DataHubEmulator
 from obflow.events import ChangeEvent
 from obflow.localdb import Engine
 from tests.capture.conftest import RunningAgent, capture_config, read_topic
-from tests.waiting import wait_for
+from tests.support.waiting import wait_for
 
 
 def with_tables(config: ObflowConfig, *tables: str) -> ObflowConfig:

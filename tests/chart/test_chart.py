@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from obflow_operator.crd import crd_yaml
-from tests.chart.helm import CHART, by_kind, render
+from tests.support.helm import CHART, by_kind, render
 
 ALL_MONITORING: dict[str, Any] = {
     "monitoring": {

@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 from obflow.datahub.emulator import DataHubEmulator, Faults
 from obflow.datahub.emulator.server import FAULT_BOUNDS, _Handler, _pb_frame
 from tests.datahub.conftest import ACCESS_ID, ACCESS_KEY, EmulatorProcess, sdk, set_faults
-from tests.hostile import any_value, mutated
+from tests.support.hostile import any_value, mutated
 
 SCHEMA = RecordSchema.from_lists(
     ["name", "qty", "price", "ok", "at", "note"],

@@ -1,7 +1,7 @@
 """TLS to DataHub (issue 21): an https endpoint's certificate is verified, by the SDK's requests and by the
 job's fast read path alike, against ``datahub.ca_file`` or the public CAs; a certificate that does not
 verify stops a component at start with what to change. The certificates are made by the ``openssl``
-command line for a CA of the test's own (tests/tls.py); the emulator serves https with one of them."""
+command line for a CA of the test's own (tests.support.tls.py); the emulator serves https with one of them."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from obflow.datahub.producer import Producer
 from obflow.net import free_port
 from obflow.sample import change_stream
 from tests.datahub.conftest import ACCESS_ID, ACCESS_KEY, datahub_config
-from tests.tls import Certificates, https_emulator_at, make_certificates
+from tests.support.tls import Certificates, https_emulator_at, make_certificates
 
 
 @pytest.fixture(scope="module")

@@ -42,9 +42,9 @@ from obflow.demo import Verification, verify
 from obflow.loadgen import LoadGenerator
 from obflow.net import free_port
 from tests.conftest import REPO_ROOT
-from tests.docker.images import TAG, Docker, missing_prerequisites
 from tests.docker.test_compose import env_example
-from tests.waiting import wait_for
+from tests.support.images import TAG, Docker, missing_prerequisites
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 

@@ -21,9 +21,9 @@ from obflow.loadgen import COLUMNS, create_schema
 from obflow.net import free_port
 from obflow_operator.builders import env_settings
 from tests.conftest import REPO_ROOT
-from tests.docker.images import TAG, Docker
 from tests.flink.test_job import scrape
-from tests.waiting import wait_for
+from tests.support.images import TAG, Docker
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 READY_WITHIN = 60.0  # R8.5

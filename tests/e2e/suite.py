@@ -26,8 +26,8 @@ import yaml
 from obflow.config import ObflowConfig
 from obflow.loadgen import create_schema
 from obflow.net import free_port
-from tests.chart.helm import CHART
 from tests.operator.conftest import wait_for
+from tests.support.helm import CHART
 from tools.cluster.node import IMAGES
 
 MANIFESTS = Path(__file__).with_name("manifests")

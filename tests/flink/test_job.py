@@ -28,8 +28,8 @@ from obflow.events import ChangeEvent
 from obflow.net import free_port
 from obflow.sample import SAMPLE_COLUMNS, change_stream
 from tests.datahub.conftest import ACCESS_ID, ACCESS_KEY
-from tests.observability.exported import check_recorded_flink_metrics
-from tests.waiting import wait_for
+from tests.support.exported import check_recorded_flink_metrics
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 

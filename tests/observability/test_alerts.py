@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.observability.exported import exported_metric_names, metric_names_in
+from tests.support.exported import exported_metric_names, metric_names_in
 
 ROOT = Path(__file__).parents[2]
 RULES = ROOT / "charts/obflow/files/alerts.yaml"

@@ -20,7 +20,7 @@ from kubernetes.dynamic.exceptions import NotFoundError
 
 from obflow.net import free_port
 from obflow_operator.crd import crd_manifest
-from tests import waiting
+from tests.support import waiting
 from tools.cluster.controlplane import ControlPlane, missing_prerequisites
 
 

@@ -1,5 +1,5 @@
 """Lifecycle pieces of the reconciler that need no API server: savepoint retention against the
-stand-in JobManager (tests/operator/fake_jobmanager.py, a documented mock), the autoscaler's
+stand-in JobManager (tests.support.fake_jobmanager.py, a documented mock), the autoscaler's
 parallelism over the spec's, and what an observation means for the phase."""
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from obflow_operator.outcome import OperatorSettings, Outcome
 from obflow_operator.reconcile import final_savepoint, needs_final_savepoint
 from obflow_operator.status import AutoscalerStatus, DataPipelineStatus, Phase, SavepointRecord
 from obflow_operator.validation import parse_spec
-from tests.operator.fake_jobmanager import JOB_ID, FakeJobManager
 from tests.operator.test_spec_and_crd import MINIMAL, spec_of
+from tests.support.fake_jobmanager import JOB_ID, FakeJobManager
 
 OWNER = Owner(name="trade", namespace="data", uid="u-1")
 

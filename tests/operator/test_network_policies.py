@@ -2,7 +2,7 @@
 pipeline, rendered as a user deploys them, allow every flow the pipeline needs and nothing else.
 
 No network plugin that enforces NetworkPolicies runs on this machine: the flows are checked against
-the rendered policies with :mod:`tests.operator.netpol`, a model of the documented rules; the real
+the rendered policies with :mod:`tests.support.netpol`, a model of the documented rules; the real
 API server accepting them and the operator deleting them again is in test_operator_on_apiserver."""
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ import yaml
 from obflow_operator.builders import BuildOptions, Owner, build_children, labels
 from obflow_operator.network import NetworkPolicySettings, parse_network_policy_settings
 from obflow_operator.validation import parse_spec
-from tests.chart.helm import by_kind
-from tests.chart.helm import render as render_chart
 from tests.conftest import run_cli
-from tests.operator.netpol import Endpoint, allowed
 from tests.operator.test_spec_and_crd import FULL, spec_of
+from tests.support.helm import by_kind
+from tests.support.helm import render as render_chart
+from tests.support.netpol import Endpoint, allowed
 
 RELEASE_NAMESPACE = "obflow-system"
 DATABASE, DATAHUB, OUTSIDE = "10.20.0.5", "203.0.113.10", "198.51.100.7"

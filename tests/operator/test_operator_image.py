@@ -13,11 +13,11 @@ import yaml
 from kubernetes.dynamic import DynamicClient
 
 from obflow.net import free_port
-from tests.docker.images import Docker
 from tests.operator.conftest import pipeline_manifest, wait_for
 from tests.operator.test_chart_install import create_secrets
 from tests.operator.test_operator_on_apiserver import existing_children, expected_children
 from tests.operator.test_spec_and_crd import MINIMAL
+from tests.support.images import Docker
 from tools.cluster.controlplane import ControlPlane
 
 pytestmark = pytest.mark.slow

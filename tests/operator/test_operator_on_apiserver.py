@@ -1,6 +1,6 @@
 """The operator against a real kube-apiserver and controller-manager (built from Debian's sources and
 started on loopback; see tools/cluster/controlplane.py). No kubelet runs, so Pods stay Pending; where a
-test needs a running job it uses tests/operator/fake_jobmanager.py, a documented stand-in."""
+test needs a running job it uses tests.support.fake_jobmanager.py, a documented stand-in."""
 
 from __future__ import annotations
 
@@ -22,8 +22,8 @@ from obflow_operator.builders import BuildOptions, Owner, build_children
 from obflow_operator.handlers import FINALIZER
 from obflow_operator.validation import parse_spec
 from tests.operator.conftest import OperatorProcess, pipeline_manifest, wait_for
-from tests.operator.fake_jobmanager import JOB_ID, FakeJobManager
 from tests.operator.test_spec_and_crd import FULL, MINIMAL
+from tests.support.fake_jobmanager import JOB_ID, FakeJobManager
 from tools.cluster.controlplane import ControlPlane
 
 pytestmark = pytest.mark.slow

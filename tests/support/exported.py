@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
-FLINK_METRIC_NAMES = Path(__file__).with_name("flink_metric_names.txt")
+FLINK_METRIC_NAMES = Path(__file__).parents[1] / "observability" / "flink_metric_names.txt"
 COMPONENT_MODULES = (
     "capture_agent.agent",
     "capture_agent.db",
