@@ -43,8 +43,8 @@ from obflow_operator.spec import DataPipelineSpec
 from obflow_operator.status import DataPipelineStatus, Phase
 from obflow_operator.validation import parse_spec
 from tests.datahub.conftest import ACCESS_ID, ACCESS_KEY
-from tests.flink.test_job import job_config, wait_for_rows
-from tests.operator.test_spec_and_crd import MINIMAL, spec_of
+from tests.support.job import job_config, wait_for_rows
+from tests.support.pipelines import MINIMAL, spec_of
 from tests.support.standalone import StandaloneFlink
 
 RUNNER_ENV = {"OBFLOW_DATAHUB__ACCESS_KEY": ACCESS_KEY}

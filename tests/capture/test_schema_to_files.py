@@ -22,7 +22,7 @@ from obflow.config import ObflowConfig
 from obflow.datahub.emulator import DataHubEmulator
 from obflow.localdb import Engine
 from tests.capture.conftest import read_topic, start_capture
-from tests.flink.test_shard import drain
+from tests.support.shards import drain
 from tests.support.waiting import wait_for
 
 CREATED = ["id", "status", "amount", "note", "created", "paid_at"]

@@ -21,8 +21,8 @@ from obflow.loadgen import COLUMNS, create_schema
 from obflow.net import free_port
 from obflow_operator.builders import env_settings
 from tests.conftest import REPO_ROOT
-from tests.flink.test_job import scrape
 from tests.support.images import TAG, Docker
+from tests.support.job import scrape
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.slow

@@ -26,8 +26,8 @@ from obflow.deadletter import DeadLetterQueue
 from obflow.events import PAYLOAD_INDEX, ChangeEvent, TableSchema
 from obflow.faults import Fault, InjectedFaultError
 from obflow.sample import change_stream
-from tests.flink.test_job import output_rows, send
-from tests.flink.test_shard import drain, emulator, ids_of, one_shard, worker
+from tests.support.job import output_rows, send
+from tests.support.shards import drain, emulator, ids_of, one_shard, worker
 
 __all__ = ["emulator"]  # the fixture
 

@@ -9,85 +9,33 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import orjson
 import pytest
-import yaml
 
-from flink_job.output import read_output
 from obflow.config import ObflowConfig
-from obflow.datahub.client import ensure_change_topic, make_client
+from obflow.datahub.client import make_client
 from obflow.datahub.emulator import DataHubEmulator
-from obflow.datahub.producer import Producer
 from obflow.deadletter import DeadLetter, DeadLetterQueue
-from obflow.events import ChangeEvent
 from obflow.net import free_port
-from obflow.sample import SAMPLE_COLUMNS, change_stream
-from tests.datahub.conftest import ACCESS_ID, ACCESS_KEY
+from obflow.sample import change_stream
+from tests.datahub.conftest import ACCESS_KEY
 from tests.support.exported import check_recorded_flink_metrics
+from tests.support.job import (
+    emulator,
+    job_config,
+    output_rows,
+    scrape,
+    send,
+    wait_for_rows,
+)
 from tests.support.waiting import wait_for
 
+__all__ = ["emulator"]  # the fixture, imported for this module's tests
+
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def emulator(tmp_path: Path) -> Iterator[DataHubEmulator]:
-    emu = DataHubEmulator(str(tmp_path / "datahub"), access_id=ACCESS_ID, access_key=ACCESS_KEY).start()
-    yield emu
-    emu.stop()
-
-
-def job_config(
-    tmp_path: Path,
-    endpoint: str,
-    parallelism: int = 2,
-    fmt: str = "json",
-    out: str = "out",
-    backend: str = "hashmap",
-    shards: int = 4,
-    poll_interval: str = "100ms",
-    **rolling: str,
-) -> tuple[ObflowConfig, Path]:
-    data: dict[str, Any] = {
-        "source": {"database": "TRADE", "tables": [{"name": "ORDERS", "columns": SAMPLE_COLUMNS}]},
-        "datahub": {"endpoint": endpoint, "access_id": ACCESS_ID, "shards": shards, "retry": {"interval": "100ms"}},
-        "capture": {"poll_interval": poll_interval},
-        "flink": {"parallelism": parallelism, "restart_delay": "1s"},
-        "checkpoint": {
-            "interval": "1s",
-            "dir": str(tmp_path / f"ck-{out}"),
-            "savepoint_dir": str(tmp_path / f"sp-{out}"),
-            "backend": backend,
-        },
-        "output": {
-            "format": fmt,
-            "path": str(tmp_path / out),
-            "dead_letter_path": str(tmp_path / f"{out}-dead-letters"),
-            "metrics_port": 0,
-            "rolling": {"max_span": "2s", **rolling},
-        },
-    }
-    path = tmp_path / f"job-{out}.yaml"
-    path.write_text(yaml.safe_dump(data))
-    # the file holds no secret: the job reads the key from OBFLOW_DATAHUB__ACCESS_KEY (see run_job)
-    return ObflowConfig(**{**data, "datahub": {**data["datahub"], "access_key": ACCESS_KEY}}), path
-
-
-def output_rows(config: ObflowConfig) -> list[dict[str, Any]]:
-    """Rows of every visible output file, read back with the table's schema, whatever the format."""
-    return [row for _, _, rows in read_output(config) for row in rows]
-
-
-def send(config: ObflowConfig, events: list[ChangeEvent]) -> None:
-    client = make_client(config.datahub)
-    ensure_change_topic(client, config.datahub)
-    producer = Producer(client, config.datahub.project, config.datahub.topic, config.datahub.retry)
-    producer.send(events)
-    producer.close()
 
 
 def run_job(
@@ -104,20 +52,6 @@ def run_job(
         [sys.executable, "-m", "obflow.cli", "job", "run", "--config", str(config_path), *(args or [])],
         stdout=log, stderr=log, env=full_env, start_new_session=True,
     )  # fmt: skip
-
-
-def wait_for_rows(
-    config: ObflowConfig, count: int, proc: subprocess.Popen[bytes], timeout: float = 180
-) -> list[dict[str, Any]]:
-    """The committed output rows once there are ``count`` (and a few checkpoints later: extras would show)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, "the job process exited"
-        if len(output_rows(config)) >= count:
-            time.sleep(3)
-            return output_rows(config)
-        time.sleep(0.5)
-    raise AssertionError(f"only {len(output_rows(config))} of {count} rows committed within {timeout}s")
 
 
 def run_until_stopped_with_savepoint(config: ObflowConfig, path: Path, tmp_path: Path, rows: int) -> str:
@@ -413,18 +347,6 @@ def test_failed_checkpoints_are_tolerated_and_processing_continues_R2_5(
     flink_log = "\n".join(f.read_text(errors="replace") for f in (tmp_path / "flink-log").glob("*.log"))
     assert "Failed to trigger or complete checkpoint" in flink_log  # the failure is logged
     assert "to RESTARTING" not in flink_log  # processing continued: the job was never restarted
-
-
-def scrape(port: int) -> dict[str, list[tuple[dict[str, str], float]]]:
-    """Prometheus text from ``port`` as {metric name: [(labels, value)]}."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
-    samples: dict[str, list[tuple[dict[str, str], float]]] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            samples.setdefault(sample.name, []).append((sample.labels, sample.value))
-    return samples
 
 
 def test_the_jobs_metrics_reach_prometheus_R7_1_R7_2_R7_3(emulator: DataHubEmulator, tmp_path: Path) -> None:

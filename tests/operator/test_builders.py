@@ -27,8 +27,8 @@ from obflow_operator.main import dump_all, render
 from obflow_operator.spec import SpecError, runtime_config
 from obflow_operator.validation import parse_spec
 from tests.conftest import REPO_ROOT, run_cli
-from tests.operator.test_spec_and_crd import FULL, MINIMAL, spec_of
 from tests.support.hostile import mutated
+from tests.support.pipelines import FULL, MINIMAL, spec_of
 
 GOLDEN = REPO_ROOT / "tests" / "operator" / "golden"
 OWNER = Owner(name="orders", namespace="data", uid="11111111-2222-3333-4444-555555555555")

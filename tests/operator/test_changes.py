@@ -9,7 +9,7 @@ from pydantic import BaseModel
 from obflow_operator.changes import CLASSIFICATION, Change, classify, entry_for, required_actions
 from obflow_operator.spec import DataPipelineSpec
 from obflow_operator.validation import parse_spec
-from tests.operator.test_spec_and_crd import FULL, fields_by_alias, spec_of
+from tests.support.pipelines import FULL, fields_by_alias, spec_of
 
 
 def leaf_paths(model: type[BaseModel], prefix: str = "") -> list[str]:

@@ -18,8 +18,8 @@ from kubernetes.dynamic.exceptions import NotFoundError
 
 from tests.operator.conftest import OperatorProcess, pipeline_manifest, wait_for
 from tests.operator.test_operator_on_apiserver import existing_children, expected_children, status_of
-from tests.operator.test_spec_and_crd import MINIMAL
 from tests.support.helm import CHART
+from tests.support.pipelines import MINIMAL
 from tools.cluster.controlplane import ControlPlane
 
 

@@ -19,8 +19,8 @@ from obflow_operator.outcome import OperatorSettings, Outcome
 from obflow_operator.reconcile import final_savepoint, needs_final_savepoint
 from obflow_operator.status import AutoscalerStatus, DataPipelineStatus, Phase, SavepointRecord
 from obflow_operator.validation import parse_spec
-from tests.operator.test_spec_and_crd import MINIMAL, spec_of
 from tests.support.fake_jobmanager import JOB_ID, FakeJobManager
+from tests.support.pipelines import MINIMAL, spec_of
 
 OWNER = Owner(name="trade", namespace="data", uid="u-1")
 

@@ -22,8 +22,8 @@ from obflow_operator.builders import BuildOptions, Owner, build_children
 from obflow_operator.handlers import FINALIZER
 from obflow_operator.validation import parse_spec
 from tests.operator.conftest import OperatorProcess, pipeline_manifest, wait_for
-from tests.operator.test_spec_and_crd import FULL, MINIMAL
 from tests.support.fake_jobmanager import JOB_ID, FakeJobManager
+from tests.support.pipelines import FULL, MINIMAL
 from tools.cluster.controlplane import ControlPlane
 
 pytestmark = pytest.mark.slow

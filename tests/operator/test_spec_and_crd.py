@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from pydantic import BaseModel
 
 from obflow.flink_rest import JobDetails, JobOverview, VertexMetrics
@@ -18,36 +16,12 @@ from obflow_operator.spec import DataPipelineSpec, SpecError, runtime_config
 from obflow_operator.status import IllegalTransitionError, Phase, check_transition
 from obflow_operator.validation import parse_spec
 from tests.conftest import REPO_ROOT
-
-MINIMAL = REPO_ROOT / "examples" / "datapipeline-minimal.yaml"
-FULL = REPO_ROOT / "examples" / "datapipeline.yaml"
-
-
-def spec_of(path: Path, **changes: Any) -> dict[str, Any]:
-    spec: dict[str, Any] = yaml.safe_load(path.read_text())["spec"]
-    for dotted, value in changes.items():
-        node = spec
-        *parents, leaf = dotted.split("__")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    return spec
+from tests.support.pipelines import FULL, MINIMAL, fields_by_alias, spec_of
 
 
 def test_crd_file_is_generated_from_the_spec_model() -> None:
     """crds/datapipeline.yaml is `obflow operator crd`; regenerate it when the model changes."""
     assert (REPO_ROOT / "crds" / "datapipeline.yaml").read_text() == crd_yaml()
-
-
-def fields_by_alias(model: type[BaseModel]) -> dict[str, type[BaseModel] | None]:
-    """Each field's camelCase name and the model it holds (directly, optional or in a list), if any."""
-    out: dict[str, type[BaseModel] | None] = {}
-    for name, field in model.model_fields.items():
-        annotation = field.annotation
-        args = getattr(annotation, "__args__", ())
-        nested = next((a for a in (annotation, *args) if isinstance(a, type) and issubclass(a, BaseModel)), None)
-        out[field.alias or name] = nested
-    return out
 
 
 def _assert_same_fields(model: type[BaseModel], schema: dict[str, Any], path: str) -> None:
