@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from obflow.columns import ColumnType, parse_sql_type
-from tests.test_config import problems_of, write_config
+from tests.support.configs import problems_of, write_config
 
 
 @pytest.mark.parametrize(

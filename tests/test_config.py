@@ -16,21 +16,10 @@ from hypothesis import strategies as st
 from obflow.config import ConfigError, load_config, redacted_dump
 from obflow.runtime import EXIT_INVALID_CONFIG
 from tests.conftest import REPO_ROOT, run_cli
+from tests.support.configs import problems_of, write_config
 from tests.support.hostile import key_paths, mutated
 
 EXAMPLE = REPO_ROOT / "examples" / "pipeline.yaml"
-
-
-def write_config(tmp_path: Path, data: object) -> Path:
-    path = tmp_path / "pipeline.yaml"
-    path.write_text(yaml.safe_dump(data) if not isinstance(data, str) else data)
-    return path
-
-
-def problems_of(path: Path) -> dict[str, str]:
-    with pytest.raises(ConfigError) as caught:
-        load_config(path)
-    return {p.key: str(p) for p in caught.value.problems}
 
 
 def test_config_file_is_loaded_R10_1(tmp_path: Path) -> None:

@@ -16,17 +16,12 @@ import yaml
 
 from obflow.config import load_config
 from tests.conftest import REPO_ROOT
-from tests.observability.test_alerts import run_promtool
+from tests.support.compose import ENV_EXAMPLE, env_example
+from tests.support.promtool import run_promtool
 
 DOCKER = REPO_ROOT / "docker"
 COMPOSE = DOCKER / "compose.yaml"
-ENV_EXAMPLE = DOCKER / ".env.example"
 OBFLOW_IMAGES_WITH_HEALTHCHECK = {"obflow/seekdb", "obflow/capture", "obflow/flink"}  # tests/docker/test_images.py
-
-
-def env_example() -> dict[str, str]:
-    pairs = [line.split("=", 1) for line in ENV_EXAMPLE.read_text().splitlines() if line and not line.startswith("#")]
-    return {key: value for key, value in pairs}
 
 
 def resolved() -> dict[str, Any]:

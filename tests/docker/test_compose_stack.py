@@ -42,7 +42,7 @@ from obflow.demo import Verification, verify
 from obflow.loadgen import LoadGenerator
 from obflow.net import free_port
 from tests.conftest import REPO_ROOT
-from tests.docker.test_compose import env_example
+from tests.support.compose import env_example
 from tests.support.images import TAG, Docker, missing_prerequisites
 from tests.support.waiting import wait_for
 

@@ -5,15 +5,13 @@ and each has a runbook."""
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 from tests.support.exported import exported_metric_names, metric_names_in
+from tests.support.promtool import run_promtool
 
 ROOT = Path(__file__).parents[2]
 RULES = ROOT / "charts/obflow/files/alerts.yaml"
@@ -24,17 +22,6 @@ RUNBOOKS = ROOT / "docs/runbooks.md"
 def alert_rules() -> list[dict[str, Any]]:
     groups = yaml.safe_load(RULES.read_text())["groups"]
     return [rule for group in groups for rule in group["rules"]]
-
-
-def promtool() -> str:
-    path = shutil.which("promtool")
-    if path is None:
-        pytest.fail("promtool is missing: apt-get install prometheus (scripts/bootstrap.sh does it)")
-    return path
-
-
-def run_promtool(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([promtool(), *args], capture_output=True, text=True, timeout=120, cwd=ROOT, check=False)
 
 
 def test_rules_are_valid() -> None:

@@ -10,8 +10,8 @@ from typing import Any
 
 import yaml
 
-from tests.observability.test_alerts import run_promtool
 from tests.support.exported import exported_metric_names, metric_names_in
+from tests.support.promtool import run_promtool
 
 DASHBOARDS = sorted((Path(__file__).parents[2] / "charts/obflow/dashboards").glob("*.json"))
 GRAFANA_RANGE_VARIABLES = {"$__rate_interval": "5m", "$__interval": "1m", "$__range": "1h"}

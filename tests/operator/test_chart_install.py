@@ -17,9 +17,10 @@ from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import NotFoundError
 
 from tests.operator.conftest import OperatorProcess, pipeline_manifest, wait_for
-from tests.operator.test_operator_on_apiserver import existing_children, expected_children, status_of
+from tests.support.children import existing_children, expected_children, status_of
 from tests.support.helm import CHART
 from tests.support.pipelines import MINIMAL
+from tests.support.secrets import create_secrets
 from tools.cluster.controlplane import ControlPlane
 
 
@@ -42,18 +43,6 @@ def service_account_kubeconfig(plane: ControlPlane, kube: DynamicClient, namespa
     path = plane.workdir / f"kubeconfig-{namespace}-{name}"
     path.write_text(yaml.safe_dump(config))
     return path
-
-
-def create_secrets(kube: DynamicClient, namespace: str, manifest: dict[str, Any]) -> None:
-    secrets = kube.resources.get(api_version="v1", kind="Secret")
-    keys: dict[str, set[str]] = {}
-    for ref in [manifest["spec"]["source"]["credentials"]["password"],
-                *manifest["spec"]["datahub"]["credentials"].values()]:  # fmt: skip
-        keys.setdefault(ref["name"], set()).add(ref["key"])
-    for name, names in keys.items():
-        body = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
-                "stringData": dict.fromkeys(names, "not-a-real-secret")}  # fmt: skip
-        secrets.create(body=body, namespace=namespace)
 
 
 def test_helm_install_then_the_operator_reconciles_with_only_the_charts_rbac(

@@ -14,10 +14,10 @@ from kubernetes.dynamic import DynamicClient
 
 from obflow.net import free_port
 from tests.operator.conftest import pipeline_manifest, wait_for
-from tests.operator.test_chart_install import create_secrets
-from tests.operator.test_operator_on_apiserver import existing_children, expected_children
+from tests.support.children import existing_children, expected_children
 from tests.support.images import Docker
 from tests.support.pipelines import MINIMAL
+from tests.support.secrets import create_secrets
 from tools.cluster.controlplane import ControlPlane
 
 pytestmark = pytest.mark.slow

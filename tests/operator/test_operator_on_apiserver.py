@@ -18,10 +18,9 @@ from kubernetes.dynamic.exceptions import NotFoundError, UnprocessibleEntityErro
 
 from obflow import faults
 from obflow_operator.apply import CHILD_APPLIED, patch_status
-from obflow_operator.builders import BuildOptions, Owner, build_children
 from obflow_operator.handlers import FINALIZER
-from obflow_operator.validation import parse_spec
 from tests.operator.conftest import OperatorProcess, pipeline_manifest, wait_for
+from tests.support.children import existing_children, expected_children, get_pipeline, pipelines, status_of
 from tests.support.fake_jobmanager import JOB_ID, FakeJobManager
 from tests.support.pipelines import FULL, MINIMAL
 from tools.cluster.controlplane import ControlPlane
@@ -29,19 +28,6 @@ from tools.cluster.controlplane import ControlPlane
 pytestmark = pytest.mark.slow
 
 StartOperator = Callable[..., OperatorProcess]
-
-
-def pipelines(kube: DynamicClient) -> Any:
-    return kube.resources.get(api_version="obflow.io/v1alpha1", kind="DataPipeline")
-
-
-def get_pipeline(kube: DynamicClient, namespace: str, name: str) -> dict[str, Any]:
-    result: dict[str, Any] = pipelines(kube).get(name=name, namespace=namespace).to_dict()
-    return result
-
-
-def status_of(kube: DynamicClient, namespace: str, name: str) -> dict[str, Any]:
-    return get_pipeline(kube, namespace, name).get("status") or {}
 
 
 def wait_phase(kube: DynamicClient, namespace: str, name: str, phase: str, timeout: float = 40) -> dict[str, Any]:
@@ -86,25 +72,6 @@ def events_of(kube: DynamicClient, namespace: str, name: str) -> list[dict[str, 
 
 def reasons(kube: DynamicClient, namespace: str, name: str) -> list[str]:
     return [e["reason"] for e in events_of(kube, namespace, name)]
-
-
-def expected_children(manifest: dict[str, Any]) -> list[tuple[str, str, str]]:
-    owner = Owner(manifest["metadata"]["name"], manifest["metadata"]["namespace"], "uid")
-    built = build_children(owner, parse_spec(manifest["spec"]), BuildOptions(pdb_api_version="policy/v1beta1"))
-    return [(c["apiVersion"], c["kind"], c["metadata"]["name"]) for c in built]
-
-
-def existing_children(kube: DynamicClient, manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    found = {}
-    for api_version, kind, name in expected_children(manifest):
-        try:
-            child = kube.resources.get(api_version=api_version, kind=kind).get(
-                name=name, namespace=manifest["metadata"]["namespace"]
-            )
-        except NotFoundError:
-            continue
-        found[f"{kind}/{name}"] = child.to_dict()
-    return found
 
 
 def kubectl(plane: ControlPlane, *args: str) -> str:
