@@ -2,11 +2,12 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: help setup kube test demo lint format bench lock clean cluster-up cluster-down cluster-images e2e compose-up compose-down
+.PHONY: help setup kube test check demo lint format bench lock clean cluster-up cluster-down cluster-images e2e compose-up compose-down
 
 help:
 	@echo "make demo   run the pipeline end to end on embedded defaults"
 	@echo "make test   run the test suite (sets itself up)"
+	@echo "make check  lint and the fast tests: no Kubernetes build, images or Flink job (everyday work)"
 	@echo "make lint   ruff + mypy"
 	@echo "make bench  run the benchmarks"
 	@echo "make cluster-up / cluster-down   a single-node Kubernetes on this machine (root; docs/e2e.md)"
@@ -47,6 +48,10 @@ e2e: setup kube
 test: setup kube
 	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests: failing" >&2; fi; exit $$rc
+
+# The fast tier: no Kubernetes build, no images, no Flink job; what CI runs besides is `make test`.
+check: lint
+	@$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 demo: setup
 	$(BIN)/obflow demo

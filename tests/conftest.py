@@ -30,6 +30,14 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     session.config.stash[_BUILD_DAEMON_WAS_RUNNING] = _build_daemon_running()
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test on the real API server (the ``control_plane`` fixture, which needs the Kubernetes build) or on
+    obflow's images (``docker``) is ``slow`` whether or not its module says so: ``make check`` leaves it out."""
+    for item in items:
+        if {"control_plane", "docker"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 def pytest_sessionfinish(session: pytest.Session) -> None:
     """Stop the image-build daemon if this run started it (scripts/docker/build.sh starts it on demand)."""
     if not session.config.stash.get(_BUILD_DAEMON_WAS_RUNNING, True) and _build_daemon_running():

@@ -204,7 +204,8 @@ def test_a_missing_secret_is_named_until_it_exists(
         return any(c["type"] == "CredentialsFound" and c["status"] == "True" for c in conditions)
 
     wait_for(credentials_found, 30, "the observer to see the Secrets")
-    assert "SecretFound" in reasons(kube, namespace, "trade")
+    # the observer writes the status, then posts the round's Events
+    wait_for(lambda: "SecretFound" in reasons(kube, namespace, "trade"), 10, "the SecretFound Event")
 
 
 def _versions(children: dict[str, dict[str, Any]]) -> dict[str, Any]:
