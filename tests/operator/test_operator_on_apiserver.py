@@ -253,8 +253,13 @@ def test_network_policies_are_applied_with_the_setting_and_deleted_without_it(
     operator.stop()
     start_operator()  # resumes the pipeline without the setting
     wait_for(lambda: not _kinds(kube, namespace, "networking.k8s.io/v1", "NetworkPolicy"), 30, "policies deleted")
-    assert any(
-        "deleted NetworkPolicy/trade-capture" in e.get("message", "") for e in events_of(kube, namespace, "trade")
+    # the reconcile deletes, then writes the status, then posts its Events
+    wait_for(
+        lambda: any(
+            "deleted NetworkPolicy/trade-capture" in e.get("message", "") for e in events_of(kube, namespace, "trade")
+        ),
+        10,
+        "the Applied Event naming the deleted policy",
     )
 
     patch_spec(kube, namespace, "trade", {"flink": {"jobManager": {"replicas": 1}}})
