@@ -26,7 +26,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from obflow.datahub.emulator import DataHubEmulator, Faults
-from obflow.datahub.emulator.server import FAULT_BOUNDS, _Handler, _pb_frame
+from obflow.datahub.emulator.connection import Handler
+from obflow.datahub.emulator.faults import FAULT_BOUNDS
+from obflow.datahub.emulator.request import pb_frame
 from tests.datahub.conftest import ACCESS_ID, ACCESS_KEY, EmulatorProcess, sdk, set_faults
 from tests.support.hostile import any_value, mutated
 
@@ -487,7 +489,7 @@ def test_a_body_that_stops_arriving_is_a_408_or_400_and_one_log_line(
     """A client that sends 3 of the 100 body bytes it announced: after the handler's idle timeout
     (shortened here) it gets RequestTimeout; one that shuts its side instead gets InvalidParameter. They
     were a 500 with a TimeoutError and a traceback in the log, and a truncated body tried as JSON."""
-    monkeypatch.setattr(_Handler, "timeout", 1.0)
+    monkeypatch.setattr(Handler, "timeout", 1.0)
     caplog.set_level(logging.INFO, "obflow.datahub.emulator")
     head = b"POST /projects/shop HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100"
     with socket.create_connection(("127.0.0.1", emulator.port), timeout=5) as conn:
@@ -674,7 +676,7 @@ def test_any_protobuf_payload_in_a_valid_frame_is_a_4xx_or_a_success(
     headers = {"x-datahub-request-action": action, "Content-Type": "application/x-protobuf"}
     caplog.clear()
     try:
-        rest.post("/projects/pbfuzz/topics/tup/shards/0", data=_pb_frame(bytes(payload)), headers=headers)
+        rest.post("/projects/pbfuzz/topics/tup/shards/0", data=pb_frame(bytes(payload)), headers=headers)
     except DatahubException as exc:
         assert 400 <= exc.status_code < 500, exc
     assert not [r for r in caplog.records if r.exc_info], [r.getMessage() for r in caplog.records]

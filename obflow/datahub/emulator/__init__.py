@@ -11,7 +11,8 @@ from types import FrameType
 
 import httpx
 
-from obflow.datahub.emulator.server import DataHubEmulator, Faults, server_tls_context
+from obflow.datahub.emulator.faults import Faults
+from obflow.datahub.emulator.server import DataHubEmulator, server_tls_context
 from obflow.net import free_port
 
 __all__ = ["DataHubEmulator", "Faults", "serve", "server_tls_context", "start_process"]
