@@ -105,7 +105,7 @@ class JobUnderTest:
     runner port filled in), the job ready on entry; both stopped on exit. Logs in ``tmp``.
 
     ``taskmanagers``: instead of ``obflow job run``'s mini-cluster, a standalone Flink cluster with that
-    many TaskManager processes (tests.support.standalone.py: slots enough for ``flink.parallelism``), the
+    many TaskManager processes (tests/support/standalone.py: slots enough for ``flink.parallelism``), the
     job submitted with ``flink run`` (its runner then serves the readiness), Flink's reporter on
     ``flink.metrics_port`` (a range: one port for each process)."""
 

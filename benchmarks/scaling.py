@@ -10,7 +10,7 @@ even share). Flat is the goal: rec/CPU-s within 15 % of parallelism 1.
 By default one TaskManager process: the local mini-cluster, in thread mode (one interpreter for
 every subtask, so one core of Python at most whatever the parallelism; ``--mode process`` gives each
 subtask a Python worker process of its own). ``--taskmanagers N``: a standalone cluster of a JobManager
-and N TaskManager processes (tests.support.standalone.py), the job submitted with ``flink run``, each
+and N TaskManager processes (tests/support/standalone.py), the job submitted with ``flink run``, each
 TaskManager with its own interpreter; the CPU share of every process is printed, JobManager and runner
 included.
 

@@ -244,7 +244,7 @@ def test_invalid_config_refuses_to_start_naming_the_key_R10_4(tmp_path: Path) ->
 def test_an_untrusted_datahub_certificate_stops_the_agent_at_start_saying_what_to_set(
     mariadb: Engine, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Over https with a CA that did not sign the endpoint's certificate (tests.support.tls.py): exit 2 after the
+    """Over https with a CA that did not sign the endpoint's certificate (tests/support/tls.py): exit 2 after the
     database answered, the fault naming datahub.ca_file, and nothing captured."""
     certificates = make_certificates(tmp_path)
     emulator = https_emulator_at(tmp_path, certificates.server)

@@ -1,5 +1,5 @@
 """TLS to the database (source.tls, source.ca_file) against a real MariaDB that accepts TLS connections only
-(``require_secure_transport``), its certificate made by tests.support.tls.py's CA."""
+(``require_secure_transport``), its certificate made by tests/support/tls.py's CA."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """TLS to DataHub (issue 21): an https endpoint's certificate is verified, by the SDK's requests and by the
 job's fast read path alike, against ``datahub.ca_file`` or the public CAs; a certificate that does not
 verify stops a component at start with what to change. The certificates are made by the ``openssl``
-command line for a CA of the test's own (tests.support.tls.py); the emulator serves https with one of them."""
+command line for a CA of the test's own (tests/support/tls.py); the emulator serves https with one of them."""
 
 from __future__ import annotations
 

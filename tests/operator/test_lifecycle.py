@@ -1,5 +1,5 @@
 """Lifecycle pieces of the reconciler that need no API server: savepoint retention against the
-stand-in JobManager (tests.support.fake_jobmanager.py, a documented mock), the autoscaler's
+stand-in JobManager (tests/support/fake_jobmanager.py, a documented mock), the autoscaler's
 parallelism over the spec's, and what an observation means for the phase."""
 
 from __future__ import annotations

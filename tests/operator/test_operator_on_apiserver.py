@@ -1,6 +1,6 @@
 """The operator against a real kube-apiserver and controller-manager (built from Debian's sources and
 started on loopback; see tools/cluster/controlplane.py). No kubelet runs, so Pods stay Pending; where a
-test needs a running job it uses tests.support.fake_jobmanager.py, a documented stand-in."""
+test needs a running job it uses tests/support/fake_jobmanager.py, a documented stand-in."""
 
 from __future__ import annotations
 
