@@ -3,10 +3,7 @@ length and compression, the answer), and clients that stop mid-request."""
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import hashlib
-import hmac
 import logging
 import re
 import socket
@@ -18,13 +15,14 @@ import uuid
 import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import urlsplit
 
 import lz4.block
 import orjson
 
 from obflow.datahub.emulator.faults import admin
 from obflow.datahub.emulator.routes import dispatch
+from obflow.datahub.emulator.signing import check_authorization
 from obflow.datahub.emulator.store import (
     DataHubError,
     invalid,
@@ -163,7 +161,14 @@ class Handler(BaseHTTPRequestHandler):
             emulator.stats.requests += 1
             if emulator.faults.latency_ms:
                 time.sleep(emulator.faults.latency_ms / 1000)
-            self._authenticate(method, url.path, url.query)
+            check_authorization(
+                emulator.access_id,
+                emulator.access_key,
+                method,
+                url.path,
+                url.query,
+                {name.lower(): value for name, value in self.headers.items()},
+            )
             status, payload = dispatch(emulator, method, url.path, body, dict(self.headers.items()))
             if isinstance(payload, bytes):
                 self._send(status, payload, "application/x-protobuf", request_id)
@@ -215,25 +220,6 @@ class Handler(BaseHTTPRequestHandler):
         except (lz4.block.LZ4BlockError, zlib.error, ValueError) as exc:
             raise invalid(f"body does not decompress as {encoding}: {exc}") from None
         raise invalid(f"unsupported Content-Encoding {encoding!r}")
-
-    def _authenticate(self, method: str, path: str, query: str) -> None:
-        emulator = self.server.emulator
-        auth = self.headers.get("Authorization") or ""
-        scheme, _, credentials = auth.partition(" ")
-        access_id, _, signature = credentials.partition(":")
-        if scheme != "DATAHUB" or not signature:
-            raise DataHubError(401, "Unauthorized", "missing or malformed Authorization header")
-        if access_id != emulator.access_id:
-            raise DataHubError(401, "Unauthorized", f"AccessKeyId {access_id!r} is not found")
-        signed = {k.lower(): v for k, v in self.headers.items() if k.lower().startswith("x-datahub-")}
-        pairs = sorted(parse_qsl(unquote(query), keep_blank_values=True), key=lambda p: p[0])
-        canonical_query = "&".join(f"{k}={v}" if v else k for k, v in pairs)
-        lines = [method, self.headers.get("Content-Type") or "", self.headers.get("Date") or ""]
-        lines += [f"{k}:{signed[k]}" for k in sorted(signed)]
-        lines.append(unquote(path) + ("?" + canonical_query if canonical_query else ""))
-        digest = hmac.new(emulator.access_key.encode("latin-1"), "\n".join(lines).encode("latin-1"), hashlib.sha1)
-        if not hmac.compare_digest(base64.b64encode(digest.digest()).decode(), signature):
-            raise DataHubError(401, "Unauthorized", "the request signature does not match (check the access key)")
 
     def _send_json(self, status: int, payload: Any, request_id: str) -> None:
         self._send(status, orjson.dumps(payload) if payload is not None else b"", "application/json", request_id)
