@@ -1,0 +1,5 @@
+import sys
+
+from obflow.cli import main
+
+sys.exit(main())
