@@ -33,8 +33,8 @@ from capture_agent.install import apply_ddl, change_log_ddl
 from obflow.config import ObflowConfig
 from obflow.datahub.client import make_client
 from obflow.datahub.consumer import FetchedRecord, ShardReader
-from obflow.datahub.emulator import start_process
-from obflow.localdb import Engine
+from obflow_dev.emulator import start_process
+from obflow_dev.localdb import Engine
 
 DDL = "CREATE TABLE bench (id BIGINT PRIMARY KEY, status VARCHAR(20), amount DECIMAL(12,2), created DATETIME(6))"
 # All values as parameters, so executemany sends one multi-row INSERT per transaction.

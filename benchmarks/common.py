@@ -16,12 +16,12 @@ import yaml
 from flink_job.output import output_files
 from obflow.config import ObflowConfig
 from obflow.datahub.client import ensure_change_topic, make_client
-from obflow.datahub.emulator import DataHubEmulator, start_process
-from obflow.datahub.emulator.store import EncodedRecords, StoredRecord, encode
 from obflow.datahub.producer import Producer
 from obflow.events import ChangeEvent
 from obflow.net import free_port
-from obflow.supervise import Component, Supervisor, obflow_command, readyz, stop_process_group
+from obflow_dev.emulator import DataHubEmulator, start_process
+from obflow_dev.emulator.store import EncodedRecords, StoredRecord, encode
+from obflow_dev.supervise import Component, Supervisor, obflow_command, readyz, stop_process_group
 from tests.support.standalone import StandaloneFlink
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")

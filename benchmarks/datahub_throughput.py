@@ -30,11 +30,11 @@ from benchmarks.common import machine
 from obflow.config import DataHubConfig, RetryConfig
 from obflow.datahub.client import change_topic_schema, ensure_change_topic, make_client
 from obflow.datahub.consumer import ShardReader, decode_events, decode_payloads
-from obflow.datahub.emulator import start_process
-from obflow.datahub.emulator.routes import dispatch
-from obflow.datahub.emulator.server import DataHubEmulator
 from obflow.events import ChangeEvent
-from obflow.sample import change_stream
+from obflow_dev.emulator import start_process
+from obflow_dev.emulator.routes import dispatch
+from obflow_dev.emulator.server import DataHubEmulator
+from obflow_dev.sample import change_stream
 
 BATCH = 500
 

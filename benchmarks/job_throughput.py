@@ -36,7 +36,7 @@ import pyarrow.parquet as pq
 from benchmarks.common import JobUnderTest, group_usage, machine
 from flink_job.output import output_files
 from obflow.events import ChangeEvent
-from obflow.sample import SAMPLE_COLUMNS, change_stream
+from obflow_dev.sample import SAMPLE_COLUMNS, change_stream
 
 
 def ceiling(payloads: list[bytes], out: Path, rounds: int = 3) -> float:

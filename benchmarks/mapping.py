@@ -27,7 +27,7 @@ from benchmarks.common import machine
 from flink_job.mapping import FollowingMapping, TableMapping
 from obflow.config import TableConfig
 from obflow.events import ChangeEvent, TableSchema
-from obflow.sample import SAMPLE_COLUMNS, change_stream
+from obflow_dev.sample import SAMPLE_COLUMNS, change_stream
 
 BATCH = 8000
 SHAPE = TableSchema(version="v1", columns=tuple((c["name"], c["type"]) for c in SAMPLE_COLUMNS))

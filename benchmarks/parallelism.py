@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 from benchmarks.common import JobUnderTest, group_usage, machine
 from flink_job.output import output_files
 from obflow.datahub.producer import Producer
-from obflow.sample import SAMPLE_COLUMNS, change_stream
+from obflow_dev.sample import SAMPLE_COLUMNS, change_stream
 
 
 @dataclass

@@ -33,8 +33,8 @@ from obflow.config import ObflowConfig
 from obflow.datahub.client import make_client
 from obflow.datahub.producer import Producer
 from obflow.events import ChangeEvent
-from obflow.sample import SAMPLE_COLUMNS, change_stream
 from obflow.units import parse_duration
+from obflow_dev.sample import SAMPLE_COLUMNS, change_stream
 
 DEFAULT_SPAN = 3600.0
 DEFAULT_FILE_BYTES = 1024**3

@@ -32,10 +32,10 @@ from pathlib import Path
 from benchmarks.common import machine
 from benchmarks.recovery import SteadyProducer
 from obflow.datahub.client import ensure_change_topic, make_client
-from obflow.datahub.emulator import DataHubEmulator
 from obflow.flink_rest import FlinkRest, FlinkRestError
-from obflow.sample import change_stream
-from obflow.supervise import stop_process_group
+from obflow_dev.emulator import DataHubEmulator
+from obflow_dev.sample import change_stream
+from obflow_dev.supervise import stop_process_group
 from obflow_operator.builders import Owner
 from obflow_operator.outcome import OperatorSettings, Outcome
 from obflow_operator.reconcile import stop_for_job_change

@@ -4,7 +4,7 @@ backlog takes to work off, from per-core rates measured on this machine and Data
 The model (docs/scale.md explains each line):
 
 - a record's size on the wire: the sample table's change envelope, encoded as the capture agent puts
-  it (measured here from obflow.sample), or ``--record-bytes``;
+  it (measured here from obflow_dev.sample), or ``--record-bytes``;
 - the rate: ``--records-per-day`` spread evenly, and at ``--peak`` times that for the busiest hour;
 - shards: a shard takes at most 5 MB/s and 2,000 put requests/s (a request at most 10,000 records
   and 4 MB; the capture agent puts ``datahub.batch_size`` records a request), at most 256 a topic;
@@ -28,7 +28,7 @@ import sys
 from dataclasses import dataclass
 
 from obflow.config import DataHubConfig
-from obflow.sample import change_stream
+from obflow_dev.sample import change_stream
 
 SHARD_BYTES_PER_S = 5 * 1000**2
 SHARD_REQUESTS_PER_S = 2000

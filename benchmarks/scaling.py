@@ -32,7 +32,7 @@ from benchmarks.job_throughput import SOURCE_RATE, WARM_UP, job_data
 from benchmarks.soak import JOB_METRIC
 from flink_job.output import output_files
 from obflow.net import free_port
-from obflow.sample import change_stream
+from obflow_dev.sample import change_stream
 
 SHARDS = 8
 

@@ -35,10 +35,10 @@ from typing import Any
 
 from benchmarks.common import JobUnderTest, group_processes, group_usage, machine, reporter_samples
 from flink_job.files import PositionsFile
-from obflow.datahub.emulator.store import StoredRecord
 from obflow.events import ChangeEvent, SourceInfo
 from obflow.net import free_port
-from obflow.sample import SAMPLE_COLUMNS
+from obflow_dev.emulator.store import StoredRecord
+from obflow_dev.sample import SAMPLE_COLUMNS
 
 SHARDS = 4
 JOB_METRIC = "flink_taskmanager_job_task_operator_obflow_"

@@ -1,6 +1,6 @@
 -- The sample tables of docker/pipeline.yaml, created in the Compose stack's local seekdb by its
 -- database-init service (kept where they exist). The same tables as `obflow demo` and the load
--- generator (obflow/loadgen.py) write.
+-- generator (obflow_dev/loadgen.py) write.
 CREATE DATABASE IF NOT EXISTS shop;
 CREATE TABLE IF NOT EXISTS shop.customers (id BIGINT PRIMARY KEY, name VARCHAR(80) NOT NULL,
   email VARCHAR(120) NULL, tier VARCHAR(10) NOT NULL, created_at TIMESTAMP(6) NOT NULL, version INT NOT NULL);

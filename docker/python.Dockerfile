@@ -2,11 +2,15 @@
 #   docker build -f docker/python.Dockerfile --build-arg EXTRAS=capture -t obflow/capture:0.1.0 .
 #   docker build -f docker/python.Dockerfile --build-arg EXTRAS=operator --build-arg COMMAND=operator \
 #     -t obflow/operator:0.1.0 .
+#   docker build -f docker/python.Dockerfile --build-arg EXTRAS=datahub --build-arg COMMAND=datahub-emulator \
+#     --build-arg DEV_TOOLS=yes -t obflow/datahub-emulator:0.1.0 .
+# DEV_TOOLS=yes keeps obflow_dev (the DataHub emulator and the other local tooling); every other image leaves it out.
 # BASE_IMAGE: any Debian-like image with python3 (3.11 or 3.12) and its venv module.
 ARG BASE_IMAGE=python:3.11-slim-bookworm
 
 FROM ${BASE_IMAGE} AS build
 ARG EXTRAS=capture
+ARG DEV_TOOLS=no
 WORKDIR /src
 # a C compiler for the dependencies without wheels (cprotobuf); this stage is thrown away
 # hadolint ignore=DL3008
@@ -27,7 +31,9 @@ COPY obflow ./obflow
 COPY capture_agent ./capture_agent
 COPY flink_job ./flink_job
 COPY operator ./operator
+COPY obflow_dev ./obflow_dev
 RUN if [ -f /tmp/build-certs/ca.pem ]; then export PIP_CERT=/tmp/build-certs/ca.pem; fi \
+ && if [ "${DEV_TOOLS}" != yes ]; then rm -rf obflow_dev; fi \
  && /opt/obflow/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps . \
  && find /opt/obflow -name '__pycache__' -prune -exec rm -rf {} + \
  && rm -rf /tmp/build-certs
@@ -50,8 +56,8 @@ ENV PATH=/opt/obflow/bin:$PATH \
     OBFLOW_COMMAND=${COMMAND}
 USER 10001:10001
 WORKDIR /var/lib/obflow
-# capture: /readyz on capture.http_port (9300); operator: /healthz on --liveness-port (8080);
-# OBFLOW_HEALTH_URL overrides (e.g. the DataHub emulator's /healthz)
+# capture: /readyz on capture.http_port (9300); operator: /healthz on --liveness-port (8080); the DataHub
+# emulator: its /healthz; OBFLOW_HEALTH_URL overrides
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 CMD ["obflow-healthcheck"]
 # no arguments: the image's component (OBFLOW_COMMAND); any arguments: `obflow ARGS`
 ENTRYPOINT ["obflow-container"]

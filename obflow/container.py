@@ -1,7 +1,7 @@
 """What obflow's images run: the entry point of the Python images and every image's health check.
 
 ``obflow-container [ARGS]`` is ``obflow ARGS``; without ARGS it runs the image's component
-(``OBFLOW_COMMAND``: ``capture`` or ``operator``), so ``docker run obflow/capture`` just works and
+(``OBFLOW_COMMAND``: ``capture``, ``operator`` or ``datahub-emulator``), so ``docker run obflow/capture`` just works and
 Kubernetes or Compose can pass their own arguments.
 
 ``obflow-healthcheck`` (Docker's ``HEALTHCHECK``) asks the process running as PID 1 what it is and
@@ -26,7 +26,11 @@ from typing import Any
 
 from obflow import ports
 
-DEFAULT_ARGS = {"capture": ["capture", "run"], "operator": ["operator", "run"]}
+DEFAULT_ARGS = {
+    "capture": ["capture", "run"],
+    "operator": ["operator", "run"],
+    "datahub-emulator": ["datahub-emulator", "--host", "0.0.0.0", "--data-dir", "/var/lib/obflow/datahub"],
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

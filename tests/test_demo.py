@@ -2,7 +2,7 @@
 
 `obflow demo` as a user runs it, and the same pipeline with each component crashed (SIGKILL) and
 restarted in turn while the load runs: every change must still be in the output exactly once, and
-each row's changes in commit order. All components are real processes (obflow.supervise).
+each row's changes in commit order. All components are real processes (obflow_dev.supervise).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from obflow.demo import LocalPipeline, verify
+from obflow_dev.demo import LocalPipeline, verify
 from tests.conftest import run_cli
 
 pytestmark = pytest.mark.slow

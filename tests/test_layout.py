@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
+from pathlib import Path
 
 from tests.conftest import REPO_ROOT
 
@@ -54,3 +56,42 @@ def test_design_card_layout_exists() -> None:
         "examples",
     ):
         assert (REPO_ROOT / name).exists(), name
+
+
+COMPONENTS = ("capture_agent", "flink_job", "obflow_operator", "obflow_dev")
+
+
+def imported_modules(path: Path, *, top_level_only: bool) -> set[str]:
+    """The modules ``path`` imports: at module level only, or anywhere (inside functions too)."""
+    tree = ast.parse(path.read_text())
+    nodes = tree.body if top_level_only else list(ast.walk(tree))
+    found: set[str] = set()
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+    return found
+
+
+def test_the_core_imports_no_component_and_no_dev_tooling() -> None:
+    """obflow/ (config, events, logging, health, the DataHub client, dead letters) imports none of the components
+    nor obflow_dev; the command line, obflow/cli, reaches them only inside the command that needs them."""
+    offenders = []
+    for path in sorted((REPO_ROOT / "obflow").rglob("*.py")):
+        in_cli = path.is_relative_to(REPO_ROOT / "obflow" / "cli")
+        for module in imported_modules(path, top_level_only=in_cli):
+            if module.split(".")[0] in COMPONENTS:
+                offenders.append(f"{path.relative_to(REPO_ROOT)} imports {module}")
+    assert not offenders, "\n".join(offenders)
+
+
+def test_no_component_imports_the_dev_tooling() -> None:
+    offenders = [
+        f"{path.relative_to(REPO_ROOT)} imports {module}"
+        for folder in ("capture_agent", "flink_job", "operator/obflow_operator")
+        for path in sorted((REPO_ROOT / folder).rglob("*.py"))
+        for module in imported_modules(path, top_level_only=False)
+        if module.split(".")[0] == "obflow_dev"
+    ]
+    assert not offenders, "\n".join(offenders)

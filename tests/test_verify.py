@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from obflow.config import ObflowConfig
-from obflow.demo import verify
-from obflow.loadgen import History
+from obflow_dev.demo import verify
+from obflow_dev.loadgen import History
 
 
 def test_a_change_missing_from_the_output_is_logged_as_an_inconsistency_R9_5(

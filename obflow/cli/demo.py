@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from obflow.cli.options import dev_tools_missing
 from obflow.units import parse_duration
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from obflow.demo import run_demo
+    if dev_tools_missing("demo"):
+        return 2
+    from obflow_dev.demo import run_demo
 
     return run_demo(
         rows=args.rows,

@@ -7,10 +7,13 @@ import sys
 from typing import Any
 
 from obflow import ports
+from obflow.cli.options import dev_tools_missing
 
 
 def _datahub_emulator(args: argparse.Namespace) -> int:
-    from obflow.datahub.emulator import DataHubEmulator, Faults, serve, server_tls_context
+    if dev_tools_missing("datahub-emulator"):
+        return 2
+    from obflow_dev.emulator import DataHubEmulator, Faults, serve, server_tls_context
 
     if (args.tls_cert is None) != (args.tls_key is None):
         print("datahub-emulator: --tls-cert and --tls-key go together (the certificate chain and its key, PEM)",

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -26,3 +28,13 @@ def config_action(commands: Any, group: str, group_help: str, action: str, actio
     add_config_option(action_parser)
     action_parser.set_defaults(handler=handler)
     return action_parser
+
+
+def dev_tools_missing(command: str) -> bool:
+    """True, with the reason on stderr, where ``obflow_dev`` (local tooling no product image installs) is absent."""
+    if importlib.util.find_spec("obflow_dev") is not None:
+        return False
+    print(f"obflow {command}: a development command, and this installation has no obflow_dev (the product images "
+          "leave it out): run it from a checkout after `make setup`, or run the DataHub emulator from the "
+          "obflow/datahub-emulator image", file=sys.stderr)  # fmt: skip
+    return True

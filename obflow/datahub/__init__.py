@@ -1,5 +1,6 @@
 """Everything that talks to Alibaba Cloud DataHub, always through the official ``pydatahub`` SDK.
 
 ``client`` builds the SDK client and the change topic, ``producer`` ships envelopes (capture),
-``consumer`` reads them back (the Flink source), ``emulator`` is the local DataHub-compatible server.
+``consumer`` reads them back (the Flink source). The local DataHub-compatible server is development tooling:
+``obflow_dev.emulator``.
 """

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds obflow's images from the repo's Dockerfiles:
-#   scripts/docker/build.sh [flink] [capture] [operator] [seekdb]   # default: all four
+#   scripts/docker/build.sh [flink] [capture] [operator] [seekdb] [emulator]   # default: all five
 #   scripts/docker/build.sh zookeeper prometheus alertmanager       # Compose's stand-ins
 # Images are tagged obflow/<name>:<version of pyproject.toml> (OBFLOW_IMAGE_TAG overrides).
 # The stand-ins (docker/standins/) are Debian's own packages laid out as the official images, for
@@ -20,7 +20,7 @@ CACHE=${OBFLOW_IMAGE_CACHE:-$HOME/.cache/obflow/images}
 TAG=${OBFLOW_IMAGE_TAG:-$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)}
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 images=("$@")
-((${#images[@]})) || images=(flink capture operator seekdb)
+((${#images[@]})) || images=(flink capture operator seekdb emulator)
 
 # One build at a time: builds share the daemon, the tags and the lent CA bundle.
 exec 9>"${TMPDIR:-/tmp}/obflow-image-build.lock"
@@ -110,9 +110,11 @@ for image in "${images[@]}"; do
     capture) build capture docker/python.Dockerfile "${python_base[@]}" --build-arg EXTRAS=capture --build-arg COMMAND=capture ;;
     operator) build operator docker/python.Dockerfile "${python_base[@]}" --build-arg EXTRAS=operator --build-arg COMMAND=operator ;;
     seekdb) build seekdb docker/seekdb.Dockerfile "${python_base[@]}" ;;
+    emulator) build datahub-emulator docker/python.Dockerfile "${python_base[@]}" --build-arg EXTRAS=datahub \
+        --build-arg COMMAND=datahub-emulator --build-arg DEV_TOOLS=yes ;;
     zookeeper) build zookeeper docker/standins/zookeeper.Dockerfile "${flink_base[@]}" ;;
     prometheus|alertmanager) build "$image" "docker/standins/$image.Dockerfile" "${python_base[@]}" ;;
-    *) echo "build.sh: unknown image '$image' (flink, capture, operator, seekdb, zookeeper, prometheus, alertmanager)" >&2
+    *) echo "build.sh: unknown image '$image' (flink, capture, operator, seekdb, emulator, zookeeper, prometheus, alertmanager)" >&2
        exit 2 ;;
   esac
 done

@@ -42,7 +42,7 @@ make_env() {
 
 case "${1:-up}" in
   up)
-    images=(flink capture seekdb)
+    images=(flink capture seekdb emulator)
     [ "$official" = yes ] || images+=(zookeeper prometheus alertmanager)
     scripts/docker/build.sh "${images[@]}"
     make_env

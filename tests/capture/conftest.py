@@ -26,9 +26,9 @@ from capture_agent.install import apply_ddl, change_log_ddl
 from obflow.config import ObflowConfig
 from obflow.datahub.client import make_client
 from obflow.datahub.consumer import ShardReader, decode_events
-from obflow.datahub.emulator import DataHubEmulator
 from obflow.events import ChangeEvent
-from obflow.localdb import MARIADBD, Engine
+from obflow_dev.emulator import DataHubEmulator
+from obflow_dev.localdb import MARIADBD, Engine
 from tests.datahub.conftest import ACCESS_ID, ACCESS_KEY
 
 

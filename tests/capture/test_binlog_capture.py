@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from obflow.config import ObflowConfig
-from obflow.datahub.emulator import DataHubEmulator
 from obflow.events import ChangeEvent
-from obflow.localdb import Engine
+from obflow_dev.emulator import DataHubEmulator
+from obflow_dev.localdb import Engine
 from tests.capture.conftest import RunningAgent, capture_config, read_topic
 from tests.support.waiting import wait_for
 

@@ -20,10 +20,10 @@ import yaml
 from capture_agent.agent import run_agent
 from capture_agent.install import apply_ddl, change_log_ddl
 from obflow.config import ObflowConfig
-from obflow.datahub.emulator import DataHubEmulator
 from obflow.events import ChangeEvent
-from obflow.localdb import Engine
 from obflow.net import free_port
+from obflow_dev.emulator import DataHubEmulator
+from obflow_dev.localdb import Engine
 from tests.capture.conftest import capture_config, read_topic, start_capture
 from tests.datahub.conftest import ACCESS_KEY, put_log, set_faults
 from tests.support.tls import https_emulator_at, make_certificates

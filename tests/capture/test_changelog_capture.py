@@ -7,9 +7,9 @@ from pathlib import Path
 
 from capture_agent.install import apply_ddl, change_log_ddl
 from obflow.config import ObflowConfig
-from obflow.datahub.emulator import DataHubEmulator
 from obflow.events import ChangeEvent
-from obflow.localdb import Engine
+from obflow_dev.emulator import DataHubEmulator
+from obflow_dev.localdb import Engine
 from tests.capture.conftest import RunningAgent, capture_config, read_topic, start_capture
 from tests.support.waiting import wait_for
 

@@ -17,9 +17,9 @@ from capture_agent.db import DRIVER_ERRORS, ConnectionLostError, Database
 from capture_agent.install import apply_ddl, change_log_ddl
 from capture_agent.privileges import describe
 from obflow.config import ObflowConfig
-from obflow.datahub.emulator import DataHubEmulator
 from obflow.events import ChangeEvent
-from obflow.localdb import MARIADBD, Engine
+from obflow_dev.emulator import DataHubEmulator
+from obflow_dev.localdb import MARIADBD, Engine
 from tests.capture.conftest import RunningAgent, capture_config, read_topic
 from tests.support.tls import Certificates, make_certificates
 from tests.support.waiting import wait_for

@@ -11,7 +11,7 @@ import pytest
 
 from capture_agent.db import DRIVER_ERRORS, DRIVERS, ConnectionLostError, Database, is_connection_error
 from obflow.config import SourceConfig
-from obflow.localdb import Engine
+from obflow_dev.localdb import Engine
 
 
 @pytest.mark.parametrize("mode", ["mysql", "oracle"])

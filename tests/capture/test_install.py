@@ -15,9 +15,9 @@ from capture_agent.db import Database
 from capture_agent.dialects import schema_version
 from capture_agent.method import discover_tables
 from capture_agent.schema import installed_triggers
-from obflow.datahub.emulator import DataHubEmulator
-from obflow.localdb import Engine
 from obflow.net import free_port
+from obflow_dev.emulator import DataHubEmulator
+from obflow_dev.localdb import Engine
 from tests.capture.conftest import RunningAgent, capture_config, read_topic
 from tests.support.waiting import wait_for
 

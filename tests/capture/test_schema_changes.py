@@ -26,9 +26,9 @@ from capture_agent.install import apply_schema_change
 from capture_agent.method import discover_tables
 from capture_agent.values import normalize_row
 from obflow.config import ObflowConfig
-from obflow.datahub.emulator import DataHubEmulator
 from obflow.events import ChangeEvent, canonical_json
-from obflow.localdb import Engine
+from obflow_dev.emulator import DataHubEmulator
+from obflow_dev.localdb import Engine
 from tests.capture.conftest import RunningAgent, read_topic, start_capture
 from tests.support.waiting import wait_for
 

@@ -19,8 +19,8 @@ from capture_agent.install import apply_schema_change
 from flink_job.mapping import SCHEMA_VERSION
 from flink_job.output import read_output
 from obflow.config import ObflowConfig
-from obflow.datahub.emulator import DataHubEmulator
-from obflow.localdb import Engine
+from obflow_dev.emulator import DataHubEmulator
+from obflow_dev.localdb import Engine
 from tests.capture.conftest import read_topic, start_capture
 from tests.support.shards import drain
 from tests.support.waiting import wait_for

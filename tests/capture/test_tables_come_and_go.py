@@ -14,9 +14,9 @@ import yaml
 from capture_agent.agent import CaptureAgent
 from capture_agent.method import TableNotFoundError
 from obflow.config import ObflowConfig
-from obflow.datahub.emulator import DataHubEmulator
 from obflow.events import ChangeEvent
-from obflow.localdb import Engine
+from obflow_dev.emulator import DataHubEmulator
+from obflow_dev.localdb import Engine
 from tests.capture.conftest import RunningAgent, capture_config, read_topic
 from tests.support.waiting import wait_for
 

@@ -17,8 +17,8 @@ from datahub.models import CompressFormat
 
 from obflow.config import DataHubConfig, RetryConfig
 from obflow.datahub.client import ensure_change_topic
-from obflow.datahub.emulator import DataHubEmulator, start_process
 from obflow.net import free_port
+from obflow_dev.emulator import DataHubEmulator, start_process
 
 ACCESS_ID = "test-id"
 ACCESS_KEY = "test-key-123"

@@ -6,7 +6,7 @@ from obflow.config import DataHubConfig
 from obflow.datahub.client import make_client
 from obflow.datahub.consumer import ShardReader, decode_events, decode_payloads
 from obflow.datahub.producer import Producer
-from obflow.sample import change_stream
+from obflow_dev.sample import change_stream
 
 
 def test_reader_resumes_from_a_stored_sequence_without_skip_or_repeat(change_topic: DataHubConfig) -> None:

@@ -25,10 +25,10 @@ from datahub.models import BlobRecord, CursorType, FieldType, RecordSchema, Tupl
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from obflow.datahub.emulator import DataHubEmulator, Faults
-from obflow.datahub.emulator.connection import Handler
-from obflow.datahub.emulator.faults import FAULT_BOUNDS
-from obflow.datahub.emulator.request import pb_frame
+from obflow_dev.emulator import DataHubEmulator, Faults
+from obflow_dev.emulator.connection import Handler
+from obflow_dev.emulator.faults import FAULT_BOUNDS
+from obflow_dev.emulator.request import pb_frame
 from tests.datahub.conftest import ACCESS_ID, ACCESS_KEY, EmulatorProcess, sdk, set_faults
 from tests.support.hostile import any_value, mutated
 

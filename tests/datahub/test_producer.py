@@ -13,11 +13,11 @@ import pytest
 from obflow.config import DataHubConfig, RetryConfig
 from obflow.datahub.client import ensure_change_topic, make_client
 from obflow.datahub.consumer import ShardReader, decode_events
-from obflow.datahub.emulator import DataHubEmulator
 from obflow.datahub.producer import RECORDS_SENT, DeliveryError, Producer, shard_index
 from obflow.events import ChangeEvent
 from obflow.log import setup_logging
-from obflow.sample import change_stream
+from obflow_dev.emulator import DataHubEmulator
+from obflow_dev.sample import change_stream
 from tests.datahub.conftest import datahub_config, put_log, sdk, set_faults
 
 

@@ -8,8 +8,8 @@ import pytest
 import requests
 from datahub.auth import AliyunAccount
 
-from obflow.datahub.emulator.signing import check_authorization
-from obflow.datahub.emulator.store import DataHubError
+from obflow_dev.emulator.signing import check_authorization
+from obflow_dev.emulator.store import DataHubError
 
 ACCESS_ID = "obflow-id"
 ACCESS_KEY = "obflow-secret"

@@ -20,10 +20,10 @@ from flink_job.reading import ShardFetcher, Wire
 from obflow.config import DataHubConfig
 from obflow.datahub.client import ensure_change_topic, make_client, untrusted_endpoint
 from obflow.datahub.consumer import ShardReader, decode_events
-from obflow.datahub.emulator import DataHubEmulator
 from obflow.datahub.producer import Producer
 from obflow.net import free_port
-from obflow.sample import change_stream
+from obflow_dev.emulator import DataHubEmulator
+from obflow_dev.sample import change_stream
 from tests.datahub.conftest import ACCESS_ID, ACCESS_KEY, datahub_config
 from tests.support.tls import Certificates, https_emulator_at, make_certificates
 

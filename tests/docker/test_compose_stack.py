@@ -38,9 +38,9 @@ import pymysql
 import pytest
 
 from obflow.config import load_config
-from obflow.demo import Verification, verify
-from obflow.loadgen import LoadGenerator
 from obflow.net import free_port
+from obflow_dev.demo import Verification, verify
+from obflow_dev.loadgen import LoadGenerator
 from tests.conftest import REPO_ROOT
 from tests.support.compose import env_example
 from tests.support.images import TAG, Docker, missing_prerequisites

@@ -17,8 +17,8 @@ import pymysql
 import pytest
 
 from obflow.config import ObflowConfig
-from obflow.loadgen import COLUMNS, create_schema
 from obflow.net import free_port
+from obflow_dev.loadgen import COLUMNS, create_schema
 from obflow_operator.builders import env_settings
 from tests.conftest import REPO_ROOT
 from tests.support.images import TAG, Docker
@@ -44,7 +44,7 @@ def test_dockerfiles_lint_clean() -> None:
 
 
 def test_images_run_as_non_root_with_health_checks_and_no_secrets_R8_4_R8_8(docker: Docker) -> None:
-    for image in ("flink", "capture", "operator", "seekdb"):
+    for image in ("flink", "capture", "operator", "seekdb", "datahub-emulator"):
         config = json.loads(docker.run("image", "inspect", f"obflow/{image}:{TAG}").stdout)[0]["Config"]
         user = config["User"].split(":")[0]
         assert user and user not in {"0", "root"}, f"{image} runs as root"
@@ -63,6 +63,22 @@ def test_images_run_as_non_root_with_health_checks_and_no_secrets_R8_4_R8_8(dock
         "run", "--rm", "--network", "none", "--entrypoint", "python3", f"obflow/flink:{TAG}", "-c", imports
     )
     assert result.stdout.strip() == "ok"
+
+
+def test_only_the_emulator_image_installs_the_dev_tools_and_the_others_say_so(docker: Docker) -> None:
+    """obflow_dev (the DataHub emulator, the demo, the load generator) is local tooling: in the emulator's image
+    only. A product image asked for a development command says where to find it, in a line, not a traceback."""
+    find = "import importlib.util; print(importlib.util.find_spec('obflow_dev') is not None)"
+    for image in ("flink", "capture", "operator", "datahub-emulator"):
+        found = docker.run("run", "--rm", "--network", "none", "--entrypoint", "python3", f"obflow/{image}:{TAG}",
+                           "-c", find).stdout.strip()  # fmt: skip
+        assert found == str(image == "datahub-emulator"), f"obflow/{image}: obflow_dev found: {found}"
+    for command in (["demo"], ["datahub-emulator", "--data-dir", "/tmp/datahub"]):
+        refused = docker.run("run", "--rm", "--network", "none", f"obflow/capture:{TAG}", *command, check=False)
+        assert refused.returncode == 2
+        assert f"obflow {command[0]}: a development command" in refused.stderr
+        assert "obflow/datahub-emulator image" in refused.stderr
+        assert "Traceback" not in refused.stderr
 
 
 def test_flink_image_runs_a_jobmanager_and_a_taskmanager_R8_1_R8_2_R8_5(docker: Docker) -> None:
@@ -87,8 +103,8 @@ def test_capture_image_captures_configured_only_by_environment_R8_3_R8_5_R8_6(do
     with (
         docker.container("seekdb", options=(*host_network, "--env", f"SEEKDB_PORT={db_port}")) as database,
         docker.container(
-            "capture", "datahub-emulator", "--port", str(datahub_port), "--data-dir", "/var/lib/obflow/datahub",
-            options=host_network,
+            "datahub-emulator", "datahub-emulator", "--port", str(datahub_port),
+            "--data-dir", "/var/lib/obflow/datahub", options=host_network,
         ) as emulator,
     ):  # fmt: skip
         print(f"seekdb healthy {database.seconds_until_healthy():.1f} s, "

@@ -24,8 +24,8 @@ import httpx
 import yaml
 
 from obflow.config import ObflowConfig
-from obflow.loadgen import create_schema
 from obflow.net import free_port
+from obflow_dev.loadgen import create_schema
 from tests.operator.conftest import wait_for
 from tests.support.helm import CHART
 from tools.cluster.node import IMAGES
@@ -133,7 +133,7 @@ class Pipeline:
     cluster: Cluster
     namespace: str
     config: ObflowConfig
-    load: Any  # obflow.loadgen.LoadGenerator
+    load: Any  # obflow_dev.loadgen.LoadGenerator
     figures: Figures = field(default_factory=Figures)
 
     def kubectl(self, *args: str, timeout: float = 120) -> str:
@@ -265,7 +265,7 @@ class Pipeline:
 
     def exactly_once(self, timeout: float) -> Any:
         """Waits until every change the (stopped) load made is in the files exactly once, in order per row."""
-        from obflow.demo import verify
+        from obflow_dev.demo import verify
 
         wanted = f"{self.load.history.changes} changes exactly once in the files"
         checked: list[Any] = []
@@ -300,7 +300,7 @@ def start_pipeline(cluster: Cluster, namespace: str, stack: contextlib.ExitStack
     import pymysql
 
     from capture_agent.install import apply_ddl, change_log_ddl
-    from obflow.loadgen import LoadGenerator
+    from obflow_dev.loadgen import LoadGenerator
 
     figures = Figures()
     started = time.monotonic()

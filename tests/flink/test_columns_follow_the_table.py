@@ -21,11 +21,11 @@ from datahub.models import TupleRecord
 from flink_job.mapping import SCHEMA_VERSION
 from obflow.config import ObflowConfig
 from obflow.datahub.client import change_topic_schema, make_client
-from obflow.datahub.emulator import DataHubEmulator
 from obflow.deadletter import DeadLetterQueue
 from obflow.events import PAYLOAD_INDEX, ChangeEvent, TableSchema
 from obflow.faults import Fault, InjectedFaultError
-from obflow.sample import change_stream
+from obflow_dev.emulator import DataHubEmulator
+from obflow_dev.sample import change_stream
 from tests.support.job import output_rows, send
 from tests.support.shards import drain, emulator, ids_of, one_shard, worker
 

@@ -17,10 +17,10 @@ import pytest
 
 from obflow.config import ObflowConfig
 from obflow.datahub.client import make_client
-from obflow.datahub.emulator import DataHubEmulator
 from obflow.deadletter import DeadLetter, DeadLetterQueue
 from obflow.net import free_port
-from obflow.sample import change_stream
+from obflow_dev.emulator import DataHubEmulator
+from obflow_dev.sample import change_stream
 from tests.datahub.conftest import ACCESS_KEY
 from tests.support.exported import check_recorded_flink_metrics
 from tests.support.job import (

@@ -16,8 +16,8 @@ from datahub.models import CursorType, TupleRecord
 
 from flink_job.reading import COLUMNS, FIELDS, MalformedResponseError, ShardFetcher, decode_json
 from obflow.datahub.client import change_topic_schema, ensure_change_topic
-from obflow.datahub.emulator import DataHubEmulator
-from obflow.sample import change_stream
+from obflow_dev.emulator import DataHubEmulator
+from obflow_dev.sample import change_stream
 from tests.datahub.conftest import ACCESS_ID, ACCESS_KEY, datahub_config, sdk
 
 

@@ -22,10 +22,10 @@ from flink_job.files import OpenFile, PositionsFile
 from flink_job.output import read_file
 from flink_job.shard import ShardMetrics, ShardWorker
 from obflow.datahub.client import make_client
-from obflow.datahub.emulator import DataHubEmulator
 from obflow.deadletter import DeadLetterQueue
 from obflow.faults import Fault, InjectedFaultError
-from obflow.sample import change_stream
+from obflow_dev.emulator import DataHubEmulator
+from obflow_dev.sample import change_stream
 from tests.support.job import output_rows, send
 from tests.support.shards import (
     drain,

@@ -15,10 +15,10 @@ import yaml
 from flink_job.output import read_output
 from obflow.config import ObflowConfig
 from obflow.datahub.client import ensure_change_topic, make_client
-from obflow.datahub.emulator import DataHubEmulator
 from obflow.datahub.producer import Producer
 from obflow.events import ChangeEvent
-from obflow.sample import SAMPLE_COLUMNS
+from obflow_dev.emulator import DataHubEmulator
+from obflow_dev.sample import SAMPLE_COLUMNS
 from tests.datahub.conftest import ACCESS_ID, ACCESS_KEY
 
 

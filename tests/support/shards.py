@@ -11,8 +11,8 @@ import pytest
 from flink_job.shard import ShardWorker
 from obflow.config import ObflowConfig
 from obflow.datahub.client import make_client
-from obflow.datahub.emulator import DataHubEmulator
 from obflow.deadletter import DeadLetterQueue
+from obflow_dev.emulator import DataHubEmulator
 from tests.support.job import job_config
 
 

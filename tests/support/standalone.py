@@ -17,7 +17,7 @@ import pyflink
 import yaml
 
 from obflow.net import free_port
-from obflow.supervise import stop_process_group
+from obflow_dev.supervise import stop_process_group
 from obflow_operator.builders import JAVA_17_OPTS
 
 FLINK_HOME = Path(pyflink.__file__).parent

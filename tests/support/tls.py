@@ -6,7 +6,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from obflow.datahub.emulator import DataHubEmulator, server_tls_context
+from obflow_dev.emulator import DataHubEmulator, server_tls_context
 from tests.datahub.conftest import ACCESS_ID, ACCESS_KEY
 
 

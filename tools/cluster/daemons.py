@@ -11,7 +11,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from obflow.supervise import stop_process_group
+from obflow_dev.supervise import stop_process_group
 
 
 class Daemons:

@@ -37,7 +37,13 @@ from tools.cluster.daemons import Daemons
 
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parents[1]
-IMAGES = ["obflow/flink:0.1.0", "obflow/capture:0.1.0", "obflow/operator:0.1.0", "obflow/seekdb:0.1.0"]
+IMAGES = [
+    "obflow/flink:0.1.0",
+    "obflow/capture:0.1.0",
+    "obflow/operator:0.1.0",
+    "obflow/seekdb:0.1.0",
+    "obflow/datahub-emulator:0.1.0",
+]
 """obflow's images, loaded into the node for the e2e suite."""
 CACHE = Path(os.environ.get("OBFLOW_KUBE_CACHE", Path.home() / ".cache/obflow/kubernetes")).parent / "cluster"
 STATE = Path("/var/lib/obflow-cluster")

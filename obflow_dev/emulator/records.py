@@ -18,9 +18,9 @@ from datahub.proto.datahub_record_proto_pb import (
     PutRecordsResponse,
 )
 
-from obflow.datahub.emulator.faults import PutLogEntry
-from obflow.datahub.emulator.request import Request, pb_frame
-from obflow.datahub.emulator.store import (
+from obflow_dev.emulator.faults import PutLogEntry
+from obflow_dev.emulator.request import Request, pb_frame
+from obflow_dev.emulator.store import (
     DataHubError,
     Shard,
     Store,
@@ -32,7 +32,7 @@ from obflow.datahub.emulator.store import (
 )
 
 if TYPE_CHECKING:
-    from obflow.datahub.emulator.server import DataHubEmulator
+    from obflow_dev.emulator.server import DataHubEmulator
 
 MAX_GET_LIMIT = 1000
 MAX_RESPONSE_BYTES = 4 * 1024 * 1024

@@ -11,7 +11,7 @@ from typing import Any
 import crcmod.predefined
 import orjson
 
-from obflow.datahub.emulator.store import (
+from obflow_dev.emulator.store import (
     DataHubError,
     invalid,
 )

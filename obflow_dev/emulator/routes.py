@@ -7,17 +7,17 @@ from urllib.parse import unquote
 
 import orjson
 
-from obflow.datahub.emulator.records import HASH_SPACE, get_records, open_cursor, put_records
-from obflow.datahub.emulator.request import Request, bad_method, unsupported, whole
-from obflow.datahub.emulator.store import (
+from obflow_dev.emulator.records import HASH_SPACE, get_records, open_cursor, put_records
+from obflow_dev.emulator.request import Request, bad_method, unsupported, whole
+from obflow_dev.emulator.store import (
     DataHubError,
     Store,
     Topic,
 )
-from obflow.datahub.emulator.subscriptions import offsets_resource, subscription_resource, subscriptions_resource
+from obflow_dev.emulator.subscriptions import offsets_resource, subscription_resource, subscriptions_resource
 
 if TYPE_CHECKING:
-    from obflow.datahub.emulator.server import DataHubEmulator
+    from obflow_dev.emulator.server import DataHubEmulator
 
 MAX_LIFECYCLE_DAYS = 3650
 

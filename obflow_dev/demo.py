@@ -5,7 +5,7 @@ the DataHub emulator (its own process, spoken to by the unmodified pydatahub SDK
 (PyFlink mini-cluster) → files. A load generator writes INSERT/UPDATE/DELETE while a live line shows
 the flow; at the end every committed output row is checked against the load's history: each change
 exactly once, each row's changes in commit order. The components are supervised processes
-(obflow.supervise) with their logs in ``<out>/logs``; the end-to-end tests reuse :class:`LocalPipeline`.
+(obflow_dev.supervise) with their logs in ``<out>/logs``; the end-to-end tests reuse :class:`LocalPipeline`.
 """
 
 from __future__ import annotations
@@ -25,11 +25,11 @@ import numpy as np
 import yaml
 
 from obflow.config import ObflowConfig
-from obflow.loadgen import COLUMNS, KEYS, History, LoadGenerator, RowKey, create_schema
-from obflow.localdb import Engine
 from obflow.log import Fault, log_fault, setup_logging
 from obflow.net import free_port
-from obflow.supervise import Component, Supervisor, obflow_command, readyz
+from obflow_dev.loadgen import COLUMNS, KEYS, History, LoadGenerator, RowKey, create_schema
+from obflow_dev.localdb import Engine
+from obflow_dev.supervise import Component, Supervisor, obflow_command, readyz
 
 DATABASE = "shop"
 DEMO_CHECKPOINT_INTERVAL = "5s"

@@ -10,7 +10,7 @@ import hmac
 from collections.abc import Mapping
 from urllib.parse import parse_qsl, unquote
 
-from obflow.datahub.emulator.store import DataHubError
+from obflow_dev.emulator.store import DataHubError
 
 
 def canonical_string(method: str, path: str, query: str, headers: Mapping[str, str]) -> str:

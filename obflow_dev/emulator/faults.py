@@ -12,13 +12,13 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from obflow.datahub.emulator.store import (
+from obflow_dev.emulator.store import (
     DataHubError,
     invalid,
 )
 
 if TYPE_CHECKING:
-    from obflow.datahub.emulator.server import DataHubEmulator
+    from obflow_dev.emulator.server import DataHubEmulator
 
 # fault → (lowest, highest, whole number, may be null)
 FAULT_BOUNDS: dict[str, tuple[float, float, bool, bool]] = {

@@ -3,7 +3,7 @@
 The unmodified ``pydatahub`` client works against it in the JSON and the PB protocol, with or
 without LZ4 bodies. Requests are signed as on Alibaba Cloud (``Authorization: DATAHUB id:signature``)
 and a wrong id or key gets DataHub's ``Unauthorized`` error. Unknown resources and malformed bodies
-get DataHub's error codes. State lives in :class:`~obflow.datahub.emulator.store.Store`.
+get DataHub's error codes. State lives in :class:`~obflow_dev.emulator.store.Store`.
 
 Faults for tests are switched at start or at run time through ``/_admin/faults`` (see
 :class:`Faults`); ``/_admin/stats`` reports what happened to every put.
@@ -16,9 +16,9 @@ import ssl
 import threading
 import time
 
-from obflow.datahub.emulator.connection import Handler, Server
-from obflow.datahub.emulator.faults import Faults, Stats
-from obflow.datahub.emulator.store import (
+from obflow_dev.emulator.connection import Handler, Server
+from obflow_dev.emulator.faults import Faults, Stats
+from obflow_dev.emulator.store import (
     Store,
 )
 

@@ -20,17 +20,17 @@ from urllib.parse import urlsplit
 import lz4.block
 import orjson
 
-from obflow.datahub.emulator.faults import admin
-from obflow.datahub.emulator.routes import dispatch
-from obflow.datahub.emulator.signing import check_authorization
-from obflow.datahub.emulator.store import (
+from obflow.net import lingering_close
+from obflow_dev.emulator.faults import admin
+from obflow_dev.emulator.routes import dispatch
+from obflow_dev.emulator.signing import check_authorization
+from obflow_dev.emulator.store import (
     DataHubError,
     invalid,
 )
-from obflow.net import lingering_close
 
 if TYPE_CHECKING:
-    from obflow.datahub.emulator.server import DataHubEmulator
+    from obflow_dev.emulator.server import DataHubEmulator
 
 log = logging.getLogger("obflow.datahub.emulator")
 

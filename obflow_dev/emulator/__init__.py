@@ -11,9 +11,9 @@ from types import FrameType
 
 import httpx
 
-from obflow.datahub.emulator.faults import Faults
-from obflow.datahub.emulator.server import DataHubEmulator, server_tls_context
 from obflow.net import free_port
+from obflow_dev.emulator.faults import Faults
+from obflow_dev.emulator.server import DataHubEmulator, server_tls_context
 
 __all__ = ["DataHubEmulator", "Faults", "serve", "server_tls_context", "start_process"]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from obflow.datahub.emulator.request import Request, unsupported, whole
-from obflow.datahub.emulator.store import (
+from obflow_dev.emulator.request import Request, unsupported, whole
+from obflow_dev.emulator.store import (
     DataHubError,
     Offset,
     Store,
