@@ -8,7 +8,6 @@ dotted key, the bad value and what is allowed; components refuse to start on any
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 import re
@@ -39,6 +38,7 @@ from pydantic_settings import (
 
 from obflow import ports
 from obflow.columns import ColumnType, parse_sql_type
+from obflow.problems import UNSET, field_problems, short_repr
 from obflow.units import ByteSize, Duration
 
 _NAME_PART = re.compile(r"[A-Za-z_][\w$#]*")
@@ -472,7 +472,7 @@ def _env_json_problems() -> list[ConfigProblem]:
         except ValueError as exc:
             key = name[len(ENV_PREFIX) :].lower().replace(ENV_NESTED_DELIMITER, ".")
             message = f"not valid JSON ({exc}); a list or a section set by a variable is written as JSON"
-            problems.append(ConfigProblem(key, message, _short_repr(value), name))
+            problems.append(ConfigProblem(key, message, short_repr(value), name))
     return problems
 
 
@@ -594,61 +594,16 @@ def flatten(data: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, An
             yield f"{prefix}{key}", value
 
 
-_UNSET = object()  # a key the input did not set (its default is what failed)
-
-
 def _problems_from(exc: ValidationError) -> list[ConfigProblem]:
     secrets = secret_keys()
     env_vars = env_overrides()
     problems = []
-    for error in exc.errors():
-        loc = [str(part) for part in error["loc"] if not str(part).startswith("function-")]
-        message = _message_for(error["type"], error["msg"], loc)
-        bad_input = error.get("input")
-        field, _, rest = message.partition(": ")
-        if rest and isinstance(bad_input, Mapping) and field in _known_keys(loc):
-            loc, message, bad_input = [*loc, field], rest, bad_input.get(field)
-        elif rest and not loc and "." in field:  # a rule across sections names the key it is about
-            loc, message = field.split("."), rest
-            for part in loc:
-                bad_input = bad_input.get(part, _UNSET) if isinstance(bad_input, Mapping) else _UNSET
-        key = ".".join(loc) or "<root>"
-        hidden = key in secrets or error["type"] == "missing" or bad_input is _UNSET
-        value = None if hidden else _short_repr(bad_input)
+    for problem in field_problems(exc, ObflowConfig):
+        key = problem.key() or "<root>"
+        value = None if key in secrets or problem.value is UNSET else short_repr(problem.value)
         env_var = next((var for k, var in env_vars.items() if key == k or key.startswith(k + ".")), None)
-        problems.append(ConfigProblem(key, message, value, env_var))
+        problems.append(ConfigProblem(key, problem.message, value, env_var))
     return problems
-
-
-def _message_for(kind: str, pydantic_message: str, loc: list[str]) -> str:
-    if kind == "extra_forbidden":
-        known = _known_keys(loc[:-1])
-        close = difflib.get_close_matches(loc[-1], known, n=1)
-        hint = f"did you mean '{close[0]}'?" if close else f"known keys here: {', '.join(sorted(known))}"
-        return f"unknown key; {hint}"
-    message = pydantic_message.removeprefix("Value error, ")
-    return message[0].lower() + message[1:] if message else message
-
-
-def _known_keys(loc: list[str]) -> list[str]:
-    model: type[BaseModel] = ObflowConfig
-    for part in loc:
-        field = model.model_fields.get(part)
-        annotation = field.annotation if field else None
-        if part.isdigit():
-            continue
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            model = annotation
-        elif field is not None and getattr(annotation, "__args__", None):
-            inner = [a for a in annotation.__args__ if isinstance(a, type) and issubclass(a, BaseModel)]  # type: ignore[union-attr]
-            if inner:
-                model = inner[0]
-    return list(model.model_fields)
-
-
-def _short_repr(value: Any, limit: int = 80) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def secret_values(config: ObflowConfig) -> list[str]:

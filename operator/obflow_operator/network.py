@@ -32,6 +32,8 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.alias_generators import to_camel
 
+from obflow.problems import field_problems
+
 Port = Annotated[int, Field(ge=1, le=65535)]
 _PEER_KEYS = {"podSelector", "namespaceSelector", "ipBlock"}
 
@@ -100,11 +102,7 @@ def parse_network_policy_settings(text: str) -> NetworkPolicySettings:
     try:
         return NetworkPolicySettings.model_validate_json(text)
     except ValidationError as exc:
-        problems = []
-        for error in exc.errors():
-            where = ".".join(str(part) for part in error["loc"]) or "(the document)"
-            message = str(error["msg"]).removeprefix("Value error, ")
-            if error["type"] == "extra_forbidden":
-                message = "unknown setting; remove it or check its spelling"
-            problems.append(f"{where}: {message}")
-        raise ValueError("; ".join(problems)) from None
+        problems = field_problems(exc, NetworkPolicySettings)
+        raise ValueError(
+            "; ".join(f"{problem.key() or '(the document)'}: {problem.message}" for problem in problems)
+        ) from None

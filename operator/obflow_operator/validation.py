@@ -9,6 +9,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from obflow.problems import field_problems
 from obflow_operator.spec import DataPipelineSpec, SecretKeyRef, SpecError
 
 MAX_PIPELINE_NAME = 45  # the children add up to 12 characters ("-taskmanager"), a Service name holds 63
@@ -32,24 +33,10 @@ def parse_spec(spec: dict[str, Any]) -> DataPipelineSpec:
     try:
         model = DataPipelineSpec.model_validate(spec)
     except ValidationError as exc:
-        raise SpecError([_problem(error) for error in exc.errors()]) from None
+        raise SpecError(
+            [f"{problem.key('spec')}: {problem.message}" for problem in field_problems(exc, DataPipelineSpec)]
+        ) from None
     return model
-
-
-def _problem(error: Any) -> str:
-    loc = [str(part) for part in error["loc"] if not str(part).startswith("function-")]
-    message = str(error["msg"]).removeprefix("Value error, ")
-    # cross-field rules name their field first ("maxReplicas: must be ..."): put it on the path
-    head, sep, rest = message.partition(": ")
-    if sep and re.fullmatch(r"[a-z][A-Za-z]*", head):
-        loc.append(head)
-        message = rest
-    path = "spec." + ".".join(loc) if loc else "spec"
-    if error["type"] == "missing":
-        message = "required; set it"
-    elif error["type"] == "extra_forbidden":
-        message = "unknown field; remove it or check its spelling"
-    return f"{path}: {message}"
 
 
 def secret_references(spec: DataPipelineSpec) -> dict[str, SecretKeyRef]:

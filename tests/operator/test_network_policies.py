@@ -175,8 +175,8 @@ def test_operator_render_prints_valid_policies_with_the_settings() -> None:
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
-        ("{", "Invalid JSON"),
-        ('{"operatorLabels": {"a": "b"}}', "operatorNamespace: Field required"),
+        ("{", "(the document): invalid JSON"),
+        ('{"operatorLabels": {"a": "b"}}', "operatorNamespace: required; set it"),
         ('{"operatorNamespace": "ops", "operatorLabels": {}}', "operatorLabels: "),
         (
             '{"operatorNamespace": "ops", "operatorLabels": {"a": "b"}, "metricsFrom": [{"pods": {}}]}',
@@ -186,7 +186,10 @@ def test_operator_render_prints_valid_policies_with_the_settings() -> None:
             '{"operatorNamespace": "ops", "operatorLabels": {"a": "b"}, "apiServerCidrs": ["10.0.0.300/8"]}',
             "apiServerCidrs: '10.0.0.300/8' is not a CIDR",
         ),
-        ('{"operatorNamespace": "ops", "operatorLabels": {"a": "b"}, "apiServerPort": [1]}', "apiServerPort: unknown"),
+        (
+            '{"operatorNamespace": "ops", "operatorLabels": {"a": "b"}, "apiServerPort": [1]}',
+            "apiServerPort: unknown field; did you mean 'apiServerPorts'?",
+        ),
     ],
 )
 def test_bad_settings_exit_2_naming_the_setting(settings: str, message: str) -> None:

@@ -81,11 +81,24 @@ def test_spec_errors_name_the_field_and_the_fix_R10_3() -> None:
     assert "spec.flink.taskManager.maxReplicas: must be at least minReplicas (2)" in problems
     assert "spec.flink.checkpoint.interval: expected a duration such as 500ms" in problems
     assert "spec.datahub.shards:" in problems
-    assert "spec.output.colour: unknown field; remove it or check its spelling" in problems
+    assert (
+        "spec.output.colour: unknown field; known fields here: claimName, format, path, rolling, writeRetries"
+        in problems
+    )
     missing = spec_of(MINIMAL)
     del missing["source"]["credentials"]
     with pytest.raises(SpecError, match=r"spec.source.credentials: required; set it"):
         parse_spec(missing)
+
+
+def test_a_misspelt_spec_field_is_named_with_the_field_meant() -> None:
+    """The spec's unknown fields get the configuration file's hint, by the spec's own (camelCase) names."""
+    with pytest.raises(SpecError) as caught:
+        parse_spec(spec_of(FULL, flink__taskManager__maxReplica=4, output__writeRetrys=2))
+    assert sorted(caught.value.problems) == [
+        "spec.flink.taskManager.maxReplica: unknown field; did you mean 'maxReplicas'?",
+        "spec.output.writeRetrys: unknown field; did you mean 'writeRetries'?",
+    ]
 
 
 def test_a_database_ca_without_tls_names_the_field_and_the_fix() -> None:
