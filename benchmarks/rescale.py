@@ -42,7 +42,7 @@ from obflow_operator.reconcile import stop_for_job_change
 from obflow_operator.spec import DataPipelineSpec
 from obflow_operator.status import DataPipelineStatus, Phase
 from obflow_operator.validation import parse_spec
-from tests.datahub.conftest import ACCESS_ID, ACCESS_KEY
+from tests.support.datahub import ACCESS_ID, ACCESS_KEY
 from tests.support.job import job_config, wait_for_rows
 from tests.support.pipelines import MINIMAL, spec_of
 from tests.support.standalone import StandaloneFlink

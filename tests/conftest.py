@@ -1,21 +1,20 @@
-"""Shared fixtures: the repo root, a clean OBFLOW_* environment, a CLI runner, and obflow's images. A run
-leaves the host as it found it: the image-build Docker daemon it started is stopped at the end."""
+"""Shared fixtures: a clean OBFLOW_* environment and obflow's images (the repo root and the CLI runner are in
+tests/support/repo.py). A run leaves the host as it found it: the image-build Docker daemon it started is
+stopped at the end."""
 
 from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
+from tests.support.repo import REPO_ROOT
+
 if TYPE_CHECKING:
     from tests.support.images import Docker
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 BUILD_DAEMON = REPO_ROOT / "scripts" / "docker" / "dockerd.sh"
@@ -51,21 +50,6 @@ def clean_obflow_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         if name.upper().startswith("OBFLOW_"):
             monkeypatch.delenv(name)
     yield
-
-
-def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """Run ``obflow ARGS`` in a fresh interpreter, as a user would."""
-    full_env = {k: v for k, v in os.environ.items() if not k.upper().startswith("OBFLOW_")}
-    full_env.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "obflow.cli", *args],
-        capture_output=True,
-        text=True,
-        env=full_env,
-        timeout=timeout,
-        check=False,
-        stdin=subprocess.DEVNULL,
-    )
 
 
 @pytest.fixture(scope="session")

@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 
 from obflow.config import ConfigError, load_config, redacted_dump
 from obflow.runtime import EXIT_INVALID_CONFIG
-from tests.conftest import REPO_ROOT, run_cli
 from tests.support.configs import problems_of, write_config
 from tests.support.hostile import key_paths, mutated
+from tests.support.repo import REPO_ROOT, run_cli
 
 EXAMPLE = REPO_ROOT / "examples" / "pipeline.yaml"
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from obflow_dev.demo import LocalPipeline, verify
-from tests.conftest import run_cli
+from tests.support.repo import run_cli
 
 pytestmark = pytest.mark.slow
 

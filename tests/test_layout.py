@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import REPO_ROOT
+from tests.support.repo import REPO_ROOT
 
 
 def test_operator_folder_never_shadows_stdlib_operator() -> None:

@@ -11,7 +11,7 @@ from obflow.config import ObflowConfig
 from obflow.events import ChangeEvent
 from obflow_dev.emulator import DataHubEmulator
 from obflow_dev.localdb import Engine
-from tests.capture.conftest import RunningAgent, capture_config, read_topic
+from tests.support.capture import RunningAgent, capture_config, read_topic
 from tests.support.waiting import wait_for
 
 

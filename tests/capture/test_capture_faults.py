@@ -24,8 +24,8 @@ from obflow.events import ChangeEvent
 from obflow.net import free_port
 from obflow_dev.emulator import DataHubEmulator
 from obflow_dev.localdb import Engine
-from tests.capture.conftest import capture_config, read_topic, start_capture
-from tests.datahub.conftest import ACCESS_KEY, put_log, set_faults
+from tests.support.capture import capture_config, read_topic, start_capture
+from tests.support.datahub import ACCESS_KEY, put_log, set_faults
 from tests.support.tls import https_emulator_at, make_certificates
 from tests.support.waiting import wait_for
 

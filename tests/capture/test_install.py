@@ -18,7 +18,7 @@ from capture_agent.schema import installed_triggers
 from obflow.net import free_port
 from obflow_dev.emulator import DataHubEmulator
 from obflow_dev.localdb import Engine
-from tests.capture.conftest import RunningAgent, capture_config, read_topic
+from tests.support.capture import RunningAgent, capture_config, read_topic
 from tests.support.waiting import wait_for
 
 

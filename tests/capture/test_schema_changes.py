@@ -29,7 +29,7 @@ from obflow.config import ObflowConfig
 from obflow.events import ChangeEvent, canonical_json
 from obflow_dev.emulator import DataHubEmulator
 from obflow_dev.localdb import Engine
-from tests.capture.conftest import RunningAgent, read_topic, start_capture
+from tests.support.capture import RunningAgent, read_topic, start_capture
 from tests.support.waiting import wait_for
 
 DDL = {

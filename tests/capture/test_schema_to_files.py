@@ -21,7 +21,7 @@ from flink_job.output import read_output
 from obflow.config import ObflowConfig
 from obflow_dev.emulator import DataHubEmulator
 from obflow_dev.localdb import Engine
-from tests.capture.conftest import read_topic, start_capture
+from tests.support.capture import read_topic, start_capture
 from tests.support.shards import drain
 from tests.support.waiting import wait_for
 

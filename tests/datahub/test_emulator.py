@@ -29,7 +29,7 @@ from obflow_dev.emulator import DataHubEmulator, Faults
 from obflow_dev.emulator.connection import Handler
 from obflow_dev.emulator.faults import FAULT_BOUNDS
 from obflow_dev.emulator.request import pb_frame
-from tests.datahub.conftest import ACCESS_ID, ACCESS_KEY, EmulatorProcess, sdk, set_faults
+from tests.support.datahub import ACCESS_ID, ACCESS_KEY, EmulatorProcess, sdk, set_faults
 from tests.support.hostile import any_value, mutated
 
 SCHEMA = RecordSchema.from_lists(

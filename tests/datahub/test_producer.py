@@ -18,7 +18,7 @@ from obflow.events import ChangeEvent
 from obflow.log import setup_logging
 from obflow_dev.emulator import DataHubEmulator
 from obflow_dev.sample import change_stream
-from tests.datahub.conftest import datahub_config, put_log, sdk, set_faults
+from tests.support.datahub import datahub_config, put_log, sdk, set_faults
 
 
 def producer(config: DataHubConfig, interval: float | None = None, batch_size: int = 500) -> Producer:

@@ -24,7 +24,7 @@ from obflow.datahub.producer import Producer
 from obflow.net import free_port
 from obflow_dev.emulator import DataHubEmulator
 from obflow_dev.sample import change_stream
-from tests.datahub.conftest import ACCESS_ID, ACCESS_KEY, datahub_config
+from tests.support.datahub import ACCESS_ID, ACCESS_KEY, datahub_config
 from tests.support.tls import Certificates, https_emulator_at, make_certificates
 
 

@@ -15,9 +15,9 @@ import pytest
 import yaml
 
 from obflow.config import load_config
-from tests.conftest import REPO_ROOT
 from tests.support.compose import ENV_EXAMPLE, env_example
 from tests.support.promtool import run_promtool
+from tests.support.repo import REPO_ROOT
 
 DOCKER = REPO_ROOT / "docker"
 COMPOSE = DOCKER / "compose.yaml"

@@ -41,9 +41,9 @@ from obflow.config import load_config
 from obflow.net import free_port
 from obflow_dev.demo import Verification, verify
 from obflow_dev.loadgen import LoadGenerator
-from tests.conftest import REPO_ROOT
 from tests.support.compose import env_example
 from tests.support.images import TAG, Docker, missing_prerequisites
+from tests.support.repo import REPO_ROOT
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.slow

@@ -20,9 +20,9 @@ from obflow.config import ObflowConfig
 from obflow.net import free_port
 from obflow_dev.loadgen import COLUMNS, create_schema
 from obflow_operator.builders import env_settings
-from tests.conftest import REPO_ROOT
 from tests.support.images import TAG, Docker
 from tests.support.job import scrape
+from tests.support.repo import REPO_ROOT
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.slow

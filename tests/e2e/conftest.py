@@ -1,5 +1,5 @@
 """The real API server fixtures of the operator tests, for the cluster DNS test (tests/e2e/test_dns.py)."""
 
-from tests.operator.conftest import control_plane, kube, namespace
+from tests.support.apiserver import control_plane, kube, namespace
 
 __all__ = ["control_plane", "kube", "namespace"]

@@ -26,11 +26,12 @@ import yaml
 from obflow.config import ObflowConfig
 from obflow.net import free_port
 from obflow_dev.loadgen import create_schema
-from tests.operator.conftest import wait_for
+from tests.support.apiserver import wait_for
 from tests.support.helm import CHART
 from tools.cluster.node import IMAGES
 
 MANIFESTS = Path(__file__).with_name("manifests")
+NODE_DATA_ON_HOST = Path("/tmp/obflow-kind")  # kind-config.yaml's extraMounts hostPath, for the suite on kind
 
 
 NAME = "shop"  # the sample DataPipeline's name

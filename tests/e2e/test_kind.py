@@ -10,16 +10,14 @@ import os
 import shutil
 import subprocess
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO_ROOT
-from tests.e2e.suite import Cluster, run_pipeline_end_to_end
+from tests.e2e.suite import NODE_DATA_ON_HOST, Cluster, run_pipeline_end_to_end
+from tests.support.repo import REPO_ROOT
 
 pytestmark = pytest.mark.slow
 CLUSTER_NAME = "obflow-e2e"
-NODE_DATA_ON_HOST = Path("/tmp/obflow-kind")  # kind-config.yaml's extraMounts hostPath
 
 
 def kind_missing() -> list[str]:

@@ -7,9 +7,8 @@ import yaml
 
 from obflow_operator.spec import runtime_config
 from obflow_operator.validation import parse_spec
-from tests.conftest import REPO_ROOT
-from tests.e2e.suite import MANIFESTS
-from tests.e2e.test_kind import NODE_DATA_ON_HOST
+from tests.e2e.suite import MANIFESTS, NODE_DATA_ON_HOST
+from tests.support.repo import REPO_ROOT
 
 
 def test_backing_manifests_are_valid_kubernetes_objects() -> None:

@@ -21,7 +21,7 @@ from obflow.deadletter import DeadLetter, DeadLetterQueue
 from obflow.net import free_port
 from obflow_dev.emulator import DataHubEmulator
 from obflow_dev.sample import change_stream
-from tests.datahub.conftest import ACCESS_KEY
+from tests.support.datahub import ACCESS_KEY
 from tests.support.exported import check_recorded_flink_metrics
 from tests.support.job import (
     emulator,
@@ -308,7 +308,7 @@ def test_bad_records_and_failed_writes_go_to_the_dead_letter_queue_while_good_on
 
 
 def test_the_dead_letter_queue_is_readable_with_one_command_R2_7(emulator: DataHubEmulator, tmp_path: Path) -> None:
-    from tests.conftest import run_cli
+    from tests.support.repo import run_cli
 
     config, path = job_config(tmp_path, emulator.endpoint)
     DeadLetterQueue(config).send([DeadLetter("{bad", "payload is not JSON", "decode", "TRADE.ORDERS", "e1")])

@@ -18,7 +18,7 @@ from flink_job.reading import COLUMNS, FIELDS, MalformedResponseError, ShardFetc
 from obflow.datahub.client import change_topic_schema, ensure_change_topic
 from obflow_dev.emulator import DataHubEmulator
 from obflow_dev.sample import change_stream
-from tests.datahub.conftest import ACCESS_ID, ACCESS_KEY, datahub_config, sdk
+from tests.support.datahub import ACCESS_ID, ACCESS_KEY, datahub_config, sdk
 
 
 @pytest.fixture

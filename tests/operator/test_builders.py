@@ -26,9 +26,9 @@ from obflow_operator.builders import (
 from obflow_operator.main import dump_all, render
 from obflow_operator.spec import SpecError, runtime_config
 from obflow_operator.validation import parse_spec
-from tests.conftest import REPO_ROOT, run_cli
 from tests.support.hostile import mutated
 from tests.support.pipelines import FULL, MINIMAL, spec_of
+from tests.support.repo import REPO_ROOT, run_cli
 
 GOLDEN = REPO_ROOT / "tests" / "operator" / "golden"
 OWNER = Owner(name="orders", namespace="data", uid="11111111-2222-3333-4444-555555555555")

@@ -16,9 +16,10 @@ import yaml
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import NotFoundError
 
-from tests.operator.conftest import OperatorProcess, pipeline_manifest, wait_for
+from tests.support.apiserver import wait_for
 from tests.support.children import existing_children, expected_children, status_of
 from tests.support.helm import CHART
+from tests.support.operator_process import OperatorProcess, pipeline_manifest
 from tests.support.pipelines import MINIMAL
 from tests.support.secrets import create_secrets
 from tools.cluster.controlplane import ControlPlane

@@ -27,7 +27,7 @@ from obflow_operator.outcome import OperatorSettings, Outcome
 from obflow_operator.reconcile import stop_for_job_change
 from obflow_operator.status import DataPipelineStatus, Phase
 from obflow_operator.validation import parse_spec
-from tests.datahub.conftest import ACCESS_KEY
+from tests.support.datahub import ACCESS_KEY
 from tests.support.job import emulator, job_config, send, wait_for_rows
 from tests.support.pipelines import MINIMAL, spec_of
 from tests.support.standalone import StandaloneFlink

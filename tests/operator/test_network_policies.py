@@ -16,11 +16,11 @@ import yaml
 from obflow_operator.builders import BuildOptions, Owner, build_children, labels
 from obflow_operator.network import NetworkPolicySettings, parse_network_policy_settings
 from obflow_operator.validation import parse_spec
-from tests.conftest import run_cli
 from tests.support.helm import by_kind
 from tests.support.helm import render as render_chart
 from tests.support.netpol import Endpoint, allowed
 from tests.support.pipelines import FULL, spec_of
+from tests.support.repo import run_cli
 
 RELEASE_NAMESPACE = "obflow-system"
 DATABASE, DATAHUB, OUTSIDE = "10.20.0.5", "203.0.113.10", "198.51.100.7"

@@ -13,9 +13,10 @@ import yaml
 from kubernetes.dynamic import DynamicClient
 
 from obflow.net import free_port
-from tests.operator.conftest import pipeline_manifest, wait_for
+from tests.support.apiserver import wait_for
 from tests.support.children import existing_children, expected_children
 from tests.support.images import Docker
+from tests.support.operator_process import pipeline_manifest
 from tests.support.pipelines import MINIMAL
 from tests.support.secrets import create_secrets
 from tools.cluster.controlplane import ControlPlane

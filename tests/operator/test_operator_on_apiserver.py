@@ -19,9 +19,10 @@ from kubernetes.dynamic.exceptions import NotFoundError, UnprocessibleEntityErro
 from obflow import faults
 from obflow_operator.apply import CHILD_APPLIED, patch_status
 from obflow_operator.handlers import FINALIZER
-from tests.operator.conftest import OperatorProcess, pipeline_manifest, wait_for
+from tests.support.apiserver import wait_for
 from tests.support.children import existing_children, expected_children, get_pipeline, pipelines, status_of
 from tests.support.fake_jobmanager import JOB_ID, FakeJobManager
+from tests.support.operator_process import OperatorProcess, pipeline_manifest
 from tests.support.pipelines import FULL, MINIMAL
 from tools.cluster.controlplane import ControlPlane
 

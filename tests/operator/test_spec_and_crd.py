@@ -15,8 +15,8 @@ from obflow_operator.observe import Observation, observed_phase
 from obflow_operator.spec import DataPipelineSpec, SpecError, runtime_config
 from obflow_operator.status import IllegalTransitionError, Phase, check_transition
 from obflow_operator.validation import parse_spec
-from tests.conftest import REPO_ROOT
 from tests.support.pipelines import FULL, MINIMAL, fields_by_alias, spec_of
+from tests.support.repo import REPO_ROOT
 
 
 def test_crd_file_is_generated_from_the_spec_model() -> None:

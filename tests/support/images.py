@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from tests.conftest import REPO_ROOT
+from tests.support.repo import REPO_ROOT
 
 TAG = "0.1.0"
 BUILD_TIMEOUT = 1800  # cold: two debootstraps and four builds, about 8 minutes here

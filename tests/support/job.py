@@ -19,7 +19,7 @@ from obflow.datahub.producer import Producer
 from obflow.events import ChangeEvent
 from obflow_dev.emulator import DataHubEmulator
 from obflow_dev.sample import SAMPLE_COLUMNS
-from tests.datahub.conftest import ACCESS_ID, ACCESS_KEY
+from tests.support.datahub import ACCESS_ID, ACCESS_KEY
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from tests.support.job import job_config
 
 @pytest.fixture
 def emulator(tmp_path: Path) -> Iterator[DataHubEmulator]:
-    from tests.datahub.conftest import ACCESS_ID, ACCESS_KEY
+    from tests.support.datahub import ACCESS_ID, ACCESS_KEY
 
     emu = DataHubEmulator(str(tmp_path / "datahub"), access_id=ACCESS_ID, access_key=ACCESS_KEY).start()
     yield emu

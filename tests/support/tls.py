@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from obflow_dev.emulator import DataHubEmulator, server_tls_context
-from tests.datahub.conftest import ACCESS_ID, ACCESS_KEY
+from tests.support.datahub import ACCESS_ID, ACCESS_KEY
 
 
 @dataclass(frozen=True)
