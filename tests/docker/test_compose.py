@@ -21,7 +21,12 @@ from tests.support.repo import REPO_ROOT
 
 DOCKER = REPO_ROOT / "docker"
 COMPOSE = DOCKER / "compose.yaml"
-OBFLOW_IMAGES_WITH_HEALTHCHECK = {"obflow/seekdb", "obflow/capture", "obflow/flink"}  # tests/docker/test_images.py
+OBFLOW_IMAGES_WITH_HEALTHCHECK = {
+    "obflow/seekdb",
+    "obflow/capture",
+    "obflow/flink",
+    "obflow/datahub-emulator",
+}  # tests/docker/test_images.py
 
 
 def resolved() -> dict[str, Any]:
