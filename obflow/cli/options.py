@@ -1,4 +1,5 @@
-"""What several command groups share: the ``--config`` option and the ``GROUP ACTION --config FILE`` shape."""
+"""What several command groups share: the ``--config`` option, the ``GROUP ACTION --config FILE`` shape, and
+the check that the development tooling (``obflow_dev``) is installed."""
 
 from __future__ import annotations
 
