@@ -106,6 +106,20 @@ HttpUrl = Annotated[
 ]
 
 
+# the choices of settings the DataPipeline spec shares (obflow_operator.spec)
+SourceEngine = Literal["oceanbase", "mysql", "mariadb"]
+TenantMode = Literal["oracle", "mysql"]
+DataHubProtocol = Literal["pb", "json"]
+DataHubCompression = Literal["lz4", "none"]
+CaptureMethod = Literal["changelog", "binlog"]
+CaptureInstall = Literal["missing", "never"]
+PythonExecutionMode = Literal["thread", "process"]
+CheckpointMode = Literal["exactly_once", "at_least_once"]
+StateBackend = Literal["hashmap", "rocksdb"]
+OutputFormat = Literal["json", "parquet", "csv"]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+
+
 def field_error(field: str, message: str) -> ValueError:
     """A cross-field error reported under ``<section>.<field>`` rather than the whole section."""
     return ValueError(f"{field}: {message}")
@@ -175,8 +189,8 @@ class TableConfig(Section):
 class SourceConfig(Section):
     """The database whose changes are captured (R10.5)."""
 
-    engine: Literal["oceanbase", "mysql", "mariadb"] = "oceanbase"
-    mode: Literal["oracle", "mysql"] = Field(
+    engine: SourceEngine = "oceanbase"
+    mode: TenantMode = Field(
         "oracle", description="OceanBase tenant compatibility mode; mysql/mariadb engines are always mysql."
     )
     host: str = Field("127.0.0.1", min_length=1)
@@ -186,7 +200,9 @@ class SourceConfig(Section):
     password: SecretStr = SecretStr("")
     database: str = Field("obflow", min_length=1, description="Database (MySQL mode) or schema (Oracle).")
     tables: list[TableConfig] = Field(default_factory=list)
-    connect_timeout: Duration = 10.0
+    connect_timeout: Duration = Field(
+        10.0, gt=0, description="A connection attempt to the database gives up after this long."
+    )
     heartbeat_interval: Duration = Field(10.0, gt=0, description="Keep-alive ping on the connection (R1.6).")
     reconnect_max_backoff: Duration = Field(
         5.0, gt=0, le=30, description="Cap of the reconnect backoff; at most 30s so R1.7 holds."
@@ -241,10 +257,12 @@ class DataHubConfig(Section):
     access_id: str = "obflow"
     access_key: SecretStr = SecretStr("obflow-local-key")
     shards: int = Field(4, ge=1, le=256)
-    protocol: Literal["pb", "json"] = "pb"
-    compression: Literal["lz4", "none"] = "lz4"
+    protocol: DataHubProtocol = "pb"
+    compression: DataHubCompression = "lz4"
     batch_size: int = Field(500, ge=1, le=1000, description="Records per put request.")
-    request_timeout: Duration = Field(30.0, gt=0)
+    request_timeout: Duration = Field(
+        30.0, gt=0, description="A request to DataHub waiting this long for its answer fails (and is retried)."
+    )
     retry: RetryConfig = Field(default_factory=RetryConfig)
     ca_file: Path | None = Field(
         None,
@@ -254,28 +272,44 @@ class DataHubConfig(Section):
 
 
 class CaptureConfig(Section):
-    method: Literal["changelog", "binlog"] = "changelog"
-    poll_interval: Duration = Field(0.2, gt=0)
+    method: CaptureMethod = "changelog"
+    poll_interval: Duration = Field(0.2, gt=0, description="The pause after a read of the changes that found none.")
     batch_size: int = Field(1000, ge=1, le=100_000)
     state_dir: Path = Path("state/capture")
     snapshot: bool = Field(True, description="Snapshot the tables (op=r) on first start, and tables added later.")
-    install: Literal["missing", "never"] = Field(
+    install: CaptureInstall = Field(
         "missing",
         description="changelog: at start, create the change log and triggers of configured tables that have none "
         "(never: a DBA applies the reviewed `obflow capture install --print` instead).",
     )
     gap_max_count: int = Field(10_000, ge=0, description="Open sequence gaps tracked at most.")
     gap_max_age: Duration = Field(60.0, ge=0, description="How long an open gap is waited for.")
-    binlog_server_id: int = Field(8001, ge=1, le=2**32 - 1)
+    binlog_server_id: int = Field(
+        8001,
+        ge=1,
+        le=2**32 - 1,
+        description="binlog: the replica id the agent reads as; unique among the database's replicas.",
+    )
     http_port: int = Field(
         ports.CAPTURE_HTTP, ge=0, le=65535, description="Health and metrics port; 0 picks a free one."
     )
 
 
+def max_parallelism_problem(parallelism: int, max_parallelism: int) -> str | None:
+    """What is wrong with a job's most parallelism (which its state can be rescaled to) for its parallelism."""
+    if max_parallelism < parallelism:
+        return f"must be at least parallelism ({parallelism}); raise it or lower parallelism"
+    return None
+
+
 class FlinkConfig(Section):
     parallelism: int = Field(2, ge=1, le=32768)
     max_parallelism: int = Field(128, ge=1, le=32768)
-    execution_mode: Literal["thread", "process"] = "thread"
+    execution_mode: PythonExecutionMode = Field(
+        "thread",
+        description="Where PyFlink runs the job's Python functions: inside the TaskManager's JVM (thread) or in a "
+        "Python process of their own beside it (process).",
+    )
     job_name: str = Field("obflow", min_length=1)
     restart_attempts: int = Field(
         10,
@@ -309,27 +343,25 @@ class FlinkConfig(Section):
 
     @model_validator(mode="after")
     def _max_covers_parallelism(self) -> FlinkConfig:
-        if self.max_parallelism < self.parallelism:
-            raise field_error(
-                "max_parallelism",
-                f"must be at least parallelism ({self.parallelism}); raise it or lower parallelism",
-            )
+        problem = max_parallelism_problem(self.parallelism, self.max_parallelism)
+        if problem:
+            raise field_error("max_parallelism", problem)
         return self
 
 
 class CheckpointConfig(Section):
     """R10.8: interval and retention (R2.4: every 5 minutes, R4.4: latest 3 kept)."""
 
-    interval: Duration = Field(300.0, gt=0)
-    retained: int = Field(3, ge=1, le=100)
+    interval: Duration = Field(300.0, gt=0, description="How often a checkpoint is taken (R2.4).")
+    retained: int = Field(3, ge=1, le=100, description="Retained checkpoints (R4.4).")
     dir: str = Field("state/checkpoints", min_length=1, description="Path or URI of the state backend.")
     savepoint_dir: str = Field("state/savepoints", min_length=1)
-    timeout: Duration = Field(600.0, gt=0)
+    timeout: Duration = Field(600.0, gt=0, description="A checkpoint not complete after this long fails.")
     tolerable_failures: int = Field(
         2**31 - 1, ge=0, description="Failed checkpoints tolerated before the job fails (R2.5)."
     )
-    mode: Literal["exactly_once", "at_least_once"] = "exactly_once"
-    backend: Literal["hashmap", "rocksdb"] = Field("hashmap", description="Flink state backend (R4.2).")
+    mode: CheckpointMode = "exactly_once"
+    backend: StateBackend = Field("hashmap", description="Flink state backend (R4.2).")
 
 
 class RollingConfig(Section):
@@ -342,7 +374,7 @@ class RollingConfig(Section):
 class OutputConfig(Section):
     """R10.7: output format and path."""
 
-    format: Literal["json", "parquet", "csv"] = "parquet"
+    format: OutputFormat = "parquet"
     path: str = Field("output", min_length=1)
     rolling: RollingConfig = Field(default_factory=RollingConfig)
     write_retries: int = Field(3, ge=0, le=100, description="Retries of a failed file write (R3.7).")
@@ -358,7 +390,7 @@ class OutputConfig(Section):
 
 
 class LoggingConfig(Section):
-    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    level: LogLevel = "INFO"
     format: Literal["json", "text"] = "text"
 
 

@@ -1,9 +1,11 @@
 """The ``DataPipeline`` custom resource's spec: one pydantic model, the source of the CRD's schema.
 
-Field names are camelCase as Kubernetes users expect; where a section has the same shape as the
-runtime configuration (:mod:`obflow.config`) the spec reuses it, so a table or a rolling policy means
-the same thing in a ``DataPipeline`` and in an ``obflow.yaml``. Secrets never appear in the spec: the
-database password and the DataHub key are references to keys of Kubernetes Secrets.
+Field names are camelCase as Kubernetes users expect. What the spec shares with the runtime
+configuration (:mod:`obflow.config`) is declared there once: a table is a :class:`~obflow.config.TableConfig`,
+and a field that is a runtime setting takes the setting's default, bounds and description
+(:func:`runtime_setting`), so it means the same thing in a ``DataPipeline`` and in an ``obflow.yaml``.
+Secrets never appear in the spec: the database password and the DataHub key are references to keys of
+Kubernetes Secrets.
 
 :func:`runtime_config` turns a spec into the :class:`~obflow.config.ObflowConfig` every component
 runs with, so the runtime model's own checks (cross-field rules, SQL column types) apply to specs too.
@@ -15,11 +17,50 @@ import re
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema, model_validator
+import annotated_types
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    WithJsonSchema,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from obflow import ports
-from obflow.config import DataHubProject, DataHubTopic, HttpUrl, ObflowConfig, TableConfig
+from obflow.config import (
+    CaptureConfig,
+    CaptureInstall,
+    CaptureMethod,
+    CheckpointConfig,
+    CheckpointMode,
+    DataHubCompression,
+    DataHubConfig,
+    DataHubProject,
+    DataHubProtocol,
+    DataHubTopic,
+    FlinkConfig,
+    HttpUrl,
+    LoggingConfig,
+    LogLevel,
+    ObflowConfig,
+    OutputConfig,
+    OutputFormat,
+    PythonExecutionMode,
+    RetryConfig,
+    RollingConfig,
+    SourceConfig,
+    SourceEngine,
+    StateBackend,
+    TableConfig,
+    TenantMode,
+    field_error,
+    max_parallelism_problem,
+)
+from obflow.problems import field_problems
 from obflow.units import parse_duration, parse_size
 
 GROUP = "obflow.io"
@@ -69,6 +110,26 @@ def memory_bytes(quantity: str) -> int:
     return int(float(match.group(1)) * _BINARY.get(match.group(2), 1))
 
 
+_BOUNDS = {annotated_types.Ge: "ge", annotated_types.Gt: "gt", annotated_types.Le: "le", annotated_types.Lt: "lt"}
+
+
+def runtime_setting(section: type[BaseModel], name: str) -> Any:
+    """The spec's field for the runtime setting ``name`` of ``section`` (:mod:`obflow.config`): the setting's
+    default, description and bounds, a duration written as text as everywhere in the spec. Declared once, the
+    two cannot drift apart; a duration's bounds are the runtime model's to check (:func:`runtime_config`)."""
+    field = section.model_fields[name]
+    setting: TypeAdapter[Any] = TypeAdapter(
+        Annotated[field.annotation, *field.metadata] if field.metadata else field.annotation  # type: ignore[arg-type]
+    )
+    default = setting.dump_python(field.get_default(call_default_factory=True), mode="json")
+    bounds = {}
+    if not isinstance(default, str):
+        bounds = {
+            _BOUNDS[type(rule)]: getattr(rule, _BOUNDS[type(rule)]) for rule in field.metadata if type(rule) in _BOUNDS
+        }
+    return Field(default, description=field.description, **bounds)
+
+
 class SpecSection(BaseModel):
     """Base of every spec section: camelCase names, unknown fields are errors."""
 
@@ -110,12 +171,12 @@ class TableSpec(TableConfig):
 
 
 class SourceSpec(SpecSection):
-    engine: Literal["oceanbase", "mysql", "mariadb"] = "oceanbase"
-    mode: Literal["oracle", "mysql"] = Field("oracle", description="OceanBase tenant mode.")
+    engine: SourceEngine = runtime_setting(SourceConfig, "engine")
+    mode: TenantMode = runtime_setting(SourceConfig, "mode")
     host: str = Field(min_length=1, description="Database host (a Service name works).")
-    port: int = Field(2881, ge=1, le=65535)
+    port: int = runtime_setting(SourceConfig, "port")
     user: str = Field("root", min_length=1, description="Login user unless credentials.user is set.")
-    tenant: str | None = Field(None, description="OceanBase tenant; the login becomes user@tenant.")
+    tenant: str | None = runtime_setting(SourceConfig, "tenant")
     database: str = Field(min_length=1, description="Schema (Oracle mode) or database (MySQL mode).")
     tables: list[TableSpec] = Field(min_length=1, description="Tables to capture.")
     credentials: SourceCredentials = Field(description="Secret references; never plain text.")
@@ -127,6 +188,9 @@ class SourceSpec(SpecSection):
     ca_secret: SecretKeyRef | None = Field(
         None, description="With tls: the Secret key holding the CA certificates (PEM) that signed the database's."
     )
+    connect_timeout: SpecDuration = runtime_setting(SourceConfig, "connect_timeout")
+    heartbeat_interval: SpecDuration = runtime_setting(SourceConfig, "heartbeat_interval")
+    reconnect_max_backoff: SpecDuration = runtime_setting(SourceConfig, "reconnect_max_backoff")
 
     @model_validator(mode="after")
     def _ca_needs_tls(self) -> SourceSpec:
@@ -137,27 +201,39 @@ class SourceSpec(SpecSection):
 
 class CaptureSpec(SpecSection):
     image: str = Field("obflow/capture:0.1.0", min_length=1, description="Capture agent image.")
-    method: Literal["changelog", "binlog"] = "changelog"
-    poll_interval: SpecDuration = "200ms"
-    batch_size: int = Field(1000, ge=1, le=100_000)
-    snapshot: bool = Field(True, description="Snapshot the tables (op=r) on first start.")
+    method: CaptureMethod = runtime_setting(CaptureConfig, "method")
+    poll_interval: SpecDuration = runtime_setting(CaptureConfig, "poll_interval")
+    batch_size: int = runtime_setting(CaptureConfig, "batch_size")
+    snapshot: bool = runtime_setting(CaptureConfig, "snapshot")
+    install: CaptureInstall = runtime_setting(CaptureConfig, "install")
+    gap_max_count: int = runtime_setting(CaptureConfig, "gap_max_count")
+    gap_max_age: SpecDuration = runtime_setting(CaptureConfig, "gap_max_age")
+    binlog_server_id: int = runtime_setting(CaptureConfig, "binlog_server_id")
     resources: Resources = Field(default_factory=lambda: Resources(cpu="250m", memory="512Mi"))
+
+
+class RetrySpec(SpecSection):
+    attempts: int = runtime_setting(RetryConfig, "attempts")
+    interval: SpecDuration = runtime_setting(RetryConfig, "interval")
 
 
 class DataHubSpec(SpecSection):
     endpoint: HttpUrl = Field(description="DataHub endpoint, e.g. https://dh-cn-hangzhou.aliyuncs.com.")
     project: DataHubProject
-    topic: DataHubTopic = "changes"
-    dead_letter_topic: DataHubTopic = "changes_dlq"
-    shards: int = Field(4, ge=1, le=256)
-    protocol: Literal["pb", "json"] = "pb"
-    compression: Literal["lz4", "none"] = "lz4"
+    topic: DataHubTopic = runtime_setting(DataHubConfig, "topic")
+    dead_letter_topic: DataHubTopic = runtime_setting(DataHubConfig, "dead_letter_topic")
+    shards: int = runtime_setting(DataHubConfig, "shards")
+    protocol: DataHubProtocol = runtime_setting(DataHubConfig, "protocol")
+    compression: DataHubCompression = runtime_setting(DataHubConfig, "compression")
     credentials: DataHubCredentials = Field(description="Secret references; never plain text.")
     ca_secret: SecretKeyRef | None = Field(
         None,
         description="https endpoints whose certificate a private CA signed: the Secret key holding that CA's "
         "certificates (PEM). Unset, the public CAs are trusted. The certificate is always verified.",
     )
+    batch_size: int = runtime_setting(DataHubConfig, "batch_size")
+    request_timeout: SpecDuration = runtime_setting(DataHubConfig, "request_timeout")
+    retry: RetrySpec = Field(default_factory=RetrySpec)
 
 
 class JobManagerSpec(SpecSection):
@@ -179,11 +255,13 @@ class TaskManagerSpec(SpecSection):
 
 
 class CheckpointSpec(SpecSection):
-    interval: SpecDuration = Field("5m", description="R2.4.")
-    retained: int = Field(3, ge=1, le=100, description="Retained checkpoints (R4.4).")
-    timeout: SpecDuration = "10m"
-    mode: Literal["exactly_once", "at_least_once"] = "exactly_once"
-    backend: Literal["hashmap", "rocksdb"] = "rocksdb"
+    interval: SpecDuration = runtime_setting(CheckpointConfig, "interval")
+    retained: int = runtime_setting(CheckpointConfig, "retained")
+    timeout: SpecDuration = runtime_setting(CheckpointConfig, "timeout")
+    mode: CheckpointMode = runtime_setting(CheckpointConfig, "mode")
+    # on Kubernetes the state lives in RocksDB (incremental checkpoints, beyond the heap); on one machine on the heap
+    backend: StateBackend = Field("rocksdb", description=CheckpointConfig.model_fields["backend"].description)
+    tolerable_failures: int = runtime_setting(CheckpointConfig, "tolerable_failures")
 
 
 class SavepointSpec(SpecSection):
@@ -198,8 +276,8 @@ class SavepointSpec(SpecSection):
 
 class FlinkSpec(SpecSection):
     image: str = Field("obflow/flink:0.1.0", min_length=1, description="Image with Flink, PyFlink and the job.")
-    parallelism: int = Field(2, ge=1, le=32768)
-    max_parallelism: int = Field(128, ge=1, le=32768)
+    parallelism: int = runtime_setting(FlinkConfig, "parallelism")
+    max_parallelism: int = runtime_setting(FlinkConfig, "max_parallelism")
     upgrade_mode: Literal["savepoint", "last-state", "stateless"] = Field(
         "savepoint",
         description="How a job change is rolled out: stop with a savepoint, restart from the latest "
@@ -219,24 +297,21 @@ class FlinkSpec(SpecSection):
     job_manager: JobManagerSpec = Field(default_factory=JobManagerSpec)
     task_manager: TaskManagerSpec = Field(default_factory=TaskManagerSpec)
     checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec)
-    restart_attempts: int = Field(
-        10,
-        ge=0,
-        description="Restarts in a row (each from the latest checkpoint, the wait doubling from restart_delay up to "
-        "2 minutes) before the job fails for good; 10 minutes without a failure start the count afresh.",
-    )
-    restart_delay: SpecDuration = Field("10s", description="The wait before the first restart of a series.")
-    dedup_records: int = Field(
-        10_000, ge=0, le=10_000_000, description="Copies arriving within this many records of a shard are dropped."
-    )
+    restart_attempts: int = runtime_setting(FlinkConfig, "restart_attempts")
+    restart_delay: SpecDuration = runtime_setting(FlinkConfig, "restart_delay")
+    dedup_records: int = runtime_setting(FlinkConfig, "dedup_records")
+    execution_mode: PythonExecutionMode = runtime_setting(FlinkConfig, "execution_mode")
+    idle_poll_max: SpecDuration = runtime_setting(FlinkConfig, "idle_poll_max")
+    out_of_orderness: SpecDuration = runtime_setting(FlinkConfig, "out_of_orderness")
     configuration: dict[str, str] = Field(
         default_factory=dict, description="Extra Flink configuration; wins over what the operator sets."
     )
 
     @model_validator(mode="after")
     def _max_covers_parallelism(self) -> FlinkSpec:
-        if self.max_parallelism < self.parallelism:
-            raise ValueError(f"maxParallelism: must be at least parallelism ({self.parallelism})")
+        problem = max_parallelism_problem(self.parallelism, self.max_parallelism)
+        if problem:
+            raise field_error("maxParallelism", problem)
         return self
 
 
@@ -255,16 +330,16 @@ class StorageSpec(SpecSection):
 
 
 class RollingSpec(SpecSection):
-    max_size: SpecSize = Field("1GiB", description="Roll to a new file at this size (R3.4).")
-    max_span: SpecDuration = Field("1h", description="Roll once a file spans this long (R3.5).")
+    max_size: SpecSize = runtime_setting(RollingConfig, "max_size")
+    max_span: SpecDuration = runtime_setting(RollingConfig, "max_span")
 
 
 class OutputSpec(SpecSection):
-    format: Literal["json", "parquet", "csv"] = "parquet"
+    format: OutputFormat = runtime_setting(OutputConfig, "format")
     path: str | None = Field(None, description="Default: <storage.mountPath>/<name>/output.")
     claim_name: str | None = Field(None, description="A separate PersistentVolumeClaim mounted at path.")
     rolling: RollingSpec = Field(default_factory=RollingSpec)
-    write_retries: int = Field(3, ge=0, le=100)
+    write_retries: int = runtime_setting(OutputConfig, "write_retries")
 
     @model_validator(mode="after")
     def _claim_needs_path(self) -> OutputSpec:
@@ -330,7 +405,7 @@ class DataPipelineSpec(SpecSection):
     deletion: DeletionSpec = Field(default_factory=DeletionSpec)
     pod_template: PodTemplateSpec = Field(default_factory=PodTemplateSpec)
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_level: LogLevel = runtime_setting(LoggingConfig, "level")
     suspend: bool = Field(False, description="true: stop the job with a savepoint and scale to zero.")
 
 
@@ -375,65 +450,52 @@ class _FromSpecOnly(ObflowConfig):
         return (init_settings,)
 
 
+def _settings(section: SpecSection, runtime: type[BaseModel]) -> dict[str, Any]:
+    """The values of ``section``'s fields that are settings of the runtime section ``runtime`` as well."""
+    return section.model_dump(include=section.model_fields.keys() & runtime.model_fields.keys())
+
+
+# where a runtime section lives in the spec when not under its own name
+_SPEC_PATH = {"checkpoint": ("flink", "checkpoint")}
+
+
+def _spec_path(runtime_path: tuple[str, ...]) -> str:
+    """``checkpoint.tolerable_failures`` as the spec names it: ``spec.flink.checkpoint.tolerableFailures``."""
+    head, *rest = runtime_path or ("",)
+    return ".".join(["spec", *_SPEC_PATH.get(head, (head,)), *map(to_camel, rest)]).rstrip(".")
+
+
 def runtime_config(name: str, spec: DataPipelineSpec) -> ObflowConfig:
     """The configuration the pipeline's components run with (secrets left at their defaults: they
     reach the containers from Secrets). Raises :class:`SpecError` naming spec fields."""
     paths = storage_paths(name, spec)
-    source = spec.source
     data: dict[str, Any] = {
         "source": {
-            "engine": source.engine,
-            "mode": source.mode,
-            "host": source.host,
-            "port": source.port,
-            "user": source.user,
-            "tenant": source.tenant,
-            "database": source.database,
-            "tables": [t.model_dump(exclude_defaults=True) for t in source.tables],
-            "tls": source.tls,
-            "ca_file": SOURCE_CA_FILE if source.ca_secret else None,
+            **_settings(spec.source, SourceConfig),
+            "ca_file": SOURCE_CA_FILE if spec.source.ca_secret else None,
         },
         "datahub": {
-            "endpoint": spec.datahub.endpoint,
-            "project": spec.datahub.project,
-            "topic": spec.datahub.topic,
-            "dead_letter_topic": spec.datahub.dead_letter_topic,
-            "shards": spec.datahub.shards,
-            "protocol": spec.datahub.protocol,
-            "compression": spec.datahub.compression,
+            **_settings(spec.datahub, DataHubConfig),
             "ca_file": DATAHUB_CA_FILE if spec.datahub.ca_secret else None,
         },
         "capture": {
-            "method": spec.capture.method,
-            "poll_interval": spec.capture.poll_interval,
-            "batch_size": spec.capture.batch_size,
-            "snapshot": spec.capture.snapshot,
+            **_settings(spec.capture, CaptureConfig),
             "state_dir": paths["capture_state"],
             "http_port": ports.CAPTURE_HTTP,
         },
         "flink": {
-            "parallelism": spec.flink.parallelism,
-            "max_parallelism": spec.flink.max_parallelism,
+            **_settings(spec.flink, FlinkConfig),
             "job_name": name,
-            "restart_attempts": spec.flink.restart_attempts,
-            "restart_delay": spec.flink.restart_delay,
-            "dedup_records": spec.flink.dedup_records,
             "metrics_port": str(ports.FLINK_METRICS),
         },
         "checkpoint": {
-            "interval": spec.flink.checkpoint.interval,
-            "retained": spec.flink.checkpoint.retained,
+            **_settings(spec.flink.checkpoint, CheckpointConfig),
             "dir": paths["checkpoints"],
             "savepoint_dir": paths["savepoints"],
-            "timeout": spec.flink.checkpoint.timeout,
-            "mode": spec.flink.checkpoint.mode,
-            "backend": spec.flink.checkpoint.backend,
         },
         "output": {
-            "format": spec.output.format,
+            **_settings(spec.output, OutputConfig),
             "path": paths["output"],
-            "rolling": spec.output.rolling.model_dump(),
-            "write_retries": spec.output.write_retries,
             "dead_letter_path": paths["dead_letters"],
             "metrics_port": ports.JOB_RUNNER_HTTP,
         },
@@ -442,6 +504,7 @@ def runtime_config(name: str, spec: DataPipelineSpec) -> ObflowConfig:
     try:
         return _FromSpecOnly.model_validate(data)
     except ValidationError as exc:
-        # the runtime model's own rules, which the spec model does not repeat
-        problems = [f"spec: as runtime setting {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
-        raise SpecError(problems) from None
+        # the runtime model's own rules (a duration's bounds, rules across sections), which the spec does not repeat
+        raise SpecError(
+            [f"{_spec_path(problem.path)}: {problem.message}" for problem in field_problems(exc, ObflowConfig)]
+        ) from None

@@ -7,7 +7,9 @@ from typing import Any
 
 import pytest
 from pydantic import BaseModel
+from pydantic.alias_generators import to_camel
 
+from obflow.config import ObflowConfig, flatten
 from obflow.flink_rest import JobDetails, JobOverview, VertexMetrics
 from obflow_operator.builders import validate
 from obflow_operator.crd import crd_manifest, crd_yaml
@@ -131,6 +133,119 @@ def test_runtime_config_comes_from_the_spec_not_the_operators_environment(monkey
     assert config.output.path == "/data/orders/output"
     assert config.source.qualified_tables().keys() == {"TRADE.ORDERS", "TRADE.ORDER_LINES"}
     assert config.source.password.get_secret_value() == ""  # secrets come from Secrets only
+
+
+# runtime settings the operator derives (paths, ports, names) or takes from Secrets, never from spec fields
+OPERATOR_SETTINGS = {
+    "source.password",
+    "source.ca_file",
+    "datahub.access_id",
+    "datahub.access_key",
+    "datahub.ca_file",
+    "capture.state_dir",
+    "capture.http_port",
+    "flink.job_name",
+    "flink.metrics_port",
+    "checkpoint.dir",
+    "checkpoint.savepoint_dir",
+    "output.path",
+    "output.dead_letter_path",
+    "output.metrics_port",
+    "logging.format",
+}
+# defaults a DataPipeline needs other than one machine's: required fields, and state in RocksDB
+SPEC_ONLY_DEFAULTS = {
+    "source.host",
+    "source.database",
+    "source.tables",
+    "datahub.endpoint",
+    "datahub.project",
+    "checkpoint.backend",
+}
+
+
+def test_every_runtime_setting_is_a_spec_field_or_the_operators_with_the_same_default() -> None:
+    secret = {"name": "s", "key": "k"}
+    required_only = parse_spec(
+        {
+            "source": {"host": "db", "database": "TRADE", "tables": ["ORDERS"], "credentials": {"password": secret}},
+            "datahub": {
+                "endpoint": "http://datahub:8080",
+                "project": "trade",
+                "credentials": {"accessId": secret, "accessKey": secret},
+            },
+        }
+    )
+    runtime = dict(flatten(ObflowConfig.model_validate({}).model_dump(mode="json")))
+    from_spec = dict(flatten(runtime_config("orders", required_only).model_dump(mode="json")))
+    spec_fields = {key for key, _ in flatten(required_only.model_dump(by_alias=True, mode="json"))}
+    for key in sorted(runtime.keys() - OPERATOR_SETTINGS):
+        section, *rest = key.split(".")
+        spec_key = ".".join(["flink", section] if section == "checkpoint" else [section])
+        spec_key += "".join(f".{to_camel(part)}" for part in rest)
+        assert spec_key.replace("logging.level", "logLevel") in spec_fields, f"{key} cannot be set from a spec"
+        if key not in SPEC_ONLY_DEFAULTS:
+            assert from_spec[key] == runtime[key], f"{key}: the spec's default is not the runtime model's"
+
+
+def test_the_runtime_settings_a_spec_sets_reach_the_runtime_config() -> None:
+    spec = spec_of(
+        MINIMAL,
+        source__connectTimeout="4s",
+        source__heartbeatInterval="3s",
+        source__reconnectMaxBackoff="7s",
+        datahub__batchSize=250,
+        datahub__requestTimeout="12s",
+        datahub__retry={"attempts": 5, "interval": "500ms"},
+        capture__install="never",
+        capture__gapMaxCount=50,
+        capture__gapMaxAge="30s",
+        capture__binlogServerId=9001,
+        flink__executionMode="process",
+        flink__idlePollMax="1s",
+        flink__outOfOrderness="2s",
+        flink__checkpoint={"tolerableFailures": 4},
+    )
+    config = runtime_config("orders", parse_spec(spec))
+    assert (config.source.connect_timeout, config.source.heartbeat_interval) == (4.0, 3.0)
+    assert config.source.reconnect_max_backoff == 7.0
+    assert (config.datahub.batch_size, config.datahub.request_timeout) == (250, 12.0)
+    assert (config.datahub.retry.attempts, config.datahub.retry.interval) == (5, 0.5)
+    assert (config.capture.install, config.capture.gap_max_count, config.capture.gap_max_age) == ("never", 50, 30.0)
+    assert config.capture.binlog_server_id == 9001
+    assert (config.flink.execution_mode, config.flink.idle_poll_max, config.flink.out_of_orderness) == (
+        "process",
+        1.0,
+        2.0,
+    )
+    assert config.checkpoint.tolerable_failures == 4
+
+
+def test_a_runtime_rule_a_spec_breaks_is_named_by_the_spec_field() -> None:
+    spec = spec_of(MINIMAL, source__heartbeatInterval="0s", source__reconnectMaxBackoff="1m")
+    with pytest.raises(SpecError) as caught:
+        runtime_config("orders", parse_spec(spec))
+    assert caught.value.problems == [
+        "spec.source.heartbeatInterval: input should be greater than 0",
+        "spec.source.reconnectMaxBackoff: input should be less than or equal to 30",
+    ]
+    with pytest.raises(SpecError) as caught:
+        runtime_config("orders", parse_spec(spec_of(MINIMAL, flink__dedupRecords=10)))
+    assert caught.value.problems == [
+        "spec.flink.dedupRecords: must be at least capture.batch_size (1000): a capture agent re-sends up to one "
+        "batch after a crash, and copies further back than the window are not dropped; raise it",
+    ]
+    with pytest.raises(SpecError) as caught:
+        parse_spec(spec_of(MINIMAL, flink__parallelism=8, flink__maxParallelism=4))
+    assert caught.value.problems == [  # the runtime model's rule, in the spec's words
+        "spec.flink.maxParallelism: must be at least parallelism (8); raise it or lower parallelism"
+    ]
+    with pytest.raises(SpecError) as caught:
+        parse_spec(spec_of(MINIMAL, capture__gapMaxCount=-1, datahub__batchSize=5000))
+    assert caught.value.problems == [
+        "spec.datahub.batchSize: input should be less than or equal to 1000",
+        "spec.capture.gapMaxCount: input should be greater than or equal to 0",
+    ]
 
 
 def test_lifecycle_allows_only_named_transitions() -> None:
