@@ -72,6 +72,17 @@ def spec_json(spec: DataPipelineSpec) -> str:
     return json.dumps(spec.model_dump(by_alias=True, mode="json"), sort_keys=True)
 
 
+def is_stored_spec(stored: str | None, spec: DataPipelineSpec) -> bool:
+    """Whether ``stored``, a spec kept in status as JSON (perhaps by an older operator whose model had fewer
+    fields), is ``spec``: compared as models, so a field added since, at its default, does not tell them apart."""
+    if stored is None:
+        return False
+    try:
+        return parse_spec(json.loads(stored)) == spec
+    except (SpecError, ValueError):  # a spec this operator would refuse is not the one it is given
+        return False
+
+
 def reconcile(api: DynamicClient, settings: OperatorSettings, body: Mapping[str, Any]) -> Outcome:
     """Bring the children in line with the spec (a savepoint taken on the way is written to status at
     once, before anything else can fail). Raises :class:`~obflow_operator.spec.SpecError` for an
@@ -86,7 +97,7 @@ def reconcile(api: DynamicClient, settings: OperatorSettings, body: Mapping[str,
     spec = desired_spec(parse_spec(dict(body["spec"])), status)
     if status.phase is None:
         outcome.move(Phase.PENDING, "Accepted", "spec accepted")
-    held_back = status.rolled_back_spec == spec_json(spec) and status.last_stable_spec is not None
+    held_back = is_stored_spec(status.rolled_back_spec, spec) and status.last_stable_spec is not None
     if held_back:  # the spec that was rolled back: keep the stable one until the user changes it
         spec = parse_spec(json.loads(str(status.last_stable_spec)))
 
@@ -281,8 +292,8 @@ def autoscale(
     memory = status.autoscaler
     state = AutoscalerState(memory.last_rescale_time, memory.scale_down_wanted_since, memory.highest_wanted_since)
     decision = decide(samples, spec.autoscaler, limits_for(spec), state, clock)
-    rolled_back = decision.action != "none" and status.rolled_back_spec == spec_json(
-        with_parallelism(spec, decision.target)
+    rolled_back = decision.action != "none" and is_stored_spec(
+        status.rolled_back_spec, with_parallelism(spec, decision.target)
     )
     if rolled_back:
         reason = f"{decision.reason}; not applied: rolled back there before"

@@ -4,6 +4,7 @@ parallelism over the spec's, and what an observation means for the phase."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ from obflow_operator.autoscaler import desired_spec
 from obflow_operator.builders import Owner
 from obflow_operator.observe import Observation, observed_phase
 from obflow_operator.outcome import OperatorSettings, Outcome
-from obflow_operator.reconcile import final_savepoint, needs_final_savepoint
+from obflow_operator.reconcile import final_savepoint, is_stored_spec, needs_final_savepoint, spec_json
 from obflow_operator.status import AutoscalerStatus, DataPipelineStatus, Phase, SavepointRecord
 from obflow_operator.validation import parse_spec
 from tests.support.fake_jobmanager import JOB_ID, FakeJobManager
@@ -151,3 +152,18 @@ def test_a_jobmanager_that_does_not_answer_leaves_the_job_state_as_last_seen() -
     for state, held in (("RESTARTING", True), ("INITIALIZING", True), ("FINISHED", False), (None, False)):
         assert needs_final_savepoint({}, {"jobState": state}) is held, state
     assert not needs_final_savepoint({"deletion": {"savepoint": False}}, {"jobState": "RUNNING"})
+
+
+def test_a_rolled_back_spec_stays_recognised_across_an_operator_upgrade_that_adds_fields() -> None:
+    """status.rolledBackSpec is JSON an older operator wrote, without the fields added since: it is still
+    the spec it was, and a different one is not."""
+    spec = parse_spec(spec_of(MINIMAL, flink__parallelism=4))
+    stored = json.loads(spec_json(spec))
+    del stored["source"]["heartbeatInterval"], stored["datahub"]["retry"], stored["flink"]["checkpoint"]
+    older_operators = json.dumps(stored)
+    assert older_operators != spec_json(spec)
+    assert is_stored_spec(older_operators, spec)
+    assert not is_stored_spec(older_operators, parse_spec(spec_of(MINIMAL, flink__parallelism=2)))
+    assert not is_stored_spec(None, spec)
+    assert not is_stored_spec("not json", spec)
+    assert not is_stored_spec('{"source": 1}', spec)
