@@ -14,7 +14,7 @@ runs with, so the runtime model's own checks (cross-field rules, SQL column type
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any, Literal
 
 import annotated_types
@@ -455,14 +455,18 @@ def _settings(section: SpecSection, runtime: type[BaseModel]) -> dict[str, Any]:
     return section.model_dump(include=section.model_fields.keys() & runtime.model_fields.keys())
 
 
-# where a runtime section lives in the spec when not under its own name
-_SPEC_PATH = {"checkpoint": ("flink", "checkpoint")}
+# runtime settings the spec holds elsewhere than under their own names (the others: their names in camelCase)
+_SPEC_PLACE = {("checkpoint",): ("flink", "checkpoint"), ("logging", "level"): ("logLevel",)}
 
 
-def _spec_path(runtime_path: tuple[str, ...]) -> str:
-    """``checkpoint.tolerable_failures`` as the spec names it: ``spec.flink.checkpoint.tolerableFailures``."""
-    head, *rest = runtime_path or ("",)
-    return ".".join(["spec", *_SPEC_PATH.get(head, (head,)), *map(to_camel, rest)]).rstrip(".")
+def spec_field(runtime_path: Sequence[str]) -> str:
+    """Where the spec holds the runtime setting at ``runtime_path``: ``checkpoint.tolerable_failures`` is
+    ``spec.flink.checkpoint.tolerableFailures``, ``logging.level`` is ``spec.logLevel``."""
+    path = tuple(runtime_path)
+    for prefix, place in _SPEC_PLACE.items():
+        if path[: len(prefix)] == prefix:
+            return ".".join(["spec", *place, *map(to_camel, path[len(prefix) :])])
+    return ".".join(["spec", *map(to_camel, path)])
 
 
 def runtime_config(name: str, spec: DataPipelineSpec) -> ObflowConfig:
@@ -506,5 +510,5 @@ def runtime_config(name: str, spec: DataPipelineSpec) -> ObflowConfig:
     except ValidationError as exc:
         # the runtime model's own rules (a duration's bounds, rules across sections), which the spec does not repeat
         raise SpecError(
-            [f"{_spec_path(problem.path)}: {problem.message}" for problem in field_problems(exc, ObflowConfig)]
+            [f"{spec_field(problem.path)}: {problem.message}" for problem in field_problems(exc, ObflowConfig)]
         ) from None

@@ -7,14 +7,13 @@ from typing import Any
 
 import pytest
 from pydantic import BaseModel
-from pydantic.alias_generators import to_camel
 
 from obflow.config import ObflowConfig, flatten
 from obflow.flink_rest import JobDetails, JobOverview, VertexMetrics
 from obflow_operator.builders import validate
 from obflow_operator.crd import crd_manifest, crd_yaml
 from obflow_operator.observe import Observation, observed_phase
-from obflow_operator.spec import DataPipelineSpec, SpecError, runtime_config
+from obflow_operator.spec import DataPipelineSpec, SpecError, runtime_config, spec_field
 from obflow_operator.status import IllegalTransitionError, Phase, check_transition
 from obflow_operator.validation import parse_spec
 from tests.support.pipelines import FULL, MINIMAL, fields_by_alias, spec_of
@@ -180,10 +179,7 @@ def test_every_runtime_setting_is_a_spec_field_or_the_operators_with_the_same_de
     from_spec = dict(flatten(runtime_config("orders", required_only).model_dump(mode="json")))
     spec_fields = {key for key, _ in flatten(required_only.model_dump(by_alias=True, mode="json"))}
     for key in sorted(runtime.keys() - OPERATOR_SETTINGS):
-        section, *rest = key.split(".")
-        spec_key = ".".join(["flink", section] if section == "checkpoint" else [section])
-        spec_key += "".join(f".{to_camel(part)}" for part in rest)
-        assert spec_key.replace("logging.level", "logLevel") in spec_fields, f"{key} cannot be set from a spec"
+        assert spec_field(key.split(".")).removeprefix("spec.") in spec_fields, f"{key} cannot be set from a spec"
         if key not in SPEC_ONLY_DEFAULTS:
             assert from_spec[key] == runtime[key], f"{key}: the spec's default is not the runtime model's"
 
